@@ -1,0 +1,119 @@
+//! The command line: `serve`, `check-config`, `sign`. Parsing only, plus the small
+//! commands that need no server; `serve` hands over to `startup`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::config::Settings;
+use crate::producer_config;
+use crate::signature::Verifier;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "qminder-bridge",
+    version,
+    about = "Qminder webhooks in, CloudEvents on Kafka out"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge.
+    Serve(ConfigArg),
+    /// Validate the configuration and print it, secrets redacted.
+    CheckConfig(ConfigArg),
+    /// Print the X-Qminder-Signature Qminder would send for a body (secret from $QMINDER_SECRET).
+    Sign {
+        /// The webhook URL as registered in Qminder.
+        #[arg(long)]
+        url: String,
+        /// File holding the body; standard input if absent.
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// TOML configuration file. Environment variables QMINDER_BRIDGE__<SECTION>__<KEY>
+    /// override it.
+    #[arg(long, short, env = "QMINDER_BRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Loads the settings or says why not, on stderr.
+pub fn load(arg: &ConfigArg) -> Result<Settings, ExitCode> {
+    Settings::load(arg.config.as_deref()).map_err(|e| {
+        eprintln!("qminder-bridge: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// `check-config`
+pub fn check_config(arg: &ConfigArg) -> ExitCode {
+    let settings = match load(arg) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    // librdkafka knows its own property names; ask it (no connection is made).
+    let bootstrap = if settings.kafka.is_embedded() {
+        "127.0.0.1:1"
+    } else {
+        &settings.kafka.bootstrap_servers
+    };
+    if let Err(e) = producer_config::producer(&settings.kafka, bootstrap)
+        .create::<rdkafka::producer::BaseProducer>()
+    {
+        eprintln!("qminder-bridge: invalid configuration:\n  - kafka.librdkafka: {e}");
+        return ExitCode::from(2);
+    }
+    match toml::to_string_pretty(&settings) {
+        Ok(text) => {
+            println!(
+                "# The configuration is valid. Effective settings (secrets redacted):\n{text}"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("qminder-bridge: cannot print the configuration: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sign`
+pub fn sign(url: &str, file: Option<&PathBuf>) -> ExitCode {
+    let Ok(secret) = std::env::var("QMINDER_SECRET") else {
+        eprintln!("qminder-bridge: set QMINDER_SECRET to the webhook's secret");
+        return ExitCode::from(2);
+    };
+    if secret.is_empty() {
+        eprintln!("qminder-bridge: QMINDER_SECRET is empty");
+        return ExitCode::from(2);
+    }
+    let body = match file {
+        Some(path) => std::fs::read(path),
+        None => {
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body).map(|_| body)
+        }
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("qminder-bridge: cannot read the body: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{}",
+        Verifier::new(url, &[SecretString::from(secret)]).sign(&body)
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,127 @@
+//! Every way a webhook request can fail, grouped by what the sender should do.
+//!
+//! 401: sign it right. 413: send less. 400/408: send it properly. 404/405: wrong address or
+//! method. 503 + `Retry-After`: nothing wrong with the request, try again later (Kafka did
+//! not acknowledge, or the bridge is at `max_in_flight`). Bodies are fixed JSON
+//! `{"error": "<code>"}`; causes go to logs only, and never secrets or payloads.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+
+use crate::publisher::DeliveryError;
+use crate::signature::SignatureError;
+
+/// Why a webhook request was not answered 2xx.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("no X-Qminder-Signature header")]
+    MissingSignature,
+    #[error("the signature does not match")]
+    InvalidSignature,
+    #[error("the body is larger than server.max_body_bytes")]
+    BodyTooLarge,
+    #[error("the request could not be read")]
+    BadRequest(#[source] Option<actix_web::error::PayloadError>),
+    #[error("the body did not arrive within server.request_timeout_ms")]
+    RequestTimeout,
+    #[error("server.max_in_flight requests are already being handled")]
+    Overloaded,
+    #[error("no endpoint is configured at this path")]
+    NotFound,
+    #[error("webhooks are POSTed")]
+    MethodNotAllowed,
+    #[error("Kafka did not acknowledge the event")]
+    Delivery(#[from] DeliveryError),
+}
+
+impl From<SignatureError> for IngressError {
+    fn from(e: SignatureError) -> Self {
+        match e {
+            SignatureError::Missing => Self::MissingSignature,
+            SignatureError::Invalid => Self::InvalidSignature,
+        }
+    }
+}
+
+impl IngressError {
+    /// The fixed `error` code of the response body; for rejections also the metric reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingSignature => "missing_signature",
+            Self::InvalidSignature => "invalid_signature",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BadRequest(_) => "bad_request",
+            Self::RequestTimeout => "request_timeout",
+            Self::Overloaded => "overloaded",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Delivery(DeliveryError::Timeout) => "kafka_timeout",
+            Self::Delivery(_) => "kafka_unavailable",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingSignature | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Overloaded | Self::Delivery(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The response: fixed JSON, `Retry-After` on 503, `Allow` on 405.
+    pub fn response(&self, retry_after_s: u32) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status());
+        match self.status() {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(retry_after_s)));
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                response.insert_header((header::ALLOW, HeaderValue::from_static("POST")));
+            }
+            _ => {}
+        }
+        response
+            .content_type("application/json")
+            .body(format!(r#"{{"error":"{}"}}"#, self.code()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_each_failure_with_its_status_and_fixed_body() {
+        let cases = [
+            (IngressError::MissingSignature, 401, "missing_signature"),
+            (IngressError::InvalidSignature, 401, "invalid_signature"),
+            (IngressError::BodyTooLarge, 413, "body_too_large"),
+            (IngressError::BadRequest(None), 400, "bad_request"),
+            (IngressError::RequestTimeout, 408, "request_timeout"),
+            (IngressError::NotFound, 404, "not_found"),
+            (IngressError::MethodNotAllowed, 405, "method_not_allowed"),
+            (IngressError::Overloaded, 503, "overloaded"),
+            (DeliveryError::Timeout.into(), 503, "kafka_timeout"),
+            (
+                DeliveryError::Refused("secret detail".into()).into(),
+                503,
+                "kafka_unavailable",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let response = error.response(7);
+            assert_eq!(response.status().as_u16(), status, "{error:?}");
+            assert_eq!(error.code(), code);
+            let retry = response.headers().get(header::RETRY_AFTER);
+            assert_eq!(retry.is_some(), status == 503, "{error:?}");
+            if let Some(retry) = retry {
+                assert_eq!(retry, "7");
+            }
+        }
+    }
+}

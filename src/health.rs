@@ -1,0 +1,132 @@
+//! Liveness and readiness.
+//!
+//! `GET /healthz` answers 200 while the process serves HTTP. `GET /readyz` answers 200 only
+//! when the broker answered the latest metadata request (asked every
+//! `kafka.health_interval_ms`, bounded by the same), the topics exist if the bridge was asked
+//! to create them, and the bridge is not shutting down; 503 otherwise. Readiness never
+//! gates webhook requests themselves: those get an honest answer from the delivery.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use rdkafka::ClientConfig;
+
+use crate::metrics::Metrics;
+use crate::publisher::Publisher;
+
+/// The bridge's view of its own readiness.
+#[derive(Debug)]
+pub struct Health {
+    broker_reachable: AtomicBool,
+    topics_ready: AtomicBool,
+    stopping: AtomicBool,
+    metrics: Metrics,
+}
+
+/// Topics to create before the bridge calls itself ready.
+#[derive(Debug, Clone)]
+pub struct TopicSetup {
+    pub admin: ClientConfig,
+    pub topics: Vec<String>,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+impl Health {
+    pub fn new(metrics: Metrics, topics_needed: bool) -> Arc<Self> {
+        Arc::new(Self {
+            broker_reachable: AtomicBool::new(false),
+            topics_ready: AtomicBool::new(!topics_needed),
+            stopping: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.broker_reachable.load(Ordering::Acquire)
+            && self.topics_ready.load(Ordering::Acquire)
+            && !self.stopping.load(Ordering::Acquire)
+    }
+
+    /// From now on, not ready (for good).
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.publish();
+    }
+
+    fn set_broker_reachable(&self, reachable: bool) {
+        let was = self.broker_reachable.swap(reachable, Ordering::AcqRel);
+        if was != reachable {
+            if reachable {
+                tracing::info!("The Kafka broker answers; ready.");
+            } else {
+                tracing::warn!("The Kafka broker does not answer metadata requests; not ready.");
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.metrics.ready.set(i64::from(self.is_ready()));
+    }
+}
+
+/// Probes the broker forever (until the task is dropped), creating topics first if asked.
+pub async fn watch(
+    health: Arc<Health>,
+    publisher: Publisher,
+    interval: Duration,
+    mut topics: Option<TopicSetup>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Some(setup) = &topics {
+            let outcome = crate::topics::ensure(
+                &setup.admin,
+                &setup.topics,
+                setup.partitions,
+                setup.replication_factor,
+                interval.max(Duration::from_secs(5)),
+            )
+            .await;
+            match outcome {
+                Ok(outcomes) => {
+                    let created = outcomes
+                        .iter()
+                        .filter(|(_, o)| *o == crate::topics::TopicOutcome::Created)
+                        .count();
+                    tracing::info!(created, total = outcomes.len(), "Topics are in place.");
+                    health.topics_ready.store(true, Ordering::Release);
+                    topics = None;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Could not create topics yet; will retry.");
+                }
+            }
+        }
+        let probe = publisher.clone();
+        let reachable = tokio::task::spawn_blocking(move || probe.probe(interval))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false);
+        health.set_broker_reachable(reachable);
+    }
+}
+
+/// `GET /healthz`
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "alive"}))
+}
+
+/// `GET /readyz`
+pub async fn readyz(health: web::Data<Arc<Health>>) -> HttpResponse {
+    if health.is_ready() {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not_ready"}))
+    }
+}

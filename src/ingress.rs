@@ -1,0 +1,278 @@
+//! Stages 1 and 7 of the data path: the actix handler for `POST <endpoint.path>`.
+//!
+//! In order, cheapest refusal first: the `max_in_flight` slot (else 503 at once), the
+//! Content-Length against `max_body_bytes` (else 413 before reading), the signature header's
+//! presence and shape (else 401 before reading), then the body, read within
+//! `request_timeout_ms` and capped at `max_body_bytes` as it arrives (chunked bodies carry no
+//! length). Then verify → parse → route → encode → deliver, and answer 200 (or 202 for a
+//! dead-lettered body) only with Kafka's partition and offset in hand.
+//! actix runs each worker on one thread, so the handler future need not be `Send`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::errors::IngressError;
+use crate::event::{self, Malformed};
+use crate::metrics::{Metrics, NO_ENDPOINT};
+use crate::publisher::{Deliver, Delivered};
+use crate::record::{self, Context, Record, RecordFormat};
+use crate::routing::{Route, Router};
+use crate::signature::{SIGNATURE_HEADER, Signature, Verifier};
+
+/// One configured webhook: where it is served, how it is verified, how it is named.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub path: String,
+    pub verifier: Verifier,
+    pub source: String,
+}
+
+/// What every webhook request shares.
+pub struct Ingress {
+    pub deliver: Arc<dyn Deliver>,
+    pub router: Router,
+    pub metrics: Metrics,
+    pub format: RecordFormat,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub retry_after_s: u32,
+    pub in_flight: Semaphore,
+}
+
+impl std::fmt::Debug for Ingress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingress")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful answer: where Kafka put the record.
+#[derive(Debug, Serialize)]
+struct Ack<'a> {
+    id: &'a str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_letter_reason: Option<&'static str>,
+}
+
+/// `POST <endpoint.path>`
+pub async fn receive(
+    request: HttpRequest,
+    payload: web::Payload,
+    endpoint: web::Data<Endpoint>,
+    ingress: web::Data<Ingress>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let response = match ingress.handle(&request, payload, &endpoint).await {
+        Ok(response) => response,
+        Err(error) => {
+            match &error {
+                IngressError::Delivery(_) => {} // counted as a failure where it happened
+                rejected => {
+                    ingress
+                        .metrics
+                        .events_rejected
+                        .with_label_values(&[&endpoint.path, rejected.code()])
+                        .inc();
+                    tracing::info!(endpoint = %endpoint.path, reason = rejected.code(), "Rejected a webhook request.");
+                }
+            }
+            error.response(ingress.retry_after_s)
+        }
+    };
+    ingress
+        .metrics
+        .request_duration
+        .with_label_values(&[&endpoint.path])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Any method but POST on an endpoint path.
+pub async fn method_not_allowed(
+    endpoint: web::Data<Endpoint>,
+    ingress: web::Data<Ingress>,
+) -> HttpResponse {
+    reject(&ingress, &endpoint.path, IngressError::MethodNotAllowed)
+}
+
+/// Any path that is not configured.
+pub async fn not_found(ingress: web::Data<Ingress>) -> HttpResponse {
+    reject(&ingress, NO_ENDPOINT, IngressError::NotFound)
+}
+
+fn reject(ingress: &Ingress, endpoint: &str, error: IngressError) -> HttpResponse {
+    ingress
+        .metrics
+        .events_rejected
+        .with_label_values(&[endpoint, error.code()])
+        .inc();
+    error.response(ingress.retry_after_s)
+}
+
+impl Ingress {
+    async fn handle(
+        &self,
+        request: &HttpRequest,
+        payload: web::Payload,
+        endpoint: &Endpoint,
+    ) -> Result<HttpResponse, IngressError> {
+        let _slot = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| IngressError::Overloaded)?;
+        let _gauge = InFlight::enter(&self.metrics);
+
+        let length = content_length(request)?;
+        if length.is_some_and(|n| n > self.max_body_bytes) {
+            return Err(IngressError::BodyTooLarge);
+        }
+        let signature = match request.headers().get(SIGNATURE_HEADER) {
+            None => return Err(IngressError::MissingSignature),
+            Some(value) => Signature::from_header(value.as_bytes())?,
+        };
+        let body = tokio::time::timeout(
+            self.request_timeout,
+            read_capped(payload, self.max_body_bytes, length),
+        )
+        .await
+        .map_err(|_| IngressError::RequestTimeout)??;
+
+        let verified = endpoint.verifier.verify_decoded(&signature, body)?;
+        let ctx = Context {
+            source: &endpoint.source,
+            received_at: OffsetDateTime::now_utc(),
+        };
+        match event::parse(&verified) {
+            Ok(event) => {
+                let route = self.router.route(&event.event_type);
+                self.count_accepted(endpoint, route);
+                let record = record::encode(self.format, &verified, &event, &route.topic, ctx);
+                let delivered = self.publish(&record, route).await?;
+                Ok(HttpResponse::Ok().json(ack(&record, route, delivered, None)))
+            }
+            Err(malformed) => {
+                let route = self.router.dead_letter();
+                self.count_accepted(endpoint, route);
+                tracing::warn!(
+                    endpoint = %endpoint.path,
+                    reason = malformed.code(),
+                    "Sending an authenticated body that is not an event to the dead-letter topic."
+                );
+                let record = record::encode_dead_letter(&verified, malformed, &route.topic, ctx);
+                let delivered = self.publish(&record, route).await?;
+                Ok(HttpResponse::Accepted().json(ack(
+                    &record,
+                    route,
+                    delivered,
+                    Some(Malformed::code(malformed)),
+                )))
+            }
+        }
+    }
+
+    fn count_accepted(&self, endpoint: &Endpoint, route: &Route) {
+        self.metrics
+            .events_accepted
+            .with_label_values(&[&endpoint.path, &route.label])
+            .inc();
+    }
+
+    async fn publish(&self, record: &Record<'_>, route: &Route) -> Result<Delivered, IngressError> {
+        match self.deliver.deliver(record).await {
+            Ok(delivered) => {
+                self.metrics
+                    .events_forwarded
+                    .with_label_values(&[&route.label, &route.topic])
+                    .inc();
+                Ok(delivered)
+            }
+            Err(error) => {
+                self.metrics
+                    .events_failed
+                    .with_label_values(&[&route.label, error.reason()])
+                    .inc();
+                tracing::warn!(
+                    event_type = %route.label,
+                    topic = %route.topic,
+                    reason = error.reason(),
+                    %error,
+                    "Kafka did not acknowledge an event; answered 503."
+                );
+                Err(error.into())
+            }
+        }
+    }
+}
+
+fn ack<'a>(
+    record: &'a Record<'_>,
+    route: &'a Route,
+    delivered: Delivered,
+    dead_letter_reason: Option<&'static str>,
+) -> Ack<'a> {
+    Ack {
+        id: record.id,
+        topic: &route.topic,
+        partition: delivered.partition,
+        offset: delivered.offset,
+        dead_letter_reason,
+    }
+}
+
+fn content_length(request: &HttpRequest) -> Result<Option<usize>, IngressError> {
+    match request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+    {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|n| Some(usize::try_from(n).unwrap_or(usize::MAX)))
+            .ok_or(IngressError::BadRequest(None)),
+    }
+}
+
+async fn read_capped(
+    mut payload: web::Payload,
+    max: usize,
+    length: Option<usize>,
+) -> Result<Bytes, IngressError> {
+    let mut body = BytesMut::with_capacity(length.unwrap_or(8 * 1024).min(max));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| IngressError::BadRequest(Some(e)))?;
+        if body.len() + chunk.len() > max {
+            return Err(IngressError::BodyTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Keeps `requests_in_flight` right however the handler ends.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a Metrics) -> Self {
+        metrics.requests_in_flight.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.requests_in_flight.dec();
+    }
+}

@@ -1,0 +1,50 @@
+//! `qminder-bridge`: parse the command line, load the configuration, start logging, build
+//! the bridge, run it until SIGTERM/SIGINT, and flush. Nothing else lives here.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use qminder_bridge::cli::{self, Cli, Command};
+use qminder_bridge::startup::Application;
+use qminder_bridge::telemetry;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Serve(arg) => serve(arg),
+        Command::CheckConfig(arg) => cli::check_config(arg),
+        Command::Sign { url, file } => cli::sign(url, file.as_ref()),
+    }
+}
+
+fn serve(arg: &cli::ConfigArg) -> ExitCode {
+    let settings = match cli::load(arg) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    telemetry::init(settings.log.format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::error!(%error, "Cannot start the async runtime.");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            Err(error) => {
+                tracing::error!(%error, "The bridge cannot start.");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(port = app.port(), "Listening for Qminder webhooks.");
+        match app.run_until_stopped().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "The HTTP server failed.");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,231 @@
+//! Every metric the bridge exports, defined once, on the service's own `Registry`.
+//!
+//! Names follow `qminder_bridge_<name>_<unit>[_total]`. Label values come only from fixed
+//! sets: endpoint paths and topics from the configuration, event types from the router's
+//! labels, reasons from the `&'static str` codes below. Known combinations are created at
+//! zero on start-up, so dashboards and alerts see a series before the first event.
+//! Imports nothing of the domain; whoever counts imports this.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Why a request was turned away before its event was accepted (`reason` label).
+pub const REJECT_REASONS: &[&str] = &[
+    "missing_signature",
+    "invalid_signature",
+    "body_too_large",
+    "bad_request",
+    "request_timeout",
+    "overloaded",
+    "method_not_allowed",
+    "not_found",
+];
+
+/// Why an accepted event did not reach Kafka (`reason` label of `events_failed_total`).
+pub const FAILURE_REASONS: &[&str] = &["timeout", "queue_full", "refused", "unavailable"];
+
+/// Endpoint label for requests to no configured path.
+pub const NO_ENDPOINT: &str = "none";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// The bridge's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub events_accepted: IntCounterVec,
+    pub events_rejected: IntCounterVec,
+    pub events_forwarded: IntCounterVec,
+    pub events_failed: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub delivery_duration: Histogram,
+    pub requests_in_flight: IntGauge,
+    pub producer_restarts: IntCounter,
+    pub late_deliveries: IntCounter,
+    pub ready: IntGauge,
+    build_info: IntGaugeVec,
+}
+
+/// The label sets known at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Labels<'a> {
+    pub endpoints: Vec<&'a str>,
+    pub event_types: Vec<&'a str>,
+    /// (event type label, topic) pairs the router can produce.
+    pub routes: Vec<(&'a str, &'a str)>,
+}
+
+impl Metrics {
+    /// Creates and registers every metric; pre-creates the series for `labels`.
+    pub fn new(labels: &Labels<'_>) -> Self {
+        let registry = Registry::new();
+        let m = Self {
+            events_accepted: counter_vec(
+                "events_accepted_total",
+                "Authenticated webhooks accepted for delivery, by endpoint and event type.",
+                &["endpoint", "event_type"],
+            ),
+            events_rejected: counter_vec(
+                "events_rejected_total",
+                "Requests turned away before acceptance, by endpoint and reason.",
+                &["endpoint", "reason"],
+            ),
+            events_forwarded: counter_vec(
+                "events_forwarded_total",
+                "Events acknowledged by Kafka, by event type and topic.",
+                &["event_type", "topic"],
+            ),
+            events_failed: counter_vec(
+                "events_failed_total",
+                "Accepted events Kafka did not acknowledge (answered 503), by event type and reason.",
+                &["event_type", "reason"],
+            ),
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "qminder_bridge_request_duration_seconds",
+                    "Time from receiving a webhook request to answering it, by endpoint.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["endpoint"],
+            )
+            .expect("valid metric definition"),
+            delivery_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "qminder_bridge_kafka_delivery_duration_seconds",
+                    "Time from handing a record to the producer to Kafka's acknowledgement.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric definition"),
+            requests_in_flight: IntGauge::new(
+                "qminder_bridge_requests_in_flight",
+                "Webhook requests being handled now.",
+            )
+            .expect("valid metric definition"),
+            producer_restarts: IntCounter::new(
+                "qminder_bridge_producer_restarts_total",
+                "Kafka producers replaced because they could no longer deliver.",
+            )
+            .expect("valid metric definition"),
+            late_deliveries: IntCounter::new(
+                "qminder_bridge_events_delivered_after_timeout_total",
+                "Records answered 503 (timeout) that Kafka acknowledged later: expect a duplicate if the sender retries.",
+            )
+            .expect("valid metric definition"),
+            ready: IntGauge::new(
+                "qminder_bridge_ready",
+                "1 when the bridge is ready to take webhooks (broker reachable, not stopping).",
+            )
+            .expect("valid metric definition"),
+            build_info: IntGaugeVec::new(
+                Opts::new("qminder_bridge_build_info", "Always 1; labels say which build runs."),
+                &["version"],
+            )
+            .expect("valid metric definition"),
+            registry,
+        };
+        m.register_all();
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.precreate(labels);
+        m
+    }
+
+    fn register_all(&self) {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.events_accepted.clone()),
+            Box::new(self.events_rejected.clone()),
+            Box::new(self.events_forwarded.clone()),
+            Box::new(self.events_failed.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.delivery_duration.clone()),
+            Box::new(self.requests_in_flight.clone()),
+            Box::new(self.producer_restarts.clone()),
+            Box::new(self.late_deliveries.clone()),
+            Box::new(self.ready.clone()),
+            Box::new(self.build_info.clone()),
+        ];
+        for c in collectors {
+            self.registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
+        #[cfg(target_os = "linux")]
+        self.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("the process collector is registered once");
+    }
+
+    fn precreate(&self, labels: &Labels<'_>) {
+        for endpoint in &labels.endpoints {
+            self.request_duration.with_label_values(&[endpoint]);
+            for event_type in &labels.event_types {
+                self.events_accepted
+                    .with_label_values(&[endpoint, event_type]);
+            }
+            for reason in REJECT_REASONS {
+                self.events_rejected.with_label_values(&[endpoint, reason]);
+            }
+        }
+        self.events_rejected
+            .with_label_values(&[NO_ENDPOINT, "not_found"]);
+        for (event_type, topic) in &labels.routes {
+            self.events_forwarded
+                .with_label_values(&[event_type, topic]);
+        }
+        for event_type in &labels.event_types {
+            for reason in FAILURE_REASONS {
+                self.events_failed.with_label_values(&[event_type, reason]);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which we never make.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(format!("qminder_bridge_{name}"), help), labels)
+        .expect("valid metric definition")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_every_series_at_zero_before_any_traffic() {
+        let m = Metrics::new(&Labels {
+            endpoints: vec!["/hook"],
+            event_types: vec!["ticket_created"],
+            routes: vec![("ticket_created", "qminder.ticket_created")],
+        });
+        let text = m.render();
+        for line in [
+            r#"qminder_bridge_events_accepted_total{endpoint="/hook",event_type="ticket_created"} 0"#,
+            r#"qminder_bridge_events_rejected_total{endpoint="/hook",reason="invalid_signature"} 0"#,
+            r#"qminder_bridge_events_forwarded_total{event_type="ticket_created",topic="qminder.ticket_created"} 0"#,
+            r#"qminder_bridge_events_failed_total{event_type="ticket_created",reason="timeout"} 0"#,
+            "qminder_bridge_requests_in_flight 0",
+            "qminder_bridge_producer_restarts_total 0",
+            "qminder_bridge_kafka_delivery_duration_seconds_count 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.contains("qminder_bridge_build_info{version=\""));
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes"));
+    }
+}

@@ -1,0 +1,168 @@
+//! Stage 5 of the data path: which topic an event goes to.
+//!
+//! Each of the 9 known types has its topic, `<topic_prefix>.<type>` unless overridden in
+//! `[kafka.topics]` (which may also name types Qminder adds later). Every other type goes to
+//! the unknown topic; a body that is not an event goes to the dead-letter topic. Nothing is
+//! ever routed nowhere. The `label` of a route is the `event_type` metric label: always
+//! from the fixed set the configuration defines, never from the request. Pure.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::event::KNOWN_EVENT_TYPES;
+
+/// Metric label for events of a type that has no topic of its own.
+pub const UNKNOWN_LABEL: &str = "unknown";
+/// Metric label for authenticated bodies that are not events.
+pub const MALFORMED_LABEL: &str = "malformed";
+
+/// Where one event goes, and how metrics name its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub topic: String,
+    pub label: String,
+}
+
+/// Event type → topic, built once from configuration.
+#[derive(Debug, Clone)]
+pub struct Router {
+    by_type: HashMap<String, Route>,
+    unknown: Route,
+    dead_letter: Route,
+}
+
+impl Router {
+    /// `overrides` maps event types to topics; the known types without an override get
+    /// `<prefix>.<type>`.
+    pub fn new<'a>(
+        prefix: &str,
+        overrides: impl IntoIterator<Item = (&'a String, &'a String)>,
+        unknown_topic: &str,
+        dead_letter_topic: &str,
+    ) -> Self {
+        let mut by_type: HashMap<String, Route> = KNOWN_EVENT_TYPES
+            .iter()
+            .map(|t| {
+                let route = Route {
+                    topic: format!("{prefix}.{t}"),
+                    label: (*t).to_owned(),
+                };
+                ((*t).to_owned(), route)
+            })
+            .collect();
+        for (event_type, topic) in overrides {
+            let route = Route {
+                topic: topic.clone(),
+                label: event_type.clone(),
+            };
+            by_type.insert(event_type.clone(), route);
+        }
+        Self {
+            by_type,
+            unknown: Route {
+                topic: unknown_topic.to_owned(),
+                label: UNKNOWN_LABEL.to_owned(),
+            },
+            dead_letter: Route {
+                topic: dead_letter_topic.to_owned(),
+                label: MALFORMED_LABEL.to_owned(),
+            },
+        }
+    }
+
+    /// The route for an event of `event_type`.
+    pub fn route(&self, event_type: &str) -> &Route {
+        self.by_type.get(event_type).unwrap_or(&self.unknown)
+    }
+
+    /// The route for authenticated bodies that are not events.
+    pub fn dead_letter(&self) -> &Route {
+        &self.dead_letter
+    }
+
+    /// Every topic the bridge may write to, sorted, without duplicates.
+    pub fn topics(&self) -> Vec<String> {
+        let all: BTreeSet<&String> = self
+            .by_type
+            .values()
+            .chain([&self.unknown, &self.dead_letter])
+            .map(|r| &r.topic)
+            .collect();
+        all.into_iter().cloned().collect()
+    }
+
+    /// Every `event_type` label the bridge may use, for pre-registering metrics.
+    pub fn labels(&self) -> Vec<&str> {
+        let all: BTreeSet<&str> = self
+            .by_type
+            .values()
+            .chain([&self.unknown, &self.dead_letter])
+            .map(|r| r.label.as_str())
+            .collect();
+        all.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn router(overrides: &[(&str, &str)]) -> Router {
+        let overrides: BTreeMap<String, String> = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Router::new(
+            "qminder",
+            &overrides,
+            "qminder.unknown",
+            "qminder.deadletter",
+        )
+    }
+
+    #[test]
+    fn sends_each_known_type_to_its_own_topic() {
+        let r = router(&[]);
+        for t in KNOWN_EVENT_TYPES {
+            assert_eq!(r.route(t).topic, format!("qminder.{t}"));
+            assert_eq!(r.route(t).label, t);
+        }
+    }
+
+    #[test]
+    fn sends_unknown_types_to_the_unknown_topic_under_one_label() {
+        let r = router(&[]);
+        for t in [
+            "ticket_teleported",
+            "TICKET_CREATED",
+            "ticket_created ",
+            "x",
+        ] {
+            assert_eq!(r.route(t).topic, "qminder.unknown");
+            assert_eq!(r.route(t).label, UNKNOWN_LABEL);
+        }
+    }
+
+    #[test]
+    fn honours_overrides_including_for_types_qminder_adds_later() {
+        let r = router(&[
+            ("ticket_created", "tickets.created"),
+            ("ticket_moved", "tickets.moved"),
+        ]);
+        assert_eq!(r.route("ticket_created").topic, "tickets.created");
+        assert_eq!(r.route("ticket_moved").topic, "tickets.moved");
+        assert_eq!(r.route("ticket_moved").label, "ticket_moved");
+        assert_eq!(r.route("ticket_served").topic, "qminder.ticket_served");
+    }
+
+    #[test]
+    fn lists_every_topic_once() {
+        let r = router(&[("ticket_created", "qminder.ticket_called")]);
+        let topics = r.topics();
+        assert_eq!(topics.len(), 10);
+        assert!(topics.contains(&"qminder.deadletter".to_owned()));
+        assert!(topics.contains(&"qminder.unknown".to_owned()));
+        assert!(!topics.contains(&"qminder.ticket_created".to_owned()));
+        assert_eq!(r.labels().len(), 11);
+    }
+}

@@ -1,0 +1,320 @@
+//! The composition root: builds the whole bridge from `Settings` on a given listener, and
+//! owns its shutdown.
+//!
+//! Tests bind port 0 and call [`Application::build_on`]; `main` binds `server.listen`.
+//! Shutdown (SIGTERM/SIGINT, or the future given to [`Application::run_until`]): readiness
+//! turns 503, actix stops accepting and lets in-flight requests finish (each is bounded by
+//! `request_timeout_ms`), then the producer is flushed, all within `shutdown_timeout_ms`.
+//! actix's own signal handling is disabled so that readiness flips first.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use secrecy::SecretString;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::embedded::EmbeddedBroker;
+use crate::health::{self, Health, TopicSetup};
+use crate::ingress::{self, Endpoint, Ingress};
+use crate::metrics::{Labels, Metrics};
+use crate::producer_config;
+use crate::publisher::Publisher;
+use crate::routing::Router;
+use crate::signature::Verifier;
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("the embedded broker did not start: {0}")]
+    Embedded(String),
+    #[error("librdkafka refused the producer configuration: {0}")]
+    Producer(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("cannot start the HTTP server: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+/// A built bridge, ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    health: Arc<Health>,
+    publisher: Publisher,
+    metrics: Metrics,
+    watcher: JoinHandle<()>,
+    shutdown_timeout: Duration,
+    embedded: Option<EmbeddedBroker>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds `server.listen` and builds the bridge.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let listener =
+            TcpListener::bind(&settings.server.listen).map_err(|source| StartupError::Listen {
+                address: settings.server.listen.clone(),
+                source,
+            })?;
+        Self::build_on(settings, listener).await
+    }
+
+    /// Builds the bridge on `listener`. Must run inside a Tokio runtime.
+    pub async fn build_on(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
+        let kafka = &settings.kafka;
+        let router = Router::new(
+            &kafka.topic_prefix,
+            &kafka.topics,
+            &kafka.unknown_topic(),
+            &kafka.dead_letter_topic(),
+        );
+        let endpoints = build_endpoints(&settings)?;
+        let metrics = Metrics::new(&Labels {
+            endpoints: endpoints.iter().map(|e| e.path.as_str()).collect(),
+            event_types: router.labels(),
+            routes: route_labels(&router),
+        });
+
+        let embedded = if kafka.is_embedded() {
+            let broker = EmbeddedBroker::start(router.topics(), kafka.partitions)
+                .map_err(StartupError::Embedded)?;
+            tracing::warn!(
+                bootstrap_servers = broker.bootstrap_servers(),
+                "Started the embedded Kafka broker, for trying the bridge out: nothing persists. \
+                 Read with: kcat -b {} -C -t {}.ticket_created",
+                broker.bootstrap_servers(),
+                kafka.topic_prefix,
+            );
+            Some(broker)
+        } else {
+            None
+        };
+        let bootstrap = embedded
+            .as_ref()
+            .map_or(kafka.bootstrap_servers.as_str(), |b| b.bootstrap_servers());
+
+        let publisher = Publisher::new(
+            producer_config::producer(kafka, bootstrap),
+            Duration::from_millis(kafka.delivery_timeout_ms),
+            metrics.clone(),
+        )?;
+        let topics = (kafka.create_topics && embedded.is_none()).then(|| TopicSetup {
+            admin: producer_config::admin(kafka, bootstrap),
+            topics: router.topics(),
+            partitions: kafka.partitions,
+            replication_factor: kafka.replication_factor,
+        });
+        let health = Health::new(metrics.clone(), topics.is_some());
+        let watcher = tokio::spawn(health::watch(
+            Arc::clone(&health),
+            publisher.clone(),
+            Duration::from_millis(kafka.health_interval_ms),
+            topics,
+        ));
+
+        let ingress = web::Data::new(Ingress {
+            deliver: Arc::new(publisher.clone()),
+            router,
+            metrics: metrics.clone(),
+            format: kafka.record_format,
+            max_body_bytes: settings.server.max_body_bytes,
+            request_timeout: Duration::from_millis(settings.server.request_timeout_ms),
+            retry_after_s: settings.server.retry_after_s,
+            in_flight: Semaphore::new(settings.server.max_in_flight),
+        });
+        let port = listener.local_addr()?.port();
+        let server = serve(
+            listener,
+            &settings,
+            ingress,
+            endpoints,
+            Arc::clone(&health),
+            metrics.clone(),
+        )?;
+        Ok(Self {
+            port,
+            server,
+            health,
+            publisher,
+            metrics,
+            watcher,
+            shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
+            embedded,
+        })
+    }
+
+    /// The port the bridge listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The bootstrap address of the embedded broker, if one runs.
+    pub fn embedded_bootstrap(&self) -> Option<&str> {
+        self.embedded
+            .as_ref()
+            .map(EmbeddedBroker::bootstrap_servers)
+    }
+
+    /// The bridge's metrics (for tests and embedding).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `stop` completes, then shuts down gracefully.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> std::io::Result<()> {
+        let Self {
+            server,
+            health,
+            publisher,
+            watcher,
+            shutdown_timeout,
+            embedded,
+            ..
+        } = self;
+        let deadline = Instant::now() + shutdown_timeout;
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            result = &mut server => return result,
+            () = stop => {}
+        }
+        tracing::info!(
+            shutdown_timeout_ms = shutdown_timeout.as_millis(),
+            "Shutting down: not ready, finishing requests in flight, then flushing Kafka."
+        );
+        health.begin_shutdown();
+        handle.stop(true).await;
+        server.await?;
+        watcher.abort();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let flushed = tokio::task::spawn_blocking(move || publisher.flush(remaining)).await;
+        match flushed {
+            Ok(Ok(())) => tracing::info!("Flushed the Kafka producer; stopped."),
+            Ok(Err(error)) => tracing::warn!(
+                %error,
+                "Kafka did not take every queued record before the shutdown timeout; \
+                 their requests were not answered 2xx."
+            ),
+            Err(error) => tracing::warn!(%error, "The final flush did not run."),
+        }
+        drop(embedded);
+        Ok(())
+    }
+}
+
+fn build_endpoints(settings: &Settings) -> Result<Vec<Arc<Endpoint>>, StartupError> {
+    settings
+        .endpoints
+        .iter()
+        .map(|e| {
+            let secrets = e
+                .secrets
+                .iter()
+                .map(|s| s.resolve())
+                .collect::<Result<Vec<SecretString>, _>>()?;
+            Ok(Arc::new(Endpoint {
+                path: e.path.clone(),
+                verifier: Verifier::new(&e.url, &secrets),
+                source: e.source().to_owned(),
+            }))
+        })
+        .collect()
+}
+
+fn route_labels(router: &Router) -> Vec<(&str, &str)> {
+    let mut routes: Vec<(&str, &str)> = crate::event::KNOWN_EVENT_TYPES
+        .iter()
+        .map(|t| router.route(t))
+        .chain([router.route(""), router.dead_letter()])
+        .map(|r| (r.label.as_str(), r.topic.as_str()))
+        .collect();
+    routes.sort_unstable();
+    routes.dedup();
+    routes
+}
+
+fn serve(
+    listener: TcpListener,
+    settings: &Settings,
+    ingress: web::Data<Ingress>,
+    endpoints: Vec<Arc<Endpoint>>,
+    health: Arc<Health>,
+    metrics: Metrics,
+) -> std::io::Result<Server> {
+    let health = web::Data::new(health);
+    let metrics = web::Data::new(metrics);
+    let mut server = HttpServer::new(move || {
+        let mut app = App::new()
+            .app_data(ingress.clone())
+            .app_data(health.clone())
+            .app_data(metrics.clone())
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz))
+            .route("/metrics", web::get().to(render_metrics));
+        for endpoint in &endpoints {
+            app = app.service(
+                web::resource(endpoint.path.as_str())
+                    .app_data(web::Data::from(Arc::clone(endpoint)))
+                    .route(web::post().to(ingress::receive))
+                    .default_service(web::to(ingress::method_not_allowed)),
+            );
+        }
+        app.default_service(web::to(ingress::not_found))
+    })
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000).max(1));
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    Ok(server.listen(listener)?.run())
+}
+
+async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Received SIGINT."),
+        () = terminate => tracing::info!("Received SIGTERM."),
+    }
+}

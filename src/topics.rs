@@ -1,0 +1,71 @@
+//! The topics the configuration needs: listing them, and creating the missing ones.
+//!
+//! Uses librdkafka's Admin API (CreateTopics), which tansu and Apache Kafka both serve.
+//! A topic that already exists is fine. Used at start-up when `kafka.create_topics` is on
+//! (retried by the health loop until the broker answers) and by `qminder-bridge topics`.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::kafka_context::BridgeContext;
+
+/// What became of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    Created,
+    Existed,
+}
+
+/// Creates each of `topics` that does not exist yet.
+pub async fn ensure(
+    config: &ClientConfig,
+    topics: &[String],
+    partitions: i32,
+    replication_factor: i32,
+    timeout: Duration,
+) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
+    let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext)?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)))
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = admin.create_topics(&new_topics, &options).await?;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for result in results {
+        match result {
+            Ok(topic) => outcomes.push((topic, TopicOutcome::Created)),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                outcomes.push((topic, TopicOutcome::Existed));
+            }
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The topics among `topics` that the broker knows, with their partition counts.
+pub fn describe(
+    config: &ClientConfig,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, Option<usize>)>, KafkaError> {
+    let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext)?;
+    let metadata = admin.inner().fetch_metadata(None, timeout)?;
+    Ok(topics
+        .iter()
+        .map(|name| {
+            let partitions = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == name && t.error().is_none())
+                .map(|t| t.partitions().len());
+            (name.clone(), partitions)
+        })
+        .collect())
+}
