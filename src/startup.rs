@@ -196,9 +196,11 @@ impl Application {
         } = self;
         let deadline = Instant::now() + shutdown_timeout;
         let handle = server.handle();
-        let mut server = std::pin::pin!(server);
+        // The server future runs the command loop that `handle.stop` talks to: it must keep
+        // being polled while we wait for the stop, so it runs as a task of its own.
+        let mut server = tokio::spawn(server);
         tokio::select! {
-            result = &mut server => return result,
+            result = &mut server => return result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             () = stop => {}
         }
         tracing::info!(
@@ -207,7 +209,7 @@ impl Application {
         );
         health.begin_shutdown();
         handle.stop(true).await;
-        server.await?;
+        server.await.map_err(std::io::Error::other)??;
         watcher.abort();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let flushed = tokio::task::spawn_blocking(move || publisher.flush(remaining)).await;

@@ -1,1 +1,12 @@
+//! Integration tests: the bridge as a platform team runs it, against a real Kafka-protocol
+//! broker (tansu), read back by consumers that do not share the bridge's code.
 
+mod helpers;
+
+mod cli;
+mod clients;
+mod faults;
+mod observability;
+mod rejections;
+mod routing;
+mod webhooks;

@@ -1,0 +1,219 @@
+//! The command line: `sign` agrees with Qminder's own JavaScript, `check-config` explains.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_qminder-bridge");
+
+fn run(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("QMINDER_BRIDGE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("the binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("output")
+}
+
+/// Qminder's own example, verbatim but for the inputs, run by Node.js.
+const SEED_JS: &str = r#"
+const crypto = require('crypto');
+const QMINDER_SECRET = process.env.QMINDER_SECRET;
+function getSignature(url, postBody) {
+  const hmac = crypto.createHmac('sha256', QMINDER_SECRET);
+  hmac.update(url);
+  hmac.update(postBody);
+  const signature = hmac.digest('hex');
+  return signature;
+}
+console.log(getSignature(process.env.URL, require('fs').readFileSync(0, 'utf8')));
+"#;
+
+#[test]
+fn sign_agrees_with_qminders_javascript_example() {
+    let secret = "71dX4IUKcJMDOaMHeA5IACBSHJkS4LzYNXlZPleg";
+    let known = run(
+        &["sign", "--url", "https://example.com/webhooks"],
+        &[("QMINDER_SECRET", secret)],
+        b"{ \"statusCode\": 200 }",
+    );
+    assert!(known.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&known.stdout).trim(),
+        "cc316996bed6b481bfe539a643159a25bc8db08be2402e89be25b48e4935fde4"
+    );
+
+    let bodies = [
+        "{ \"statusCode\": 200 }".to_owned(),
+        "{\"type\":\"ticket_created\",\"data\":{\"firstName\":\"Zoë\",\"n\":1.50}}\n".to_owned(),
+        "x".repeat(10_000),
+    ];
+    for body in bodies {
+        let url = "https://bridge.example.com/webhooks/qminder?account=1";
+        let mut node = Command::new("node")
+            .args(["-e", SEED_JS])
+            .env("QMINDER_SECRET", secret)
+            .env("URL", url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node is installed (scripts/setup)");
+        node.stdin
+            .take()
+            .expect("stdin")
+            .write_all(body.as_bytes())
+            .expect("write");
+        let node = node.wait_with_output().expect("node output");
+        assert!(node.status.success());
+        let ours = run(
+            &["sign", "--url", url],
+            &[("QMINDER_SECRET", secret)],
+            body.as_bytes(),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout).trim(),
+            String::from_utf8_lossy(&node.stdout).trim()
+        );
+    }
+}
+
+#[test]
+fn sign_refuses_to_work_without_a_secret() {
+    let out = run(&["sign", "--url", "https://x.example.com/"], &[], b"{}");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("QMINDER_SECRET"));
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(text.as_bytes()).expect("write");
+    file
+}
+
+const VALID: &str = r#"
+[kafka]
+bootstrap_servers = "kafka:9092"
+[kafka.librdkafka]
+"compression.type" = "zstd"
+[[endpoints]]
+path = "/webhooks/qminder"
+url = "https://bridge.example.com/webhooks/qminder"
+secrets = ["super-secret-literal-123", "env:CHECK_CONFIG_TEST_SECRET"]
+"#;
+
+#[test]
+fn check_config_prints_the_effective_settings_with_secrets_redacted() {
+    let file = config_file(VALID);
+    let path = file.path().to_str().expect("path");
+    let out = run(
+        &["check-config", "--config", path],
+        &[
+            ("CHECK_CONFIG_TEST_SECRET", "from-the-environment-456"),
+            ("QMINDER_BRIDGE__SERVER__MAX_IN_FLIGHT", "77"),
+        ],
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[redacted]"));
+    assert!(stdout.contains("env:CHECK_CONFIG_TEST_SECRET"));
+    assert!(
+        stdout.contains("max_in_flight = 77"),
+        "environment layer applies:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("delivery_timeout_ms = 5000"),
+        "defaults shown:\n{stdout}"
+    );
+    assert!(!stdout.contains("super-secret-literal-123"));
+    assert!(!stdout.contains("from-the-environment-456"));
+}
+
+#[test]
+fn check_config_says_what_is_wrong_and_how_to_fix_it() {
+    let cases = [
+        (
+            "no endpoints",
+            "[kafka]\nbootstrap_servers = \"k:9092\"\n",
+            "no [[endpoints]]",
+        ),
+        ("unknown key", "[server]\nlisten_port = 80\n", "listen_port"),
+        (
+            "acks weakened",
+            &VALID.replace("\"compression.type\" = \"zstd\"", "acks = \"1\""),
+            "would weaken delivery",
+        ),
+        (
+            "unknown librdkafka property",
+            &VALID.replace(
+                "\"compression.type\" = \"zstd\"",
+                "\"no.such.property\" = \"1\"",
+            ),
+            "no.such.property",
+        ),
+        (
+            "missing secret variable",
+            &VALID.replace("CHECK_CONFIG_TEST_SECRET", "SURELY_UNSET_VARIABLE_X"),
+            "SURELY_UNSET_VARIABLE_X is not set",
+        ),
+        (
+            "timeouts out of order",
+            &VALID.replace("[kafka]\n", "[kafka]\ndelivery_timeout_ms = 20000\n"),
+            "must exceed kafka.delivery_timeout_ms",
+        ),
+        (
+            "empty secrets",
+            &VALID.replace(
+                "secrets = [\"super-secret-literal-123\", \"env:CHECK_CONFIG_TEST_SECRET\"]",
+                "secrets = []",
+            ),
+            "secrets is empty",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let file = config_file(text);
+        let out = run(
+            &[
+                "check-config",
+                "--config",
+                file.path().to_str().expect("path"),
+            ],
+            &[("CHECK_CONFIG_TEST_SECRET", "x")],
+            b"",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!stderr.contains("super-secret-literal-123"), "{name}");
+    }
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_secret() {
+    let file = config_file(&VALID.replace("CHECK_CONFIG_TEST_SECRET", "SURELY_UNSET_VARIABLE_Y"));
+    let out = run(
+        &["serve", "--config", file.path().to_str().expect("path")],
+        &[],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SURELY_UNSET_VARIABLE_Y"));
+}

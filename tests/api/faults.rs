@@ -1,0 +1,123 @@
+//! The broker misbehaves; the bridge tells the truth (503 + Retry-After, never a false 2xx)
+//! and recovers by itself. Each test freezes a private broker (SIGSTOP), never the shared one.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::broker::{Tansu, free_port};
+use crate::helpers::process::BridgeProcess;
+use crate::helpers::{spawn_app_unready, spawn_app_with};
+
+const BODY: &str =
+    r#"{"type":"ticket_called","data":{"id":"55","called":{"date":"2020-05-25T00:05:00Z"}}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_503_while_the_broker_is_frozen_and_recovers_after_without_a_restart() {
+    let broker = Tansu::start();
+    let app = spawn_app_with(&broker.bootstrap(), |s| {
+        s.kafka.delivery_timeout_ms = 1500;
+        s.server.request_timeout_ms = 3000;
+        s.server.shutdown_timeout_ms = 5000;
+    })
+    .await;
+    assert_eq!(app.post_signed(BODY).await.status(), 200);
+
+    broker.freeze();
+    let started = Instant::now();
+    let response = app.post_signed(BODY).await;
+    let waited = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"error":"kafka_timeout"}"#
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "bounded by the delivery timeout: {waited:?}"
+    );
+    app.wait_ready(false, Duration::from_secs(10)).await;
+    let failed = app
+        .metric(
+            r#"qminder_bridge_events_failed_total{event_type="ticket_called",reason="timeout"}"#,
+        )
+        .await;
+    assert_eq!(failed, 1.0);
+
+    broker.thaw();
+    app.wait_ready(true, Duration::from_secs(30)).await;
+    let response = app.post_signed(BODY).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the first request after recovery is delivered"
+    );
+    let ack: Value = response.json().await.expect("ack");
+    assert_eq!(app.record_for(&ack).await.key_str(), Some("55"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_without_a_broker_and_serves_once_one_appears() {
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let app = spawn_app_unready(&bootstrap, |s| {
+        s.kafka.delivery_timeout_ms = 1000;
+        s.server.request_timeout_ms = 2000;
+        s.server.shutdown_timeout_ms = 5000;
+    })
+    .await;
+    assert_eq!(app.readyz().await, 503);
+    let response = app.post_signed(BODY).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+
+    let _broker = Tansu::start_on(port);
+    app.wait_ready(true, Duration::from_secs(30)).await;
+    let response = app.post_signed(BODY).await;
+    assert_eq!(response.status(), 200);
+    app.record_for(&response.json().await.expect("ack")).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_sigterm_is_still_delivered_and_the_bridge_exits_zero() {
+    let broker = Tansu::start();
+    let bridge = BridgeProcess::start(&broker.bootstrap(), |s| {
+        s.kafka.delivery_timeout_ms = 8000;
+        s.server.request_timeout_ms = 10_000;
+        s.server.shutdown_timeout_ms = 15_000;
+    });
+    bridge.wait_ready(Duration::from_secs(30)).await;
+
+    // Hold a request in flight: the broker is frozen, so Kafka cannot ack yet.
+    broker.freeze();
+    let pending = tokio::spawn(bridge.post_signed(BODY));
+    bridge.wait_in_flight(1, Duration::from_secs(10)).await;
+    bridge.terminate();
+    // The listener closes at once, and the request stays in flight ...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bridge.readyz().await == 200 {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... until Kafka acks it.
+    broker.thaw();
+    let (status, ack) = pending.await.expect("the request task");
+    assert_eq!(status, 200);
+    let exit = bridge.wait_exit(Duration::from_secs(20));
+    assert_eq!(exit, Some(0), "exit status");
+    let bootstrap = broker.bootstrap();
+    let record = tokio::task::spawn_blocking(move || {
+        crate::helpers::kafka::read_at(
+            &bootstrap,
+            ack["topic"].as_str().expect("topic"),
+            i32::try_from(ack["partition"].as_i64().expect("partition")).expect("i32"),
+            ack["offset"].as_i64().expect("offset"),
+        )
+    })
+    .await
+    .expect("reader");
+    assert_eq!(record.key_str(), Some("55"));
+}

@@ -1,0 +1,169 @@
+//! A real Kafka-protocol broker for the tests: tansu, started by the tests themselves.
+//!
+//! One shared broker serves every test that does not hurt it (each test uses its own
+//! topics). Tests that freeze a broker (`SIGSTOP`) start a private one. Brokers are started
+//! from one long-lived thread with `PR_SET_PDEATHSIG`, so none outlives the test process.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A running tansu broker, killed on drop.
+pub struct Tansu {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    /// Starts a broker on a free loopback port and waits until it accepts connections.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts a broker on `port`.
+    pub fn start_on(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut command = Command::new(tansu_binary());
+        command
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            // tansu reads a .env file from its working directory: give it an empty one.
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = spawn_tied_to_this_process(command);
+        let broker = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Freezes the broker: connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// Thaws a frozen broker.
+    pub fn thaw(&self) {
+        signal(self.pid(), "CONT");
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        signal(self.pid(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The broker shared by the tests that do not disturb it.
+pub fn shared() -> &'static str {
+    static SHARED: OnceLock<(String, Mutex<Tansu>)> = OnceLock::new();
+    &SHARED
+        .get_or_init(|| {
+            let broker = Tansu::start();
+            (broker.bootstrap(), Mutex::new(broker))
+        })
+        .0
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANSU") {
+        return path.into();
+    }
+    let home_bin = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
+        .filter(|p| p.exists());
+    home_bin.unwrap_or_else(|| {
+        assert!(
+            Command::new("tansu").arg("--version").output().is_ok(),
+            "tansu is not installed: run scripts/setup (or set TANSU=/path/to/tansu)"
+        );
+        PathBuf::from("tansu")
+    })
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `command` from a thread that lives as long as the process, with the child set to
+/// die with it (`PR_SET_PDEATHSIG` fires when the *thread* that forked it ends).
+fn spawn_tied_to_this_process(command: Command) -> Child {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::spawn(move || {
+            for (mut command, reply) in rx {
+                let _ = reply.send(spawn_with_death_signal(&mut command));
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .expect("spawner lock")
+        .send((command, reply_tx))
+        .expect("the spawner thread runs");
+    reply_rx
+        .recv()
+        .expect("the spawner answers")
+        .expect("tansu starts")
+}
+
+#[allow(unsafe_code)]
+fn spawn_with_death_signal(command: &mut Command) -> std::io::Result<Child> {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn()
+}

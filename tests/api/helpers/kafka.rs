@@ -1,0 +1,146 @@
+//! Reading what the bridge published, with a Kafka consumer of our own (not the bridge's
+//! code), always with a deadline.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// One record as read back.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Received {
+    pub fn key_str(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .map(|k| std::str::from_utf8(k).expect("UTF-8 key"))
+    }
+
+    pub fn value_str(&self) -> &str {
+        std::str::from_utf8(&self.value).expect("UTF-8 value")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).expect("a JSON value")
+    }
+}
+
+fn consumer(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "qminder-bridge-tests")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("a test consumer")
+}
+
+/// Reads the record at `topic`/`partition`/`offset`, within 15 s.
+pub fn read_at(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> Received {
+    let consumer = consumer(bootstrap);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("a valid partition");
+    consumer.assign(&tpl).expect("assignment");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.offset() == offset => return received(&m),
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => panic!("reading {topic}/{partition}@{offset}: {e}"),
+        }
+    }
+    panic!("no record at {topic}/{partition}@{offset} within 15 s");
+}
+
+/// Reads every record of `topic` (all partitions) present now.
+pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Received> {
+    let consumer = consumer(bootstrap);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut wanted = 0;
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        wanted += high - low;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("a valid partition");
+    }
+    consumer.assign(&tpl).expect("assignment");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (out.len() as i64) < wanted {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {wanted} records of {topic}",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(received(&m)),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// How many records `topics` hold in all (sum of high watermarks); a missing topic holds 0.
+pub fn count(bootstrap: &str, topics: &[String]) -> i64 {
+    let consumer = consumer(bootstrap);
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let mut total = 0;
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|n| n == t.name()))
+    {
+        for p in topic.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic.name(), p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            total += high - low;
+        }
+    }
+    total
+}
+
+fn received(m: &rdkafka::message::BorrowedMessage<'_>) -> Received {
+    let mut headers = BTreeMap::new();
+    if let Some(h) = m.headers() {
+        for header in h.iter() {
+            let value = header
+                .value
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            headers.insert(header.key.to_owned(), value.unwrap_or_default());
+        }
+    }
+    Received {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+    }
+}

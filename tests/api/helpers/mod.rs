@@ -1,0 +1,9 @@
+//! Shared test machinery: a real broker, the bridge on port 0, independent readers.
+
+pub mod app;
+pub mod broker;
+pub mod kafka;
+pub mod process;
+pub mod schema;
+
+pub use app::{PATH, SECRET, sign, spawn_app, spawn_app_unready, spawn_app_with};

@@ -1,0 +1,137 @@
+//! The bridge as a real process (`qminder-bridge serve`), for what only a process shows:
+//! signals, exit status, logs, the embedded broker.
+
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use qminder_bridge::config::Settings;
+use qminder_bridge::secret::SecretSpec;
+use serde_json::Value;
+
+use super::app::{PATH, SECRET, sign, test_settings};
+use super::broker::free_port;
+
+pub struct BridgeProcess {
+    child: Child,
+    pub address: String,
+    pub settings: Settings,
+    pub dir: tempfile::TempDir,
+}
+
+impl BridgeProcess {
+    /// Starts `qminder-bridge serve` with the test settings plus `tweak`, logging to a file.
+    pub fn start(bootstrap: &str, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = test_settings(bootstrap);
+        settings.server.listen = format!("127.0.0.1:{}", free_port());
+        settings.endpoints[0].secrets = vec![SecretSpec::parse("env:QMINDER_BRIDGE_TEST_SECRET")];
+        tweak(&mut settings);
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let config = dir.path().join("bridge.toml");
+        std::fs::write(&config, toml::to_string(&settings).expect("TOML")).expect("write config");
+        let log = std::fs::File::create(dir.path().join("bridge.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_qminder-bridge"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("QMINDER_BRIDGE_TEST_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("the bridge starts");
+        Self {
+            address: format!("http://{}", settings.server.listen),
+            child,
+            settings,
+            dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bridge.log")).unwrap_or_default()
+    }
+
+    pub async fn readyz(&self) -> u16 {
+        match reqwest::get(format!("{}/readyz", self.address)).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.readyz().await != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "not ready within {within:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `/metrics` shows `n` requests in flight.
+    pub async fn wait_in_flight(&self, n: u32, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = reqwest::get(format!("{}/metrics", self.address))
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            if text.contains(&format!("qminder_bridge_requests_in_flight {n}\n")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never {n} in flight");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A signed POST, as a future that owns everything it needs.
+    pub fn post_signed(&self, body: &str) -> impl Future<Output = (u16, Value)> + Send + 'static {
+        let url = format!("{}{PATH}", self.address);
+        let signature = sign(SECRET, &self.settings.endpoints[0].url, body.as_bytes());
+        let body = body.to_owned();
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("X-Qminder-Signature", signature)
+                .body(body)
+                .send()
+                .await
+                .expect("an answer");
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to end; its exit code, or `None` if it did not end in time.
+    pub fn wait_exit(mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

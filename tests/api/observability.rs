@@ -1,0 +1,89 @@
+//! What operators watch: `/metrics` counts exactly what happened; probes answer.
+
+use crate::helpers::{PATH, SECRET, sign, spawn_app};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_what_was_sent() {
+    let app = spawn_app().await;
+    let sends = [
+        (r#"{"type":"ticket_created","data":{"id":1}}"#, 200),
+        (r#"{"type":"ticket_created","data":{"id":2}}"#, 200),
+        (r#"{"type":"line_changed","data":{"id":3}}"#, 200),
+        (r#"{"type":"brand_new","data":{"id":4}}"#, 200),
+        ("not an event", 202),
+    ];
+    for (body, status) in sends {
+        assert_eq!(app.post_signed(body).await.status(), status, "{body}");
+    }
+    let forged = sign("not-the-secret", app.url(), b"{}");
+    for _ in 0..3 {
+        assert_eq!(app.post(PATH, "{}", Some(&forged)).await.status(), 401);
+    }
+    assert_eq!(app.post(PATH, "{}", None).await.status(), 401);
+
+    let accepted = |t: &str| {
+        format!(r#"qminder_bridge_events_accepted_total{{endpoint="{PATH}",event_type="{t}"}}"#)
+    };
+    let forwarded = |t: &str, topic: &str| {
+        format!(r#"qminder_bridge_events_forwarded_total{{event_type="{t}",topic="{topic}"}}"#)
+    };
+    let rejected = |r: &str| {
+        format!(r#"qminder_bridge_events_rejected_total{{endpoint="{PATH}",reason="{r}"}}"#)
+    };
+    let k = &app.settings.kafka;
+    let expectations = [
+        (accepted("ticket_created"), 2.0),
+        (accepted("line_changed"), 1.0),
+        (accepted("ticket_served"), 0.0),
+        (accepted("unknown"), 1.0),
+        (accepted("malformed"), 1.0),
+        (
+            forwarded("ticket_created", &app.topic("ticket_created")),
+            2.0,
+        ),
+        (forwarded("line_changed", &app.topic("line_changed")), 1.0),
+        (forwarded("unknown", &k.unknown_topic()), 1.0),
+        (forwarded("malformed", &k.dead_letter_topic()), 1.0),
+        (rejected("invalid_signature"), 3.0),
+        (rejected("missing_signature"), 1.0),
+        (rejected("body_too_large"), 0.0),
+        (
+            r#"qminder_bridge_events_failed_total{event_type="ticket_created",reason="timeout"}"#
+                .to_owned(),
+            0.0,
+        ),
+        (
+            format!(r#"qminder_bridge_request_duration_seconds_count{{endpoint="{PATH}"}}"#),
+            9.0,
+        ),
+        (
+            "qminder_bridge_kafka_delivery_duration_seconds_count".to_owned(),
+            5.0,
+        ),
+        ("qminder_bridge_requests_in_flight".to_owned(), 0.0),
+        ("qminder_bridge_producer_restarts_total".to_owned(), 0.0),
+        ("qminder_bridge_ready".to_owned(), 1.0),
+    ];
+    for (series, value) in expectations {
+        assert_eq!(app.metric(&series).await, value, "{series}");
+    }
+    assert_eq!(app.published().await, 5);
+    let text = app.metrics().await;
+    assert!(text.contains("process_resident_memory_bytes"));
+    assert!(!text.contains(SECRET));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_liveness_and_readiness_probes() {
+    let app = spawn_app().await;
+    let live = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(live.status(), 200);
+    assert_eq!(app.readyz().await, 200);
+    app.stop().await;
+}
