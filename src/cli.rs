@@ -67,8 +67,9 @@ pub fn check_config(arg: &ConfigArg) -> ExitCode {
     } else {
         &settings.kafka.bootstrap_servers
     };
-    if let Err(e) = producer_config::producer(&settings.kafka, bootstrap)
-        .create::<rdkafka::producer::BaseProducer>()
+    if let Err(e) =
+        producer_config::producer(&settings.kafka, bootstrap, settings.server.max_body_bytes)
+            .create::<rdkafka::producer::BaseProducer>()
     {
         eprintln!("qminder-bridge: invalid configuration:\n  - kafka.librdkafka: {e}");
         return ExitCode::from(2);

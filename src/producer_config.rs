@@ -53,10 +53,14 @@ pub fn check_passthrough(kafka: &KafkaSettings, problems: &mut Vec<String>) {
     }
 }
 
-/// The producer's properties.
-pub fn producer(kafka: &KafkaSettings, bootstrap: &str) -> ClientConfig {
+/// The producer's properties. librdkafka's own record size limit is raised to fit the
+/// largest body the bridge accepts plus its CloudEvents attributes (the broker's limit
+/// still applies, and a refusal is an honest 503).
+pub fn producer(kafka: &KafkaSettings, bootstrap: &str, max_body_bytes: usize) -> ClientConfig {
     let mut config = base(kafka, bootstrap);
+    let max_record = (max_body_bytes + 64 * 1024).max(1_000_000);
     config
+        .set("message.max.bytes", max_record.to_string())
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string());
@@ -147,7 +151,8 @@ mod tests {
             delivery_timeout_ms: 1234,
             ..KafkaSettings::default()
         };
-        let c = producer(&kafka, "b:1");
+        let c = producer(&kafka, "b:1", 2_000_000);
+        assert_eq!(c.get("message.max.bytes"), Some("2065536"));
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("message.timeout.ms"), Some("1234"));

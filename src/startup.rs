@@ -112,7 +112,7 @@ impl Application {
             .map_or(kafka.bootstrap_servers.as_str(), |b| b.bootstrap_servers());
 
         let publisher = Publisher::new(
-            producer_config::producer(kafka, bootstrap),
+            producer_config::producer(kafka, bootstrap, settings.server.max_body_bytes),
             Duration::from_millis(kafka.delivery_timeout_ms),
             metrics.clone(),
         )?;
