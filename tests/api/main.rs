@@ -6,6 +6,7 @@ mod helpers;
 mod cli;
 mod clients;
 mod faults;
+mod injected;
 mod observability;
 mod rejections;
 mod routing;

@@ -74,6 +74,7 @@ pub async fn spawn_app_with(bootstrap: &str, tweak: impl FnOnce(&mut Settings)) 
 
 /// Like [`spawn_app_with`], without waiting for readiness.
 pub async fn spawn_app_unready(bootstrap: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    init_logs();
     let mut settings = test_settings(bootstrap);
     tweak(&mut settings);
     settings.validate().expect("valid test settings");
@@ -94,6 +95,20 @@ pub async fn spawn_app_unready(bootstrap: &str, tweak: impl FnOnce(&mut Settings
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// Logs of in-process bridges go to the test's captured output; `RUST_LOG` sets the level
+/// (default: warnings).
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }
 
 /// `hex(HMAC-SHA256(secret, url ‖ body))`, written here from the spec, not the bridge.

@@ -6,4 +6,4 @@ pub mod kafka;
 pub mod process;
 pub mod schema;
 
-pub use app::{PATH, SECRET, sign, spawn_app, spawn_app_unready, spawn_app_with};
+pub use app::{PATH, SECRET, TestApp, sign, spawn_app, spawn_app_unready, spawn_app_with};
