@@ -47,7 +47,67 @@ pub struct Metrics {
     pub producer_restarts: IntCounter,
     pub late_deliveries: IntCounter,
     pub ready: IntGauge,
+    pub spool: SpoolMetrics,
     build_info: IntGaugeVec,
+}
+
+/// The spool's gauges and counters (all zero when the spool is off).
+#[derive(Debug, Clone)]
+pub struct SpoolMetrics {
+    pub bytes: IntGauge,
+    pub events: IntGauge,
+    pub oldest_age: prometheus::Gauge,
+    pub forwarded: IntCounter,
+    pub replayed: IntCounter,
+    pub torn_records: IntCounter,
+}
+
+impl SpoolMetrics {
+    fn new() -> Self {
+        Self {
+            bytes: IntGauge::new(
+                "qminder_bridge_spool_bytes",
+                "Bytes of spool segments on disk.",
+            )
+            .expect("valid metric definition"),
+            events: IntGauge::new(
+                "qminder_bridge_spool_events",
+                "Spooled events not yet acknowledged by Kafka.",
+            )
+            .expect("valid metric definition"),
+            oldest_age: prometheus::Gauge::new(
+                "qminder_bridge_spool_oldest_age_seconds",
+                "Age of the oldest spooled event not yet acknowledged by Kafka (0 when none).",
+            )
+            .expect("valid metric definition"),
+            forwarded: IntCounter::new(
+                "qminder_bridge_spool_forwarded_total",
+                "Spooled events forwarded to Kafka and acknowledged.",
+            )
+            .expect("valid metric definition"),
+            replayed: IntCounter::new(
+                "qminder_bridge_spool_replayed_total",
+                "Spooled events found unforwarded at start-up (after a crash or stop) and forwarded since.",
+            )
+            .expect("valid metric definition"),
+            torn_records: IntCounter::new(
+                "qminder_bridge_spool_torn_records_total",
+                "Incomplete records at a spool segment's end, discarded at start-up (never acknowledged).",
+            )
+            .expect("valid metric definition"),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.bytes.clone()),
+            Box::new(self.events.clone()),
+            Box::new(self.oldest_age.clone()),
+            Box::new(self.forwarded.clone()),
+            Box::new(self.replayed.clone()),
+            Box::new(self.torn_records.clone()),
+        ]
+    }
 }
 
 /// The label sets known at start-up.
@@ -126,6 +186,7 @@ impl Metrics {
                 &["version"],
             )
             .expect("valid metric definition"),
+            spool: SpoolMetrics::new(),
             registry,
         };
         m.register_all();
@@ -137,7 +198,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.events_accepted.clone()),
             Box::new(self.events_rejected.clone()),
             Box::new(self.events_forwarded.clone()),
@@ -150,6 +211,7 @@ impl Metrics {
             Box::new(self.ready.clone()),
             Box::new(self.build_info.clone()),
         ];
+        collectors.extend(self.spool.collectors());
         for c in collectors {
             self.registry
                 .register(c)
