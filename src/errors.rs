@@ -57,6 +57,8 @@ impl IngressError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Delivery(DeliveryError::Timeout) => "kafka_timeout",
+            Self::Delivery(DeliveryError::SpoolFull) => "spool_full",
+            Self::Delivery(DeliveryError::SpoolUnavailable(_)) => "spool_unavailable",
             Self::Delivery(_) => "kafka_unavailable",
         }
     }

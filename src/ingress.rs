@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use crate::errors::IngressError;
-use crate::event::{self, Malformed};
+use crate::event;
 use crate::metrics::{Metrics, NO_ENDPOINT};
 use crate::publisher::{Deliver, Delivered};
 use crate::record::{self, Context, Record, RecordFormat};
@@ -54,13 +54,19 @@ impl std::fmt::Debug for Ingress {
     }
 }
 
-/// A successful answer: where Kafka put the record.
+/// A successful answer: where Kafka put the record, or that it is spooled.
 #[derive(Debug, Serialize)]
 struct Ack<'a> {
     id: &'a str,
     topic: &'a str,
-    partition: i32,
-    offset: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spooled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dead_letter_reason: Option<&'static str>,
 }
@@ -157,9 +163,9 @@ impl Ingress {
             Ok(event) => {
                 let route = self.router.route(&event.event_type);
                 self.count_accepted(endpoint, route);
-                let record = record::encode(self.format, &verified, &event, &route.topic, ctx);
+                let record = record::encode(self.format, &verified, &event, route, ctx);
                 let delivered = self.publish(&record, route).await?;
-                Ok(HttpResponse::Ok().json(ack(&record, route, delivered, None)))
+                Ok(answer(&record, delivered, None))
             }
             Err(malformed) => {
                 let route = self.router.dead_letter();
@@ -169,14 +175,9 @@ impl Ingress {
                     reason = malformed.code(),
                     "Sending an authenticated body that is not an event to the dead-letter topic."
                 );
-                let record = record::encode_dead_letter(&verified, malformed, &route.topic, ctx);
+                let record = record::encode_dead_letter(&verified, malformed, route, ctx);
                 let delivered = self.publish(&record, route).await?;
-                Ok(HttpResponse::Accepted().json(ack(
-                    &record,
-                    route,
-                    delivered,
-                    Some(Malformed::code(malformed)),
-                )))
+                Ok(answer(&record, delivered, Some(malformed.code())))
             }
         }
     }
@@ -191,10 +192,12 @@ impl Ingress {
     async fn publish(&self, record: &Record<'_>, route: &Route) -> Result<Delivered, IngressError> {
         match self.deliver.deliver(record).await {
             Ok(delivered) => {
-                self.metrics
-                    .events_forwarded
-                    .with_label_values(&[&route.label, &route.topic])
-                    .inc();
+                if let Delivered::Kafka { .. } = delivered {
+                    self.metrics
+                        .events_forwarded
+                        .with_label_values(&[&route.label, &route.topic])
+                        .inc();
+                }
                 Ok(delivered)
             }
             Err(error) => {
@@ -215,18 +218,36 @@ impl Ingress {
     }
 }
 
-fn ack<'a>(
-    record: &'a Record<'_>,
-    route: &'a Route,
+/// 200 for an event Kafka acknowledged; 202 for a dead letter or a spooled event (accepted,
+/// durable, not yet in Kafka).
+fn answer(
+    record: &Record<'_>,
     delivered: Delivered,
     dead_letter_reason: Option<&'static str>,
-) -> Ack<'a> {
-    Ack {
+) -> HttpResponse {
+    let mut ack = Ack {
         id: record.id,
-        topic: &route.topic,
-        partition: delivered.partition,
-        offset: delivered.offset,
+        topic: record.topic,
+        partition: None,
+        offset: None,
+        spooled: None,
+        sequence: None,
         dead_letter_reason,
+    };
+    match delivered {
+        Delivered::Kafka { partition, offset } => {
+            ack.partition = Some(partition);
+            ack.offset = Some(offset);
+        }
+        Delivered::Spooled { sequence } => {
+            ack.spooled = Some(true);
+            ack.sequence = Some(sequence);
+        }
+    }
+    if dead_letter_reason.is_none() && matches!(delivered, Delivered::Kafka { .. }) {
+        HttpResponse::Ok().json(ack)
+    } else {
+        HttpResponse::Accepted().json(ack)
     }
 }
 

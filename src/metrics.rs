@@ -24,7 +24,14 @@ pub const REJECT_REASONS: &[&str] = &[
 ];
 
 /// Why an accepted event did not reach Kafka (`reason` label of `events_failed_total`).
-pub const FAILURE_REASONS: &[&str] = &["timeout", "queue_full", "refused", "unavailable"];
+pub const FAILURE_REASONS: &[&str] = &[
+    "timeout",
+    "queue_full",
+    "refused",
+    "unavailable",
+    "spool_full",
+    "spool_error",
+];
 
 /// Endpoint label for requests to no configured path.
 pub const NO_ENDPOINT: &str = "none";

@@ -26,11 +26,13 @@ use crate::kafka_context::BridgeContext;
 use crate::metrics::Metrics;
 use crate::record::Record;
 
-/// Where a record landed.
+/// What became of a record handed to a [`Deliver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
-    pub partition: i32,
-    pub offset: i64,
+pub enum Delivered {
+    /// Kafka acknowledged it here.
+    Kafka { partition: i32, offset: i64 },
+    /// It is durable in the local spool, to be forwarded to Kafka in the background.
+    Spooled { sequence: u64 },
 }
 
 /// Why a record is not known to be in Kafka. Every variant is answered 503 + Retry-After.
@@ -44,6 +46,10 @@ pub enum DeliveryError {
     Refused(String),
     #[error("the producer was replaced or is stopping")]
     Unavailable,
+    #[error("the spool is full (spool.max_bytes)")]
+    SpoolFull,
+    #[error("the spool cannot be written: {0}")]
+    SpoolUnavailable(String),
 }
 
 impl DeliveryError {
@@ -54,6 +60,8 @@ impl DeliveryError {
             Self::QueueFull => "queue_full",
             Self::Refused(_) => "refused",
             Self::Unavailable => "unavailable",
+            Self::SpoolFull => "spool_full",
+            Self::SpoolUnavailable(_) => "spool_error",
         }
     }
 }
@@ -167,7 +175,7 @@ impl Deliver for Publisher {
                                 .metrics
                                 .delivery_duration
                                 .observe(started.elapsed().as_secs_f64());
-                            Ok(Delivered {
+                            Ok(Delivered::Kafka {
                                 partition: delivery.partition,
                                 offset: delivery.offset,
                             })

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::event::{Event, Malformed};
+use crate::routing::Route;
 use crate::signature::Verified;
 
 /// Prefix of the CloudEvents `type` attribute: `com.qminder.<event type>`.
@@ -45,7 +46,9 @@ pub struct Record<'a> {
     pub topic: &'a str,
     pub key: Option<&'a str>,
     pub value: Cow<'a, [u8]>,
-    pub headers: Vec<(&'static str, Cow<'a, str>)>,
+    pub headers: Vec<(&'a str, Cow<'a, str>)>,
+    /// The `event_type` metric label of the route (fixed set; see `routing`).
+    pub label: &'a str,
     /// The CloudEvents id (or, for dead letters, the same deterministic id).
     pub id: &'a str,
 }
@@ -64,9 +67,10 @@ pub fn encode<'a>(
     format: RecordFormat,
     verified: &'a Verified,
     event: &'a Event<'a>,
-    topic: &'a str,
+    route: &'a Route,
     ctx: Context<'a>,
 ) -> Record<'a> {
+    let topic = route.topic.as_str();
     let time: Cow<'a, str> = match event.occurred_at {
         Some(t) => Cow::Borrowed(t),
         None => Cow::Owned(format_time(ctx.received_at)),
@@ -98,6 +102,7 @@ pub fn encode<'a>(
             value.push(b'}');
             Record {
                 topic,
+                label: &route.label,
                 key,
                 value: Cow::Owned(value),
                 headers: vec![("content-type", Cow::Borrowed(STRUCTURED_CONTENT_TYPE))],
@@ -121,6 +126,7 @@ pub fn encode<'a>(
             headers.push(("content-type", Cow::Borrowed("application/json")));
             Record {
                 topic,
+                label: &route.label,
                 key,
                 value: Cow::Borrowed(event.data.as_bytes()),
                 headers,
@@ -135,11 +141,12 @@ pub fn encode<'a>(
 pub fn encode_dead_letter<'a>(
     verified: &'a Verified,
     reason: Malformed,
-    topic: &'a str,
+    route: &'a Route,
     ctx: Context<'a>,
 ) -> Record<'a> {
     Record {
-        topic,
+        topic: &route.topic,
+        label: &route.label,
         key: Some(verified.id()),
         value: Cow::Borrowed(verified.body()),
         headers: vec![
@@ -182,6 +189,13 @@ mod tests {
             .unwrap()
     }
 
+    fn route() -> Route {
+        Route {
+            topic: "t".into(),
+            label: "l".into(),
+        }
+    }
+
     fn ctx() -> Context<'static> {
         Context {
             source: URL,
@@ -196,7 +210,8 @@ mod tests {
         let body = format!("{{\"type\": \"ticket_created\", \"data\": {DATA}}}");
         let v = verified(&body);
         let e = event::parse(&v).unwrap();
-        let r = encode(RecordFormat::Structured, &v, &e, "t", ctx());
+        let route = route();
+        let r = encode(RecordFormat::Structured, &v, &e, &route, ctx());
         let text = std::str::from_utf8(&r.value).unwrap();
         assert!(text.ends_with(&format!(",\"data\":{DATA}}}")), "{text}");
         let ce: Value = serde_json::from_str(text).unwrap();
@@ -220,7 +235,8 @@ mod tests {
         let body = format!("{{\"type\":\"ticket_changed\",\"data\":{DATA}}}");
         let v = verified(&body);
         let e = event::parse(&v).unwrap();
-        let r = encode(RecordFormat::Binary, &v, &e, "t", ctx());
+        let route = route();
+        let r = encode(RecordFormat::Binary, &v, &e, &route, ctx());
         assert_eq!(&*r.value, DATA.as_bytes());
         let h: std::collections::HashMap<_, _> = r.headers.iter().cloned().collect();
         assert_eq!(h["ce_specversion"], "1.0");
@@ -237,7 +253,8 @@ mod tests {
     fn leaves_out_subject_and_key_when_there_is_no_entity_id() {
         let v = verified(r#"{"type":"something_new","data":[1]}"#);
         let e = event::parse(&v).unwrap();
-        let r = encode(RecordFormat::Structured, &v, &e, "t", ctx());
+        let route = route();
+        let r = encode(RecordFormat::Structured, &v, &e, &route, ctx());
         let ce: Value = serde_json::from_slice(&r.value).unwrap();
         assert!(ce.get("subject").is_none() && ce.get("partitionkey").is_none());
         assert_eq!(ce["type"], "com.qminder.something_new");
@@ -248,7 +265,8 @@ mod tests {
     fn escapes_attributes_that_need_it() {
         let v = verified(r#"{"type":"we\"ird\u0001","data":{"id":"a\"b"}}"#);
         let e = event::parse(&v).unwrap();
-        let r = encode(RecordFormat::Structured, &v, &e, "t", ctx());
+        let route = route();
+        let r = encode(RecordFormat::Structured, &v, &e, &route, ctx());
         let ce: Value = serde_json::from_slice(&r.value).unwrap();
         assert_eq!(ce["type"], "com.qminder.we\"ird\u{1}");
         assert_eq!(ce["subject"], "a\"b");
@@ -257,7 +275,8 @@ mod tests {
     #[test]
     fn dead_letters_keep_the_raw_body_and_say_why() {
         let v = verified("not json at all");
-        let r = encode_dead_letter(&v, Malformed::NotJson, "dl", ctx());
+        let route = route();
+        let r = encode_dead_letter(&v, Malformed::NotJson, &route, ctx());
         assert_eq!(&*r.value, b"not json at all");
         assert_eq!(r.key, Some(v.id()));
         assert_eq!(r.headers[0], (REASON_HEADER, Cow::Borrowed("not_json")));
