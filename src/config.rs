@@ -28,6 +28,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Log output.
     pub log: LogSettings,
+    /// Spool mode: acknowledge once durable on local disk, forward to Kafka in the background.
+    pub spool: SpoolSettings,
     /// The webhooks, as registered in Qminder. At least one.
     pub endpoints: Vec<EndpointSettings>,
 }
@@ -140,6 +142,35 @@ impl KafkaSettings {
     }
 }
 
+/// `[spool]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSettings {
+    /// Answer 2xx once the event is fsynced to the spool (instead of after Kafka's ack).
+    pub enabled: bool,
+    /// Directory of the spool's segment files and cursor. Must survive restarts.
+    pub dir: std::path::PathBuf,
+    /// Most disk the spool may use; beyond it webhooks get 503 until forwarding frees room.
+    pub max_bytes: u64,
+    /// Size at which a segment file is closed and a new one started; forwarded segments
+    /// are deleted whole.
+    pub segment_bytes: u64,
+    /// Records the forwarder hands to Kafka at once.
+    pub forward_batch: usize,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: "/var/lib/qminder-bridge/spool".into(),
+            max_bytes: 1024 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            forward_batch: 512,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -215,6 +246,7 @@ impl Settings {
         self.validate_server(&mut problems);
         self.validate_kafka(&mut problems);
         self.validate_endpoints(&mut problems);
+        self.validate_spool(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -291,6 +323,30 @@ impl Settings {
             }
         }
         crate::producer_config::check_passthrough(k, problems);
+    }
+
+    fn validate_spool(&self, problems: &mut Vec<String>) {
+        let s = &self.spool;
+        if !s.enabled {
+            return;
+        }
+        if s.dir.as_os_str().is_empty() {
+            problems.push("spool.dir is empty; name a directory that survives restarts".into());
+        }
+        if s.segment_bytes < 64 * 1024 {
+            problems.push("spool.segment_bytes must be at least 65536 (default 67108864)".into());
+        }
+        let least = (self.server.max_body_bytes as u64 + 64 * 1024) * 4;
+        if s.max_bytes < least.max(s.segment_bytes) {
+            problems.push(format!(
+                "spool.max_bytes ({}) must be at least spool.segment_bytes and room for four of \
+                 the largest requests ({least}); raise it",
+                s.max_bytes
+            ));
+        }
+        if s.forward_batch == 0 {
+            problems.push("spool.forward_batch must be above 0 (default 512)".into());
+        }
     }
 
     fn validate_endpoints(&self, problems: &mut Vec<String>) {

@@ -5,6 +5,8 @@
 //! `kafka.health_interval_ms`, bounded by the same), the topics exist if the bridge was asked
 //! to create them, and the bridge is not shutting down; 503 otherwise. Readiness never
 //! gates webhook requests themselves: those get an honest answer from the delivery.
+//! In spool mode, readiness follows the spool instead (writable and not full): webhooks are
+//! answered from the spool whatever Kafka does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +17,7 @@ use rdkafka::ClientConfig;
 
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::spool::Spool;
 
 /// The bridge's view of its own readiness.
 #[derive(Debug)]
@@ -22,6 +25,8 @@ pub struct Health {
     broker_reachable: AtomicBool,
     topics_ready: AtomicBool,
     stopping: AtomicBool,
+    /// In spool mode readiness follows the spool's health, not the broker's.
+    spool: Option<Spool>,
     metrics: Metrics,
 }
 
@@ -35,16 +40,20 @@ pub struct TopicSetup {
 }
 
 impl Health {
-    pub fn new(metrics: Metrics, topics_needed: bool) -> Arc<Self> {
+    pub fn new(metrics: Metrics, topics_needed: bool, spool: Option<Spool>) -> Arc<Self> {
         Arc::new(Self {
             broker_reachable: AtomicBool::new(false),
             topics_ready: AtomicBool::new(!topics_needed),
             stopping: AtomicBool::new(false),
+            spool,
             metrics,
         })
     }
 
     pub fn is_ready(&self) -> bool {
+        if let Some(spool) = &self.spool {
+            return spool.is_healthy() && !self.stopping.load(Ordering::Acquire);
+        }
         self.broker_reachable.load(Ordering::Acquire)
             && self.topics_ready.load(Ordering::Acquire)
             && !self.stopping.load(Ordering::Acquire)

@@ -20,6 +20,7 @@ pub mod record;
 pub mod routing;
 pub mod secret;
 pub mod signature;
+pub mod spool;
 pub mod startup;
 pub mod telemetry;
 pub mod topics;

@@ -24,9 +24,10 @@ use crate::health::{self, Health, TopicSetup};
 use crate::ingress::{self, Endpoint, Ingress};
 use crate::metrics::{Labels, Metrics};
 use crate::producer_config;
-use crate::publisher::Publisher;
+use crate::publisher::{Deliver, Publisher};
 use crate::routing::Router;
 use crate::signature::Verifier;
+use crate::spool::{Spool, SpoolTasks};
 
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub enum StartupError {
     Secret(#[from] crate::secret::SecretError),
     #[error("cannot start the HTTP server: {0}")]
     Server(#[from] std::io::Error),
+    #[error("cannot open the spool: {0}")]
+    Spool(#[source] std::io::Error),
 }
 
 /// A built bridge, ready to run.
@@ -54,6 +57,7 @@ pub struct Application {
     publisher: Publisher,
     metrics: Metrics,
     watcher: JoinHandle<()>,
+    spool: Option<SpoolTasks>,
     shutdown_timeout: Duration,
     embedded: Option<EmbeddedBroker>,
 }
@@ -122,7 +126,21 @@ impl Application {
             partitions: kafka.partitions,
             replication_factor: kafka.replication_factor,
         });
-        let health = Health::new(metrics.clone(), topics.is_some());
+        let kafka_deliver: Arc<dyn Deliver> = Arc::new(publisher.clone());
+        let (deliver, spool, spool_tasks) = if settings.spool.enabled {
+            let (spool, tasks) = Spool::start(
+                &settings.spool,
+                kafka_deliver,
+                &metrics,
+                Duration::from_millis(kafka.delivery_timeout_ms),
+            )
+            .map_err(StartupError::Spool)?;
+            let deliver: Arc<dyn Deliver> = Arc::new(spool.clone());
+            (deliver, Some(spool), Some(tasks))
+        } else {
+            (kafka_deliver, None, None)
+        };
+        let health = Health::new(metrics.clone(), topics.is_some(), spool);
         let watcher = tokio::spawn(health::watch(
             Arc::clone(&health),
             publisher.clone(),
@@ -131,7 +149,7 @@ impl Application {
         ));
 
         let ingress = web::Data::new(Ingress {
-            deliver: Arc::new(publisher.clone()),
+            deliver,
             router,
             metrics: metrics.clone(),
             format: kafka.record_format,
@@ -156,6 +174,7 @@ impl Application {
             publisher,
             metrics,
             watcher,
+            spool: spool_tasks,
             shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
             embedded,
         })
@@ -190,6 +209,7 @@ impl Application {
             health,
             publisher,
             watcher,
+            spool,
             shutdown_timeout,
             embedded,
             ..
@@ -211,6 +231,11 @@ impl Application {
         handle.stop(true).await;
         server.await.map_err(std::io::Error::other)??;
         watcher.abort();
+        if let Some(spool) = spool {
+            spool
+                .stop(deadline.saturating_duration_since(Instant::now()))
+                .await;
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let flushed = tokio::task::spawn_blocking(move || publisher.flush(remaining)).await;
         match flushed {

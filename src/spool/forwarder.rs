@@ -1,0 +1,285 @@
+//! Forwards spooled records to Kafka, in order, and remembers how far it got.
+//!
+//! Reads committed frames from the oldest unforwarded position, hands a batch to the
+//! publisher in sequence order (the idempotent producer keeps per-partition order), and
+//! waits for every ack. The cursor — the first sequence number not yet acknowledged — only
+//! moves past a contiguous run of acknowledged records, and is made durable (write, fsync,
+//! rename, fsync the directory) before segments wholly below it are deleted.
+//! If a record fails, the forwarder waits (backing off up to 5 s) and re-sends from it:
+//! records after it in that batch that Kafka did acknowledge are sent again (at-least-once;
+//! consumers de-duplicate on the CloudEvents id).
+
+use std::fs::{self, File};
+use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::frame::{self, Outcome, Spooled};
+use super::log::Shared;
+use crate::metrics::Metrics;
+use crate::publisher::{Deliver, Delivered};
+
+const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The durable cursor file.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    path: PathBuf,
+}
+
+impl Cursor {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            path: dir.join("cursor"),
+        }
+    }
+
+    /// The first sequence number not yet forwarded (0 when there is no cursor yet).
+    pub fn load(&self) -> std::io::Result<u64> {
+        match fs::read_to_string(&self.path) {
+            Ok(text) => text.trim().parse().map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} does not hold a number", self.path.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Durably replaces the cursor.
+    pub fn store(&self, next: u64) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(format!("{next}\n").as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the forwarder reads: a segment, a byte offset in it, the sequence number there.
+struct Position {
+    first: u64,
+    reader: BufReader<File>,
+    offset: u64,
+}
+
+/// The forwarder's settings and collaborators.
+pub(crate) struct Forwarder {
+    pub shared: Arc<Shared>,
+    pub cursor: Cursor,
+    pub deliver: Arc<dyn Deliver>,
+    pub metrics: Metrics,
+    pub batch: usize,
+    /// Records below this number were in the spool at start-up (counted as replayed).
+    pub replay_below: u64,
+}
+
+impl Forwarder {
+    /// Runs until `stop` turns true (finishing the batch in hand).
+    pub async fn run(self, mut next: u64, mut stop: watch::Receiver<bool>) {
+        let mut position: Option<Position> = None;
+        let mut backoff = Duration::from_millis(100);
+        while !*stop.borrow() {
+            self.update_gauges(next, None);
+            let shared = Arc::clone(&self.shared);
+            let batch = self.batch;
+            let read = tokio::task::spawn_blocking(move || {
+                let batch = read_batch(&shared, &mut position, next, batch);
+                (batch, position)
+            })
+            .await;
+            let (records, returned) = match read {
+                Ok((Ok(records), p)) => (records, p),
+                Ok((Err(error), _)) => {
+                    tracing::error!(%error, "Cannot read the spool; retrying.");
+                    (Vec::new(), None)
+                }
+                Err(_) => (Vec::new(), None),
+            };
+            position = returned;
+            if records.is_empty() {
+                tokio::select! {
+                    () = self.shared.committed.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            self.update_gauges(next, records.first().map(|r| r.received_ms));
+            let pending: Vec<_> = records
+                .iter()
+                .map(|r| self.deliver.deliver(&r.record()))
+                .collect();
+            let results = futures_util::future::join_all(pending).await;
+            let acked = results
+                .iter()
+                .take_while(|r| matches!(r, Ok(Delivered::Kafka { .. })))
+                .count();
+            for record in &records[..acked] {
+                self.metrics
+                    .events_forwarded
+                    .with_label_values(&[&record.label, &record.topic])
+                    .inc();
+                self.metrics.spool.forwarded.inc();
+                if record.seq < self.replay_below {
+                    self.metrics.spool.replayed.inc();
+                }
+            }
+            if acked > 0 {
+                next = records[acked - 1].seq + 1;
+                self.persist(next).await;
+            }
+            if acked < records.len() {
+                if let Some(Err(error)) = results.get(acked) {
+                    tracing::warn!(%error, seq = records[acked].seq, retry_in_ms = backoff.as_millis(), "Could not forward a spooled event; will retry.");
+                }
+                // Re-read from the first record that was not acknowledged.
+                position = None;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            } else {
+                backoff = Duration::from_millis(100);
+            }
+        }
+        self.update_gauges(next, None);
+    }
+
+    /// Makes `next` durable, then deletes segments wholly below it.
+    async fn persist(&self, next: u64) {
+        let cursor = self.cursor.clone();
+        let shared = Arc::clone(&self.shared);
+        let done = tokio::task::spawn_blocking(move || {
+            cursor.store(next)?;
+            reclaim(&shared, next)
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "Cannot store the spool cursor; events may be forwarded twice after a restart.")
+            }
+            Err(error) => tracing::error!(%error, "The spool cursor task failed."),
+        }
+    }
+
+    fn update_gauges(&self, next: u64, oldest_ms: Option<u64>) {
+        let state = self.shared.lock();
+        let pending = state.next_seq.saturating_sub(next);
+        self.metrics
+            .spool
+            .bytes
+            .set(i64::try_from(state.bytes).unwrap_or(i64::MAX));
+        self.metrics
+            .spool
+            .events
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        drop(state);
+        if pending == 0 {
+            self.metrics.spool.oldest_age.set(0.0);
+        } else if let Some(ms) = oldest_ms {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.metrics
+                .spool
+                .oldest_age
+                .set(now.saturating_sub(ms) as f64 / 1000.0);
+        }
+    }
+}
+
+/// Reads up to `max` committed records with sequence numbers from `next` on.
+fn read_batch(
+    shared: &Shared,
+    position: &mut Option<Position>,
+    next: u64,
+    max: usize,
+) -> std::io::Result<Vec<Spooled>> {
+    let mut out: Vec<Spooled> = Vec::new();
+    let mut bytes = 0u64;
+    let mut segment: Option<u64> = None;
+    loop {
+        let want = next + out.len() as u64;
+        // The segment to read, how far it is committed, and whether a later one exists.
+        let (first, len, following, path) = {
+            let state = shared.lock();
+            let found = match segment {
+                Some(f) => state.segments.get_key_value(&f),
+                None => state
+                    .segments
+                    .range(..=want)
+                    .next_back()
+                    .or_else(|| state.segments.iter().next()),
+            };
+            let Some((&first, s)) = found else {
+                return Ok(out);
+            };
+            let following = state.segments.range(first + 1..).next().map(|(&f, _)| f);
+            (first, s.len, following, s.path.clone())
+        };
+        if position.as_ref().is_none_or(|p| p.first != first) {
+            *position = Some(Position {
+                first,
+                reader: BufReader::new(File::open(&path)?),
+                offset: 0,
+            });
+        }
+        let Some(pos) = position.as_mut() else {
+            return Ok(out);
+        };
+        // Seeking empties the read buffer, which may hold bytes of a frame that was still
+        // being written when it was filled.
+        pos.reader.seek(SeekFrom::Start(pos.offset))?;
+        while out.len() < max && bytes < MAX_BATCH_BYTES {
+            match frame::read(&mut pos.reader, len.saturating_sub(pos.offset))? {
+                Outcome::Frame(record, size) => {
+                    pos.offset += size;
+                    if record.seq >= next + out.len() as u64 {
+                        bytes += size;
+                        out.push(record);
+                    }
+                }
+                Outcome::End | Outcome::Torn => break,
+            }
+        }
+        let full = out.len() >= max || bytes >= MAX_BATCH_BYTES;
+        match following {
+            // A sealed segment, read to its end: go on with the next one.
+            Some(f) if !full && pos.offset >= len => segment = Some(f),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Deletes sealed segments whose every record is below `next`.
+fn reclaim(shared: &Shared, next: u64) -> std::io::Result<()> {
+    let doomed: Vec<(u64, PathBuf, u64)> = {
+        let state = shared.lock();
+        let last_first = state.segments.keys().next_back().copied();
+        state
+            .segments
+            .iter()
+            .filter(|(first, s)| Some(**first) != last_first && s.last_seq.is_none_or(|l| l < next))
+            .map(|(first, s)| (*first, s.path.clone(), s.len))
+            .collect()
+    };
+    for (first, path, len) in doomed {
+        fs::remove_file(&path)?;
+        let mut state = shared.lock();
+        state.segments.remove(&first);
+        state.bytes = state.bytes.saturating_sub(len);
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The spool's append-only log: numbered segment files, recovery, and the group-commit writer.
+//!
+//! Segments are `<first sequence number, 20 digits>.seg` in the spool directory. One writer
+//! thread appends: it takes every append request waiting, writes them all, calls
+//! `fsync` (`File::sync_data`) once, and only then answers each request — so many concurrent
+//! webhooks share one fsync, and none is answered before its bytes are durable. A new
+//! segment's directory entry is fsynced too. On start-up every segment is scanned; a torn
+//! last frame (the process died mid-write, so it was never acknowledged) is cut off and counted.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use tokio::sync::{Notify, oneshot};
+
+use super::frame::{self, Outcome};
+use crate::publisher::DeliveryError;
+
+/// One segment file.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub path: PathBuf,
+    /// Bytes written and fsynced; readers never read past this.
+    pub len: u64,
+    /// Sequence number of its last record, if it has one.
+    pub last_seq: Option<u64>,
+}
+
+/// What readers and the writer share.
+#[derive(Debug)]
+pub struct LogState {
+    /// By first sequence number.
+    pub segments: BTreeMap<u64, Segment>,
+    /// The sequence number the next record gets.
+    pub next_seq: u64,
+    /// Total bytes of all segments.
+    pub bytes: u64,
+    /// False after a failed write or fsync, until one succeeds.
+    pub healthy: bool,
+}
+
+/// The log, shared by the writer thread, the spool handle and the forwarder.
+#[derive(Debug)]
+pub struct Shared {
+    pub dir: PathBuf,
+    pub state: Mutex<LogState>,
+    /// Signalled after every commit.
+    pub committed: Notify,
+}
+
+impl Shared {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An append request: an encoded payload (sequence number 0) and where to answer.
+pub(crate) struct Append {
+    pub payload: Vec<u8>,
+    pub reply: oneshot::Sender<Result<u64, DeliveryError>>,
+}
+
+/// What recovery found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub records: u64,
+    pub torn: u64,
+}
+
+pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.seg"))
+}
+
+/// Scans `dir` (creating it if needed), cuts torn tails, and returns the log's state.
+/// `floor` is the forwarder's cursor: the next record gets at least that number.
+pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)> {
+    fs::create_dir_all(dir)?;
+    let mut firsts: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".seg")?.parse::<u64>().ok()
+        })
+        .collect();
+    firsts.sort_unstable();
+    let mut recovered = Recovered::default();
+    let mut segments = BTreeMap::new();
+    let mut next_seq = floor;
+    for first in firsts {
+        let path = segment_path(dir, first);
+        let size = fs::metadata(&path)?.len();
+        let mut reader = BufReader::new(File::open(&path)?);
+        let mut good = 0u64;
+        let mut last_seq = None;
+        loop {
+            match frame::read(&mut reader, size - good)? {
+                Outcome::Frame(record, len) => {
+                    good += len;
+                    last_seq = Some(record.seq);
+                    next_seq = next_seq.max(record.seq + 1);
+                    recovered.records += 1;
+                }
+                Outcome::End => break,
+                Outcome::Torn => {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        kept_bytes = good,
+                        discarded_bytes = size - good,
+                        "Discarding a torn record at the end of a spool segment; it was never acknowledged."
+                    );
+                    OpenOptions::new().write(true).open(&path)?.set_len(good)?;
+                    recovered.torn += 1;
+                    break;
+                }
+            }
+        }
+        segments.insert(
+            first,
+            Segment {
+                path,
+                len: good,
+                last_seq,
+            },
+        );
+    }
+    let bytes = segments.values().map(|s| s.len).sum();
+    Ok((
+        LogState {
+            segments,
+            next_seq,
+            bytes,
+            healthy: true,
+        },
+        recovered,
+    ))
+}
+
+/// Limits the writer enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+}
+
+/// Starts the writer thread. It ends when every sender of `requests` is dropped.
+pub(crate) fn spawn_writer(
+    shared: Arc<Shared>,
+    limits: Limits,
+    requests: mpsc::Receiver<Append>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let mut active = open_active(&shared, limits)?;
+    std::thread::Builder::new()
+        .name("spool-writer".into())
+        .spawn(move || {
+            while let Ok(first) = requests.recv() {
+                let mut batch = vec![first];
+                while batch.len() < 4096 {
+                    match requests.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                commit(&shared, limits, &mut active, batch);
+            }
+            let _ = active.1.sync_all();
+        })
+}
+
+/// The segment being appended to: (first sequence number, file).
+type Active = (u64, File);
+
+fn open_active(shared: &Shared, limits: Limits) -> std::io::Result<Active> {
+    let mut state = shared.lock();
+    if let Some((&first, segment)) = state.segments.iter().next_back() {
+        if segment.len < limits.segment_bytes {
+            let file = OpenOptions::new().append(true).open(&segment.path)?;
+            return Ok((first, file));
+        }
+    }
+    new_segment(&shared.dir, &mut state)
+}
+
+fn new_segment(dir: &Path, state: &mut LogState) -> std::io::Result<Active> {
+    let first = state.next_seq;
+    let path = segment_path(dir, first);
+    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    File::open(dir)?.sync_all()?;
+    state.segments.insert(
+        first,
+        Segment {
+            path,
+            len: 0,
+            last_seq: None,
+        },
+    );
+    Ok((first, file))
+}
+
+fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Append>) {
+    let state = shared.lock();
+    let start_len = state.segments.get(&active.0).map_or(0, |s| s.len);
+    let mut buffer = Vec::new();
+    let mut accepted = Vec::with_capacity(batch.len());
+    let mut seq = state.next_seq;
+    let mut bytes = state.bytes;
+    for mut append in batch {
+        let size = frame::HEADER_LEN + append.payload.len() as u64;
+        if bytes + size > limits.max_bytes {
+            let _ = append.reply.send(Err(DeliveryError::SpoolFull));
+            continue;
+        }
+        frame::set_seq(&mut append.payload, seq);
+        buffer.extend_from_slice(&frame::header(&append.payload));
+        buffer.extend_from_slice(&append.payload);
+        accepted.push((seq, append.reply));
+        seq += 1;
+        bytes += size;
+    }
+    if accepted.is_empty() {
+        return;
+    }
+    // The lock is released for the write and fsync: readers only look at committed lengths.
+    drop(state);
+    let written = active
+        .1
+        .write_all(&buffer)
+        .and_then(|()| active.1.sync_data());
+    let mut state = shared.lock();
+    match written {
+        Ok(()) => {
+            let last = seq - 1;
+            state.next_seq = seq;
+            // Added, not assigned: the forwarder may have reclaimed segments meanwhile.
+            state.bytes += buffer.len() as u64;
+            state.healthy = true;
+            if let Some(segment) = state.segments.get_mut(&active.0) {
+                segment.len = start_len + buffer.len() as u64;
+                segment.last_seq = Some(last);
+            }
+            let full = start_len + buffer.len() as u64 >= limits.segment_bytes;
+            if full {
+                match new_segment(&shared.dir, &mut state) {
+                    Ok(next) => *active = next,
+                    Err(error) => {
+                        tracing::error!(%error, "Cannot start a new spool segment; keeping the current one.");
+                    }
+                }
+            }
+            drop(state);
+            shared.committed.notify_one();
+            for (seq, reply) in accepted {
+                let _ = reply.send(Ok(seq));
+            }
+        }
+        Err(error) => {
+            state.healthy = false;
+            drop(state);
+            tracing::error!(%error, "Cannot write the spool; answering 503.");
+            // Cut off whatever part of the batch reached the file: none of it is acknowledged.
+            let _ = active.1.set_len(start_len);
+            for (_, reply) in accepted {
+                let _ = reply.send(Err(DeliveryError::SpoolUnavailable(error.to_string())));
+            }
+        }
+    }
+}

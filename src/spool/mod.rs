@@ -1,0 +1,159 @@
+//! Spool mode: answer 2xx once an event is durable on local disk, forward it to Kafka in
+//! the background — so Qminder's deliveries keep succeeding through a Kafka outage.
+//!
+//! [`Spool`] is another implementation of the ingress's [`Deliver`] seam: it appends the
+//! encoded record to the log ([`log`]: append-only, checksummed [`frame`]s, group commit,
+//! fsync before the answer) and reports [`Delivered::Spooled`]. The [`forwarder`] sends
+//! spooled records to Kafka through the real publisher, in order, and advances a durable
+//! cursor after each ack. Spool full (`spool.max_bytes`) or a disk error is a 503, never a
+//! silent drop. At-least-once: after a crash, records past the cursor are sent again.
+
+pub mod forwarder;
+pub mod frame;
+pub mod log;
+
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::config::SpoolSettings;
+use crate::metrics::Metrics;
+use crate::publisher::{Deliver, Delivered, DeliveryError, Pending};
+use crate::record::Record;
+use forwarder::{Cursor, Forwarder};
+use log::{Append, Limits, Shared};
+
+/// The ingress's handle on the spool. Cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    requests: mpsc::Sender<Append>,
+    shared: Arc<Shared>,
+    max_bytes: u64,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.inner.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The spool's background work; stop it on shutdown.
+#[derive(Debug)]
+pub struct SpoolTasks {
+    stop: watch::Sender<bool>,
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+impl Spool {
+    /// Opens (recovering) the spool in `settings.dir`, starts its writer thread and its
+    /// forwarder, which delivers through `kafka`. `timeout` bounds an append's wait.
+    pub fn start(
+        settings: &SpoolSettings,
+        kafka: Arc<dyn Deliver>,
+        metrics: &Metrics,
+        timeout: Duration,
+    ) -> std::io::Result<(Self, SpoolTasks)> {
+        let cursor = Cursor::new(&settings.dir);
+        let next = cursor.load()?;
+        let (state, recovered) = log::recover(&settings.dir, next)?;
+        metrics.spool.torn_records.inc_by(recovered.torn);
+        let backlog = state.next_seq.saturating_sub(next);
+        let replay_below = state.next_seq;
+        tracing::info!(
+            dir = %settings.dir.display(),
+            records_on_disk = recovered.records,
+            to_forward = backlog,
+            torn_discarded = recovered.torn,
+            "Opened the spool."
+        );
+        let shared = Arc::new(Shared {
+            dir: settings.dir.clone(),
+            state: std::sync::Mutex::new(state),
+            committed: tokio::sync::Notify::new(),
+        });
+        let (requests, receiver) = mpsc::channel();
+        log::spawn_writer(
+            Arc::clone(&shared),
+            Limits {
+                max_bytes: settings.max_bytes,
+                segment_bytes: settings.segment_bytes,
+            },
+            receiver,
+        )?;
+        let (stop, stopped) = watch::channel(false);
+        let forwarder = tokio::spawn(
+            Forwarder {
+                shared: Arc::clone(&shared),
+                cursor,
+                deliver: kafka,
+                metrics: metrics.clone(),
+                batch: settings.forward_batch,
+                replay_below,
+            }
+            .run(next, stopped),
+        );
+        let spool = Self {
+            inner: Arc::new(Inner {
+                requests,
+                shared,
+                max_bytes: settings.max_bytes,
+                timeout,
+            }),
+        };
+        Ok((spool, SpoolTasks { stop, forwarder }))
+    }
+
+    /// Healthy: the last write succeeded and there is room for more.
+    pub fn is_healthy(&self) -> bool {
+        let state = self.inner.shared.lock();
+        state.healthy && state.bytes < self.inner.max_bytes
+    }
+}
+
+impl Deliver for Spool {
+    fn deliver(&self, record: &Record<'_>) -> Pending {
+        let received_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let payload = frame::encode_payload(record, received_ms);
+        let (reply, answer) = oneshot::channel();
+        if self.inner.requests.send(Append { payload, reply }).is_err() {
+            return Box::pin(std::future::ready(Err(DeliveryError::SpoolUnavailable(
+                "the spool writer has stopped".into(),
+            ))));
+        }
+        let timeout = self.inner.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(Ok(sequence))) => Ok(Delivered::Spooled { sequence }),
+                Ok(Ok(Err(error))) => Err(error),
+                Ok(Err(_)) => Err(DeliveryError::SpoolUnavailable(
+                    "the spool writer has stopped".into(),
+                )),
+                Err(_) => Err(DeliveryError::Timeout),
+            }
+        })
+    }
+}
+
+impl SpoolTasks {
+    /// Stops the forwarder after the batch in hand, waiting at most `within`. What is not
+    /// forwarded stays in the spool for the next start.
+    pub async fn stop(self, within: Duration) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(within, self.forwarder).await.is_err() {
+            tracing::warn!("The spool forwarder did not stop in time; the next start resumes it.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
