@@ -1,0 +1,55 @@
+# qminder-bridge container image.
+#   docker build -t qminder-bridge .
+#   docker run --rm -p 8080:8080 -e QMINDER_WEBHOOK_SECRET=... \
+#     -v "$PWD/bridge.toml:/etc/qminder-bridge/config.toml:ro" qminder-bridge
+# The image ships no configuration: mount one at /etc/qminder-bridge/config.toml (or pass
+# `serve --config FILE`). See docs/deployment.md.
+
+# ---- build -------------------------------------------------------------------------------
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+
+# Dependencies first, against a stub crate, so that editing src/ does not rebuild them
+# (librdkafka, built from source by rdkafka-sys with its own configure + make, is the slow
+# part). The rust image already has make, g++, pkg-config and zlib's headers; zstd is vendored.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+ && echo 'fn main() {}' > src/main.rs \
+ && touch src/lib.rs \
+ && cargo build --release --locked --bin qminder-bridge \
+ && rm -rf src
+
+COPY src ./src
+# COPY keeps the sources' modification times, which may be older than the stub build's:
+# touch them so that cargo rebuilds the crate itself.
+RUN touch src/main.rs src/lib.rs \
+ && cargo build --release --locked --bin qminder-bridge \
+ && strip target/release/qminder-bridge
+
+# ---- run ---------------------------------------------------------------------------------
+FROM debian:bookworm-slim
+
+# curl only serves the HEALTHCHECK below. The version is pinned to bookworm's 7.88.1 series
+# (the glob lets Debian's security updates in).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends "curl=7.88.1-10+deb12u*" \
+ && rm -rf /var/lib/apt/lists/*
+
+# A fixed numeric uid/gid so that Kubernetes' runAsNonRoot can verify it.
+RUN groupadd --system --gid 10001 qminder \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin qminder \
+ && mkdir -p /etc/qminder-bridge /var/lib/qminder-bridge/spool \
+ && chown 10001:10001 /var/lib/qminder-bridge/spool
+
+COPY --from=builder /src/target/release/qminder-bridge /usr/local/bin/qminder-bridge
+
+USER 10001:10001
+EXPOSE 8080
+# Liveness only (/healthz: the process serves HTTP); readiness is /readyz. Assumes the
+# default listen port 8080.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/healthz"]
+
+ENTRYPOINT ["qminder-bridge"]
+CMD ["serve", "--config", "/etc/qminder-bridge/config.toml"]
