@@ -336,11 +336,12 @@ impl Settings {
         if s.segment_bytes < 64 * 1024 {
             problems.push("spool.segment_bytes must be at least 65536 (default 67108864)".into());
         }
-        let least = (self.server.max_body_bytes as u64 + 64 * 1024) * 4;
-        if s.max_bytes < least.max(s.segment_bytes) {
+        let least = ((self.server.max_body_bytes as u64 + 64 * 1024) * 4).max(s.segment_bytes * 2);
+        if s.max_bytes < least {
             problems.push(format!(
-                "spool.max_bytes ({}) must be at least spool.segment_bytes and room for four of \
-                 the largest requests ({least}); raise it",
+                "spool.max_bytes ({}) must be at least twice spool.segment_bytes and room for \
+                 four of the largest requests ({least}), so that forwarded segments can be \
+                 reclaimed; raise it or lower spool.segment_bytes",
                 s.max_bytes
             ));
         }

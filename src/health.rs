@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use rdkafka::ClientConfig;
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
@@ -23,7 +24,8 @@ use crate::spool::Spool;
 #[derive(Debug)]
 pub struct Health {
     broker_reachable: AtomicBool,
-    topics_ready: AtomicBool,
+    /// True once the topics exist (at once when the bridge need not create them).
+    topics_ready: watch::Sender<bool>,
     stopping: AtomicBool,
     /// In spool mode readiness follows the spool's health, not the broker's.
     spool: Option<Spool>,
@@ -40,10 +42,15 @@ pub struct TopicSetup {
 }
 
 impl Health {
-    pub fn new(metrics: Metrics, topics_needed: bool, spool: Option<Spool>) -> Arc<Self> {
+    /// `topics_ready` starts false when the bridge must create topics first.
+    pub fn new(
+        metrics: Metrics,
+        topics_ready: watch::Sender<bool>,
+        spool: Option<Spool>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             broker_reachable: AtomicBool::new(false),
-            topics_ready: AtomicBool::new(!topics_needed),
+            topics_ready,
             stopping: AtomicBool::new(false),
             spool,
             metrics,
@@ -55,7 +62,7 @@ impl Health {
             return spool.is_healthy() && !self.stopping.load(Ordering::Acquire);
         }
         self.broker_reachable.load(Ordering::Acquire)
-            && self.topics_ready.load(Ordering::Acquire)
+            && *self.topics_ready.borrow()
             && !self.stopping.load(Ordering::Acquire)
     }
 
@@ -69,9 +76,12 @@ impl Health {
         let was = self.broker_reachable.swap(reachable, Ordering::AcqRel);
         if was != reachable {
             if reachable {
-                tracing::info!("The Kafka broker answers; ready.");
+                tracing::info!(ready = self.is_ready(), "The Kafka broker answers.");
             } else {
-                tracing::warn!("The Kafka broker does not answer metadata requests; not ready.");
+                tracing::warn!(
+                    ready = self.is_ready(),
+                    "The Kafka broker does not answer metadata requests."
+                );
             }
         }
         self.publish();
@@ -109,7 +119,7 @@ pub async fn watch(
                         .filter(|(_, o)| *o == crate::topics::TopicOutcome::Created)
                         .count();
                     tracing::info!(created, total = outcomes.len(), "Topics are in place.");
-                    health.topics_ready.store(true, Ordering::Release);
+                    health.topics_ready.send_replace(true);
                     topics = None;
                 }
                 Err(error) => {

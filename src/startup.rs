@@ -126,11 +126,13 @@ impl Application {
             partitions: kafka.partitions,
             replication_factor: kafka.replication_factor,
         });
+        let (topics_ready, topics_ready_rx) = tokio::sync::watch::channel(topics.is_none());
         let kafka_deliver: Arc<dyn Deliver> = Arc::new(publisher.clone());
         let (deliver, spool, spool_tasks) = if settings.spool.enabled {
             let (spool, tasks) = Spool::start(
                 &settings.spool,
                 kafka_deliver,
+                topics_ready_rx,
                 &metrics,
                 Duration::from_millis(kafka.delivery_timeout_ms),
             )
@@ -140,7 +142,7 @@ impl Application {
         } else {
             (kafka_deliver, None, None)
         };
-        let health = Health::new(metrics.clone(), topics.is_some(), spool);
+        let health = Health::new(metrics.clone(), topics_ready, spool);
         let watcher = tokio::spawn(health::watch(
             Arc::clone(&health),
             publisher.clone(),

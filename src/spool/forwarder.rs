@@ -81,11 +81,18 @@ pub(crate) struct Forwarder {
     pub batch: usize,
     /// Records below this number were in the spool at start-up (counted as replayed).
     pub replay_below: u64,
+    /// Forwarding waits until the topics exist (when the bridge creates them).
+    pub topics_ready: watch::Receiver<bool>,
 }
 
 impl Forwarder {
     /// Runs until `stop` turns true (finishing the batch in hand).
-    pub async fn run(self, mut next: u64, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut next: u64, mut stop: watch::Receiver<bool>) {
+        self.update_gauges(next, None);
+        tokio::select! {
+            _ = self.topics_ready.wait_for(|ready| *ready) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
         let mut position: Option<Position> = None;
         let mut backoff = Duration::from_millis(100);
         while !*stop.borrow() {
@@ -115,6 +122,11 @@ impl Forwarder {
                 continue;
             }
             self.update_gauges(next, records.first().map(|r| r.received_ms));
+            tracing::debug!(
+                first = records[0].seq,
+                count = records.len(),
+                "Forwarding spooled events."
+            );
             let pending: Vec<_> = records
                 .iter()
                 .map(|r| self.deliver.deliver(&r.record()))
@@ -124,6 +136,11 @@ impl Forwarder {
                 .iter()
                 .take_while(|r| matches!(r, Ok(Delivered::Kafka { .. })))
                 .count();
+            tracing::debug!(
+                acked,
+                of = records.len(),
+                "Kafka answered for spooled events."
+            );
             for record in &records[..acked] {
                 self.metrics
                     .events_forwarded
@@ -137,6 +154,7 @@ impl Forwarder {
             if acked > 0 {
                 next = records[acked - 1].seq + 1;
                 self.persist(next).await;
+                self.update_gauges(next, records.get(acked).map(|r| r.received_ms));
             }
             if acked < records.len() {
                 if let Some(Err(error)) = results.get(acked) {
@@ -174,24 +192,16 @@ impl Forwarder {
         }
     }
 
+    /// Publishes the cursor to the gauges, and the age of the oldest unforwarded event.
     fn update_gauges(&self, next: u64, oldest_ms: Option<u64>) {
-        let state = self.shared.lock();
-        let pending = state.next_seq.saturating_sub(next);
-        self.metrics
-            .spool
-            .bytes
-            .set(i64::try_from(state.bytes).unwrap_or(i64::MAX));
-        self.metrics
-            .spool
-            .events
-            .set(i64::try_from(pending).unwrap_or(i64::MAX));
-        drop(state);
-        if pending == 0 {
-            self.metrics.spool.oldest_age.set(0.0);
-        } else if let Some(ms) = oldest_ms {
+        self.shared
+            .forwarded_to
+            .store(next, std::sync::atomic::Ordering::Release);
+        self.shared.update_gauges();
+        if let Some(ms) = oldest_ms {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             self.metrics
                 .spool
                 .oldest_age
@@ -280,6 +290,7 @@ fn reclaim(shared: &Shared, next: u64) -> std::io::Result<()> {
         let mut state = shared.lock();
         state.segments.remove(&first);
         state.bytes = state.bytes.saturating_sub(len);
+        state.full = false;
     }
     Ok(())
 }

@@ -11,11 +11,13 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::{Notify, oneshot};
 
 use super::frame::{self, Outcome};
+use crate::metrics::SpoolMetrics;
 use crate::publisher::DeliveryError;
 
 /// One segment file.
@@ -39,6 +41,8 @@ pub struct LogState {
     pub bytes: u64,
     /// False after a failed write or fsync, until one succeeds.
     pub healthy: bool,
+    /// True after an append was refused for lack of room, until forwarding frees some.
+    pub full: bool,
 }
 
 /// The log, shared by the writer thread, the spool handle and the forwarder.
@@ -48,11 +52,31 @@ pub struct Shared {
     pub state: Mutex<LogState>,
     /// Signalled after every commit.
     pub committed: Notify,
+    /// The forwarder's cursor: the first sequence number not yet acknowledged by Kafka.
+    pub forwarded_to: AtomicU64,
+    pub metrics: SpoolMetrics,
 }
 
 impl Shared {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Brings the size gauges up to date (after a commit, a forward, a reclaim).
+    pub fn update_gauges(&self) {
+        let state = self.lock();
+        let pending = state
+            .next_seq
+            .saturating_sub(self.forwarded_to.load(Ordering::Acquire));
+        self.metrics
+            .bytes
+            .set(i64::try_from(state.bytes).unwrap_or(i64::MAX));
+        self.metrics
+            .events
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        if pending == 0 {
+            self.metrics.oldest_age.set(0.0);
+        }
     }
 }
 
@@ -132,6 +156,7 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
             next_seq,
             bytes,
             healthy: true,
+            full: false,
         },
         recovered,
     ))
@@ -199,16 +224,18 @@ fn new_segment(dir: &Path, state: &mut LogState) -> std::io::Result<Active> {
 }
 
 fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Append>) {
-    let state = shared.lock();
+    let mut state = shared.lock();
     let start_len = state.segments.get(&active.0).map_or(0, |s| s.len);
     let mut buffer = Vec::new();
     let mut accepted = Vec::with_capacity(batch.len());
     let mut seq = state.next_seq;
     let mut bytes = state.bytes;
+    let mut refused = false;
     for mut append in batch {
         let size = frame::HEADER_LEN + append.payload.len() as u64;
         if bytes + size > limits.max_bytes {
             let _ = append.reply.send(Err(DeliveryError::SpoolFull));
+            refused = true;
             continue;
         }
         frame::set_seq(&mut append.payload, seq);
@@ -217,6 +244,13 @@ fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Appen
         accepted.push((seq, append.reply));
         seq += 1;
         bytes += size;
+    }
+    if refused && !state.full {
+        state.full = true;
+        tracing::warn!(
+            max_bytes = limits.max_bytes,
+            "The spool is full; answering 503 until forwarding to Kafka frees room."
+        );
     }
     if accepted.is_empty() {
         return;
@@ -249,6 +283,7 @@ fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Appen
                 }
             }
             drop(state);
+            shared.update_gauges();
             shared.committed.notify_one();
             for (seq, reply) in accepted {
                 let _ = reply.send(Ok(seq));

@@ -54,10 +54,12 @@ pub struct SpoolTasks {
 
 impl Spool {
     /// Opens (recovering) the spool in `settings.dir`, starts its writer thread and its
-    /// forwarder, which delivers through `kafka`. `timeout` bounds an append's wait.
+    /// forwarder, which delivers through `kafka` once `topics_ready` is true. `timeout`
+    /// bounds an append's wait.
     pub fn start(
         settings: &SpoolSettings,
         kafka: Arc<dyn Deliver>,
+        topics_ready: watch::Receiver<bool>,
         metrics: &Metrics,
         timeout: Duration,
     ) -> std::io::Result<(Self, SpoolTasks)> {
@@ -78,7 +80,10 @@ impl Spool {
             dir: settings.dir.clone(),
             state: std::sync::Mutex::new(state),
             committed: tokio::sync::Notify::new(),
+            forwarded_to: std::sync::atomic::AtomicU64::new(next),
+            metrics: metrics.spool.clone(),
         });
+        shared.update_gauges();
         let (requests, receiver) = mpsc::channel();
         log::spawn_writer(
             Arc::clone(&shared),
@@ -97,6 +102,7 @@ impl Spool {
                 metrics: metrics.clone(),
                 batch: settings.forward_batch,
                 replay_below,
+                topics_ready,
             }
             .run(next, stopped),
         );
@@ -111,10 +117,10 @@ impl Spool {
         Ok((spool, SpoolTasks { stop, forwarder }))
     }
 
-    /// Healthy: the last write succeeded and there is room for more.
+    /// Healthy: the last write succeeded and the spool has not run out of room.
     pub fn is_healthy(&self) -> bool {
         let state = self.inner.shared.lock();
-        state.healthy && state.bytes < self.inner.max_bytes
+        state.healthy && !state.full && state.bytes < self.inner.max_bytes
     }
 }
 

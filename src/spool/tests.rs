@@ -77,6 +77,10 @@ fn record(id: &str) -> Record<'_> {
     }
 }
 
+fn ready() -> tokio::sync::watch::Receiver<bool> {
+    tokio::sync::watch::channel(true).1
+}
+
 fn metrics() -> Metrics {
     Metrics::new(&Labels::default())
 }
@@ -105,6 +109,7 @@ async fn keeps_acknowledged_events_across_a_restart_and_forwards_them_in_order()
     let (spool, tasks) = Spool::start(
         &settings(dir.path()),
         kafka.clone(),
+        ready(),
         &m,
         Duration::from_secs(5),
     )
@@ -119,6 +124,7 @@ async fn keeps_acknowledged_events_across_a_restart_and_forwards_them_in_order()
     let (spool, tasks) = Spool::start(
         &settings(dir.path()),
         kafka.clone(),
+        ready(),
         &m,
         Duration::from_secs(5),
     )
@@ -139,6 +145,7 @@ async fn persists_the_cursor_so_a_restart_forwards_nothing_twice() {
     let (spool, tasks) = Spool::start(
         &settings(dir.path()),
         kafka.clone(),
+        ready(),
         &m,
         Duration::from_secs(5),
     )
@@ -160,6 +167,7 @@ async fn persists_the_cursor_so_a_restart_forwards_nothing_twice() {
     let (spool, tasks) = Spool::start(
         &settings(dir.path()),
         again.clone(),
+        ready(),
         &m,
         Duration::from_secs(5),
     )
@@ -178,6 +186,7 @@ async fn discards_a_torn_last_record_counts_it_and_keeps_the_rest() {
     let (spool, tasks) = Spool::start(
         &settings(dir.path()),
         kafka.clone(),
+        ready(),
         &metrics(),
         Duration::from_secs(5),
     )
@@ -199,6 +208,7 @@ async fn discards_a_torn_last_record_counts_it_and_keeps_the_rest() {
     let (spool, tasks) = Spool::start(
         &settings(dir.path()),
         kafka.clone(),
+        ready(),
         &m,
         Duration::from_secs(5),
     )
@@ -219,6 +229,7 @@ async fn re_sends_from_the_first_failed_record_and_loses_none() {
     let (spool, tasks) = Spool::start(
         &settings(dir.path()),
         kafka.clone(),
+        ready(),
         &metrics(),
         Duration::from_secs(5),
     )
@@ -256,7 +267,8 @@ async fn deletes_forwarded_segments_and_never_the_one_in_use() {
     let m = metrics();
     let mut s = settings(dir.path());
     s.segment_bytes = 1024;
-    let (spool, tasks) = Spool::start(&s, kafka.clone(), &m, Duration::from_secs(5)).unwrap();
+    let (spool, tasks) =
+        Spool::start(&s, kafka.clone(), ready(), &m, Duration::from_secs(5)).unwrap();
     append(&spool, ids(0..60)).await;
     assert_eq!(kafka.wait_for(60).await, ids(0..60));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -290,8 +302,14 @@ async fn refuses_events_beyond_max_bytes_until_forwarding_frees_room() {
     let mut s = settings(dir.path());
     s.max_bytes = 2000;
     s.segment_bytes = 1000;
-    let (spool, tasks) =
-        Spool::start(&s, kafka.clone(), &metrics(), Duration::from_secs(5)).unwrap();
+    let (spool, tasks) = Spool::start(
+        &s,
+        kafka.clone(),
+        ready(),
+        &metrics(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let mut accepted = 0;
     let mut full = false;
     for id in ids(0..30) {

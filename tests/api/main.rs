@@ -10,4 +10,5 @@ mod injected;
 mod observability;
 mod rejections;
 mod routing;
+mod spool;
 mod webhooks;

@@ -174,13 +174,19 @@ impl TestApp {
             .expect("reader")
     }
 
-    /// Every record in `topic` now.
-    pub async fn records(&self, topic: &str) -> Vec<Received> {
+    /// Reads `topic` until `done` holds for what was read (at most 30 s).
+    pub async fn records_until(
+        &self,
+        topic: &str,
+        done: impl Fn(&[Received]) -> bool + Send + 'static,
+    ) -> Vec<Received> {
         let bootstrap = self.bootstrap.clone();
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || kafka::read_all(&bootstrap, &topic))
-            .await
-            .expect("reader")
+        tokio::task::spawn_blocking(move || {
+            kafka::read_until(&bootstrap, &topic, Duration::from_secs(30), done)
+        })
+        .await
+        .expect("reader")
     }
 
     /// How many records this app's topics hold.

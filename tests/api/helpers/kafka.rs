@@ -64,34 +64,31 @@ pub fn read_at(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> Rec
     panic!("no record at {topic}/{partition}@{offset} within 15 s");
 }
 
-/// Reads every record of `topic` (all partitions) present now.
-pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Received> {
+/// Reads `topic` (all partitions, from the beginning) until `done(records so far)` holds,
+/// failing after `within`. (Not "until the high watermark": tansu 0.6 reports a high
+/// watermark one past the *batch*, not the record, when a produce request carries several.)
+pub fn read_until(
+    bootstrap: &str,
+    topic: &str,
+    within: Duration,
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
     let consumer = consumer(bootstrap);
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
-    let partitions: Vec<i32> = metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
-    let mut wanted = 0;
     let mut tpl = TopicPartitionList::new();
-    for &p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        wanted += high - low;
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
             .expect("a valid partition");
     }
     consumer.assign(&tpl).expect("assignment");
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while (out.len() as i64) < wanted {
+    let deadline = Instant::now() + within;
+    while !done(&out) {
         assert!(
             Instant::now() < deadline,
-            "read {} of {wanted} records of {topic}",
+            "{topic}: condition not met after reading {} records",
             out.len()
         );
         match consumer.poll(Duration::from_millis(200)) {
@@ -103,7 +100,9 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Received> {
     out
 }
 
-/// How many records `topics` hold in all (sum of high watermarks); a missing topic holds 0.
+/// The sum of the high watermarks of `topics` (a missing topic counts 0). Zero means
+/// nothing was published. Otherwise it is a record count only when every produce request
+/// carried one record: tansu 0.6 advances the watermark per batch.
 pub fn count(bootstrap: &str, topics: &[String]) -> i64 {
     let consumer = consumer(bootstrap);
     let metadata = consumer

@@ -26,6 +26,11 @@ impl BridgeProcess {
         settings.server.listen = format!("127.0.0.1:{}", free_port());
         settings.endpoints[0].secrets = vec![SecretSpec::parse("env:QMINDER_BRIDGE_TEST_SECRET")];
         tweak(&mut settings);
+        Self::launch(settings)
+    }
+
+    /// Starts `qminder-bridge serve` with exactly `settings` (e.g. another's, to restart it).
+    pub fn launch(settings: Settings) -> Self {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let config = dir.path().join("bridge.toml");
         std::fs::write(&config, toml::to_string(&settings).expect("TOML")).expect("write config");
@@ -105,6 +110,12 @@ impl BridgeProcess {
             let status = response.status().as_u16();
             (status, response.json().await.unwrap_or(Value::Null))
         }
+    }
+
+    /// Kills the process at once (SIGKILL): no shutdown, no flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM.
