@@ -75,9 +75,25 @@ impl IngressError {
         }
     }
 
+    /// Whether the request body may be left unread: then the connection is closed, and the
+    /// response says so (`Connection: close`), so the sender does not reuse it.
+    fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            Self::Overloaded
+                | Self::MissingSignature
+                | Self::BodyTooLarge
+                | Self::BadRequest(_)
+                | Self::RequestTimeout
+        )
+    }
+
     /// The response: fixed JSON, `Retry-After` on 503, `Allow` on 405.
     pub fn response(&self, retry_after_s: u32) -> HttpResponse {
         let mut response = HttpResponse::build(self.status());
+        if self.leaves_body_unread() {
+            response.force_close();
+        }
         match self.status() {
             StatusCode::SERVICE_UNAVAILABLE => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from(retry_after_s)));
@@ -120,6 +136,18 @@ mod tests {
             assert_eq!(response.status().as_u16(), status, "{error:?}");
             assert_eq!(error.code(), code);
             let retry = response.headers().get(header::RETRY_AFTER);
+            assert_eq!(
+                response.head().connection_type() == actix_web::http::ConnectionType::Close,
+                matches!(
+                    code,
+                    "missing_signature"
+                        | "body_too_large"
+                        | "bad_request"
+                        | "request_timeout"
+                        | "overloaded"
+                ),
+                "{error:?}"
+            );
             assert_eq!(retry.is_some(), status == 503, "{error:?}");
             if let Some(retry) = retry {
                 assert_eq!(retry, "7");

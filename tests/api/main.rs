@@ -8,6 +8,7 @@ mod clients;
 mod faults;
 mod injected;
 mod observability;
+mod prometheus;
 mod rejections;
 mod routing;
 mod spool;
