@@ -28,6 +28,10 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Log output.
     pub log: LogSettings,
+    /// Replay and duplicate suppression.
+    pub dedupe: DedupeSettings,
+    /// Personal-data controls: drop or hash named fields of `data`.
+    pub privacy: PrivacySettings,
     /// Spool mode: acknowledge once durable on local disk, forward to Kafka in the background.
     pub spool: SpoolSettings,
     /// The webhooks, as registered in Qminder. At least one.
@@ -55,6 +59,17 @@ pub struct ServerSettings {
     pub retry_after_s: u32,
     /// HTTP worker threads; 0 means one per CPU.
     pub workers: usize,
+    /// Time a client has to send a request's headers (slowloris defence); 408 after.
+    pub client_request_timeout_ms: u64,
+    /// Time a client has to acknowledge the connection's shutdown before it is dropped.
+    pub client_disconnect_timeout_ms: u64,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive_s: u64,
+    /// Concurrent connections each worker accepts; further ones wait in the backlog.
+    pub max_connections_per_worker: usize,
+    /// Largest total size of a webhook request's headers (names and values); 431 beyond.
+    /// (actix-web itself refuses more than 96 headers or 128 KiB.)
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -67,6 +82,11 @@ impl Default for ServerSettings {
             shutdown_timeout_ms: 15_000,
             retry_after_s: 5,
             workers: 0,
+            client_request_timeout_ms: 5_000,
+            client_disconnect_timeout_ms: 1_000,
+            keep_alive_s: 30,
+            max_connections_per_worker: 10_000,
+            max_header_bytes: 16 * 1024,
         }
     }
 }
@@ -171,6 +191,40 @@ impl Default for SpoolSettings {
     }
 }
 
+/// `[dedupe]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupeSettings {
+    /// Answer a webhook whose id was already acknowledged within the window with the
+    /// original acknowledgement, without publishing it again.
+    pub enabled: bool,
+    /// How long an acknowledged id is remembered.
+    pub window_s: u64,
+    /// Most ids remembered (about 100 bytes each); the oldest are forgotten first.
+    pub max_entries: usize,
+}
+
+impl Default for DedupeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            window_s: 3600,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// `[privacy]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySettings {
+    /// Key of the HMAC that `hash` uses: literal, `env:NAME` or `file:PATH`. Required when
+    /// any field is hashed; keep it stable, or hashes stop matching across events.
+    pub hash_key: Option<SecretSpec>,
+    /// Field paths under `data` (dots for nesting, e.g. `called.caller`) → `drop` or `hash`.
+    pub fields: BTreeMap<String, crate::privacy::Action>,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -247,6 +301,13 @@ impl Settings {
         self.validate_kafka(&mut problems);
         self.validate_endpoints(&mut problems);
         self.validate_spool(&mut problems);
+        self.validate_privacy(&mut problems);
+        if self.dedupe.enabled && (self.dedupe.window_s == 0 || self.dedupe.max_entries == 0) {
+            problems.push(
+                "dedupe.window_s and dedupe.max_entries must be above 0 when dedupe is enabled"
+                    .into(),
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -267,6 +328,20 @@ impl Settings {
         }
         if s.max_in_flight == 0 {
             problems.push("server.max_in_flight must be above 0 (default 1024)".into());
+        }
+        if s.client_request_timeout_ms == 0 {
+            problems.push(
+                "server.client_request_timeout_ms must be above 0, or slow clients can hold \
+                 connections forever (default 5000)"
+                    .into(),
+            );
+        }
+        if s.max_connections_per_worker == 0 {
+            problems
+                .push("server.max_connections_per_worker must be above 0 (default 10000)".into());
+        }
+        if s.max_header_bytes < 1024 {
+            problems.push("server.max_header_bytes must be at least 1024 (default 16384)".into());
         }
         if s.request_timeout_ms <= self.kafka.delivery_timeout_ms {
             problems.push(format!(
@@ -347,6 +422,35 @@ impl Settings {
         }
         if s.forward_batch == 0 {
             problems.push("spool.forward_batch must be above 0 (default 512)".into());
+        }
+    }
+
+    fn validate_privacy(&self, problems: &mut Vec<String>) {
+        let p = &self.privacy;
+        for path in p.fields.keys() {
+            if path.split('.').any(str::is_empty) {
+                problems.push(format!(
+                    "privacy.fields.\"{path}\" is not a field path; use names joined by dots, \
+                     e.g. \"phoneNumber\" or \"called.caller\""
+                ));
+            }
+        }
+        let hashes = p
+            .fields
+            .values()
+            .any(|a| *a == crate::privacy::Action::Hash);
+        match (&p.hash_key, hashes) {
+            (None, true) => problems.push(
+                "privacy.hash_key is required to hash fields; give a secret (literal, \
+                 \"env:NAME\" or \"file:PATH\")"
+                    .into(),
+            ),
+            (Some(key), _) => {
+                if let Err(e) = key.resolve() {
+                    problems.push(format!("privacy.hash_key: {e}"));
+                }
+            }
+            (None, false) => {}
         }
     }
 

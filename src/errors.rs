@@ -21,6 +21,8 @@ pub enum IngressError {
     InvalidSignature,
     #[error("the body is larger than server.max_body_bytes")]
     BodyTooLarge,
+    #[error("the headers are larger than server.max_header_bytes")]
+    HeadersTooLarge,
     #[error("the request could not be read")]
     BadRequest(#[source] Option<actix_web::error::PayloadError>),
     #[error("the body did not arrive within server.request_timeout_ms")]
@@ -51,6 +53,7 @@ impl IngressError {
             Self::MissingSignature => "missing_signature",
             Self::InvalidSignature => "invalid_signature",
             Self::BodyTooLarge => "body_too_large",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::BadRequest(_) => "bad_request",
             Self::RequestTimeout => "request_timeout",
             Self::Overloaded => "overloaded",
@@ -67,6 +70,7 @@ impl IngressError {
         match self {
             Self::MissingSignature | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -83,6 +87,7 @@ impl IngressError {
             Self::Overloaded
                 | Self::MissingSignature
                 | Self::BodyTooLarge
+                | Self::HeadersTooLarge
                 | Self::BadRequest(_)
                 | Self::RequestTimeout
         )
@@ -119,6 +124,7 @@ mod tests {
             (IngressError::MissingSignature, 401, "missing_signature"),
             (IngressError::InvalidSignature, 401, "invalid_signature"),
             (IngressError::BodyTooLarge, 413, "body_too_large"),
+            (IngressError::HeadersTooLarge, 431, "headers_too_large"),
             (IngressError::BadRequest(None), 400, "bad_request"),
             (IngressError::RequestTimeout, 408, "request_timeout"),
             (IngressError::NotFound, 404, "not_found"),
@@ -129,6 +135,12 @@ mod tests {
                 DeliveryError::Refused("secret detail".into()).into(),
                 503,
                 "kafka_unavailable",
+            ),
+            (DeliveryError::SpoolFull.into(), 503, "spool_full"),
+            (
+                DeliveryError::SpoolUnavailable("disk".into()).into(),
+                503,
+                "spool_unavailable",
             ),
         ];
         for (error, status, code) in cases {
@@ -142,6 +154,7 @@ mod tests {
                     code,
                     "missing_signature"
                         | "body_too_large"
+                        | "headers_too_large"
                         | "bad_request"
                         | "request_timeout"
                         | "overloaded"

@@ -35,8 +35,9 @@ pub const KNOWN_EVENT_TYPES: [&str; 9] = [
 pub struct Event<'a> {
     /// The `type` member, as sent (unescaped).
     pub event_type: Cow<'a, str>,
-    /// The exact bytes of the `data` member.
-    pub data: &'a str,
+    /// The exact bytes of the `data` member (after `[privacy]` rules, if any: see
+    /// `privacy`).
+    pub data: Cow<'a, str>,
     /// The entity id (ticket, line or location id) as a string, if `data.id` is a string
     /// or a number. `"7024061"` and `7024061` give the same key.
     pub entity_id: Option<Cow<'a, str>>,
@@ -126,7 +127,7 @@ pub fn parse(verified: &Verified) -> Result<Event<'_>, Malformed> {
     Ok(Event {
         entity_id: fields.id.and_then(id_text),
         event_type: envelope.event_type,
-        data: envelope.data.get(),
+        data: Cow::Borrowed(envelope.data.get()),
         occurred_at,
     })
 }

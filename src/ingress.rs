@@ -8,6 +8,7 @@
 //! dead-lettered body) only with Kafka's partition and offset in hand.
 //! actix runs each worker on one thread, so the handler future need not be `Send`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+use crate::dedupe::{Dedupe, Remembered};
 use crate::errors::IngressError;
 use crate::event;
 use crate::metrics::{Metrics, NO_ENDPOINT};
+use crate::privacy::Privacy;
 use crate::publisher::{Deliver, Delivered};
 use crate::record::{self, Context, Record, RecordFormat};
 use crate::routing::{Route, Router};
@@ -41,9 +44,12 @@ pub struct Ingress {
     pub metrics: Metrics,
     pub format: RecordFormat,
     pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
     pub request_timeout: Duration,
     pub retry_after_s: u32,
     pub in_flight: Semaphore,
+    pub dedupe: Option<Dedupe>,
+    pub privacy: Option<Privacy>,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -69,6 +75,8 @@ struct Ack<'a> {
     sequence: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dead_letter_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
 }
 
 /// `POST <endpoint.path>`
@@ -139,6 +147,15 @@ impl Ingress {
             .map_err(|_| IngressError::Overloaded)?;
         let _gauge = InFlight::enter(&self.metrics);
 
+        let header_bytes: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if header_bytes > self.max_header_bytes {
+            return Err(IngressError::HeadersTooLarge);
+        }
+
         let length = content_length(request)?;
         if length.is_some_and(|n| n > self.max_body_bytes) {
             return Err(IngressError::BodyTooLarge);
@@ -155,17 +172,39 @@ impl Ingress {
         .map_err(|_| IngressError::RequestTimeout)??;
 
         let verified = endpoint.verifier.verify_decoded(&signature, body)?;
+        if let Some(remembered) = self
+            .dedupe
+            .as_ref()
+            .and_then(|d| d.seen(verified.id(), Instant::now()))
+        {
+            self.metrics
+                .events_deduplicated
+                .with_label_values(&[&endpoint.path])
+                .inc();
+            return Ok(answer(
+                verified.id(),
+                &remembered.topic,
+                remembered.delivered,
+                None,
+                true,
+            ));
+        }
         let ctx = Context {
             source: &endpoint.source,
             received_at: OffsetDateTime::now_utc(),
         };
         match event::parse(&verified) {
-            Ok(event) => {
+            Ok(mut event) => {
+                if let Some(privacy) = &self.privacy {
+                    if let Cow::Owned(data) = privacy.apply(&event.data) {
+                        event.data = Cow::Owned(data);
+                    }
+                }
                 let route = self.router.route(&event.event_type);
                 self.count_accepted(endpoint, route);
                 let record = record::encode(self.format, &verified, &event, route, ctx);
                 let delivered = self.publish(&record, route).await?;
-                Ok(answer(&record, delivered, None))
+                Ok(answer(record.id, record.topic, delivered, None, false))
             }
             Err(malformed) => {
                 let route = self.router.dead_letter();
@@ -177,7 +216,13 @@ impl Ingress {
                 );
                 let record = record::encode_dead_letter(&verified, malformed, route, ctx);
                 let delivered = self.publish(&record, route).await?;
-                Ok(answer(&record, delivered, Some(malformed.code())))
+                Ok(answer(
+                    record.id,
+                    record.topic,
+                    delivered,
+                    Some(malformed.code()),
+                    false,
+                ))
             }
         }
     }
@@ -192,6 +237,13 @@ impl Ingress {
     async fn publish(&self, record: &Record<'_>, route: &Route) -> Result<Delivered, IngressError> {
         match self.deliver.deliver(record).await {
             Ok(delivered) => {
+                if let Some(dedupe) = &self.dedupe {
+                    let remembered = Remembered {
+                        topic: record.topic.to_owned(),
+                        delivered,
+                    };
+                    dedupe.remember(record.id, remembered, Instant::now());
+                }
                 if let Delivered::Kafka { .. } = delivered {
                     self.metrics
                         .events_forwarded
@@ -219,20 +271,23 @@ impl Ingress {
 }
 
 /// 200 for an event Kafka acknowledged; 202 for a dead letter or a spooled event (accepted,
-/// durable, not yet in Kafka).
+/// durable, not yet in Kafka). A duplicate gets the answer its first delivery got.
 fn answer(
-    record: &Record<'_>,
+    id: &str,
+    topic: &str,
     delivered: Delivered,
     dead_letter_reason: Option<&'static str>,
+    duplicate: bool,
 ) -> HttpResponse {
     let mut ack = Ack {
-        id: record.id,
-        topic: record.topic,
+        id,
+        topic,
         partition: None,
         offset: None,
         spooled: None,
         sequence: None,
         dead_letter_reason,
+        duplicate,
     };
     match delivered {
         Delivered::Kafka { partition, offset } => {

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dedupe;
 pub mod embedded;
 pub mod errors;
 pub mod event;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod ingress;
 pub mod kafka_context;
 pub mod metrics;
+pub mod privacy;
 pub mod producer_config;
 pub mod publisher;
 pub mod record;

@@ -16,6 +16,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "missing_signature",
     "invalid_signature",
     "body_too_large",
+    "headers_too_large",
     "bad_request",
     "request_timeout",
     "overloaded",
@@ -48,6 +49,7 @@ pub struct Metrics {
     pub events_rejected: IntCounterVec,
     pub events_forwarded: IntCounterVec,
     pub events_failed: IntCounterVec,
+    pub events_deduplicated: IntCounterVec,
     pub request_duration: HistogramVec,
     pub delivery_duration: Histogram,
     pub requests_in_flight: IntGauge,
@@ -151,6 +153,11 @@ impl Metrics {
                 "Accepted events Kafka did not acknowledge (answered 503), by event type and reason.",
                 &["event_type", "reason"],
             ),
+            events_deduplicated: counter_vec(
+                "events_deduplicated_total",
+                "Webhooks answered with an earlier acknowledgement of the same event, not published again ([dedupe]).",
+                &["endpoint"],
+            ),
             request_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "qminder_bridge_request_duration_seconds",
@@ -210,6 +217,7 @@ impl Metrics {
             Box::new(self.events_rejected.clone()),
             Box::new(self.events_forwarded.clone()),
             Box::new(self.events_failed.clone()),
+            Box::new(self.events_deduplicated.clone()),
             Box::new(self.request_duration.clone()),
             Box::new(self.delivery_duration.clone()),
             Box::new(self.requests_in_flight.clone()),
@@ -235,6 +243,7 @@ impl Metrics {
     fn precreate(&self, labels: &Labels<'_>) {
         for endpoint in &labels.endpoints {
             self.request_duration.with_label_values(&[endpoint]);
+            self.events_deduplicated.with_label_values(&[endpoint]);
             for event_type in &labels.event_types {
                 self.events_accepted
                     .with_label_values(&[endpoint, event_type]);

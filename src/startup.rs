@@ -19,10 +19,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
+use crate::dedupe::Dedupe;
 use crate::embedded::EmbeddedBroker;
 use crate::health::{self, Health, TopicSetup};
 use crate::ingress::{self, Endpoint, Ingress};
 use crate::metrics::{Labels, Metrics};
+use crate::privacy::Privacy;
 use crate::producer_config;
 use crate::publisher::{Deliver, Publisher};
 use crate::routing::Router;
@@ -156,9 +158,17 @@ impl Application {
             metrics: metrics.clone(),
             format: kafka.record_format,
             max_body_bytes: settings.server.max_body_bytes,
+            max_header_bytes: settings.server.max_header_bytes,
             request_timeout: Duration::from_millis(settings.server.request_timeout_ms),
             retry_after_s: settings.server.retry_after_s,
             in_flight: Semaphore::new(settings.server.max_in_flight),
+            privacy: build_privacy(&settings)?,
+            dedupe: settings.dedupe.enabled.then(|| {
+                Dedupe::new(
+                    Duration::from_secs(settings.dedupe.window_s),
+                    settings.dedupe.max_entries,
+                )
+            }),
         });
         let port = listener.local_addr()?.port();
         let server = serve(
@@ -273,6 +283,15 @@ fn build_endpoints(settings: &Settings) -> Result<Vec<Arc<Endpoint>>, StartupErr
         .collect()
 }
 
+fn build_privacy(settings: &Settings) -> Result<Option<Privacy>, StartupError> {
+    let p = &settings.privacy;
+    if p.fields.is_empty() {
+        return Ok(None);
+    }
+    let key = p.hash_key.as_ref().map(|k| k.resolve()).transpose()?;
+    Ok(Some(Privacy::new(&p.fields, key.as_ref())))
+}
+
 fn route_labels(router: &Router) -> Vec<(&str, &str)> {
     let mut routes: Vec<(&str, &str)> = crate::event::KNOWN_EVENT_TYPES
         .iter()
@@ -314,7 +333,15 @@ fn serve(
         app.default_service(web::to(ingress::not_found))
     })
     .disable_signals()
-    .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000).max(1));
+    .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000).max(1))
+    .client_request_timeout(Duration::from_millis(
+        settings.server.client_request_timeout_ms,
+    ))
+    .client_disconnect_timeout(Duration::from_millis(
+        settings.server.client_disconnect_timeout_ms,
+    ))
+    .keep_alive(Duration::from_secs(settings.server.keep_alive_s))
+    .max_connections(settings.server.max_connections_per_worker);
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);
     }

@@ -11,5 +11,6 @@ mod observability;
 mod prometheus;
 mod rejections;
 mod routing;
+mod security;
 mod spool;
 mod webhooks;

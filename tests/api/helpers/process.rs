@@ -22,15 +22,28 @@ pub struct BridgeProcess {
 impl BridgeProcess {
     /// Starts `qminder-bridge serve` with the test settings plus `tweak`, logging to a file.
     pub fn start(bootstrap: &str, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_with_env(bootstrap, tweak, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables (e.g. `RUST_LOG`).
+    pub fn start_with_env(
+        bootstrap: &str,
+        tweak: impl FnOnce(&mut Settings),
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut settings = test_settings(bootstrap);
         settings.server.listen = format!("127.0.0.1:{}", free_port());
         settings.endpoints[0].secrets = vec![SecretSpec::parse("env:QMINDER_BRIDGE_TEST_SECRET")];
         tweak(&mut settings);
-        Self::launch(settings)
+        Self::launch_with_env(settings, env)
     }
 
     /// Starts `qminder-bridge serve` with exactly `settings` (e.g. another's, to restart it).
     pub fn launch(settings: Settings) -> Self {
+        Self::launch_with_env(settings, &[])
+    }
+
+    fn launch_with_env(settings: Settings, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let config = dir.path().join("bridge.toml");
         std::fs::write(&config, toml::to_string(&settings).expect("TOML")).expect("write config");
@@ -40,6 +53,7 @@ impl BridgeProcess {
             .arg(&config)
             .env("QMINDER_BRIDGE_TEST_SECRET", SECRET)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -1,0 +1,175 @@
+//! Security and privacy controls: replay suppression, personal-data rules, request limits,
+//! and logs that never carry secrets or personal data.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use qminder_bridge::privacy::Action;
+use qminder_bridge::record::RecordFormat;
+use qminder_bridge::secret::SecretSpec;
+use serde_json::Value;
+
+use crate::helpers::process::BridgeProcess;
+use crate::helpers::schema::checked_event;
+use crate::helpers::{PATH, SECRET, broker, sign, spawn_app_with};
+
+const TICKET: &str = r#"{"type":"ticket_created","data":{"id":"501","firstName":"Zanzibar-PII-FIRST","lastName":"Quixote-PII-LAST","phoneNumber":15550001111,"email":"pii-marker@example.com","created":{"date":"2020-05-25T00:00:00Z"},"extra":[{"title":"Note","value":"kept"}]}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_replayed_webhook_with_its_first_acknowledgement_and_publishes_it_once() {
+    let app = spawn_app_with(broker::shared(), |s| s.dedupe.enabled = true).await;
+    let first = app.post_signed(TICKET).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.expect("ack");
+    for _ in 0..3 {
+        let again = app.post_signed(TICKET).await;
+        assert_eq!(again.status(), 200);
+        let again: Value = again.json().await.expect("ack");
+        assert_eq!(again["id"], first["id"]);
+        assert_eq!(again["partition"], first["partition"]);
+        assert_eq!(again["offset"], first["offset"]);
+        assert_eq!(again["duplicate"], true);
+    }
+    let series = format!(r#"qminder_bridge_events_deduplicated_total{{endpoint="{PATH}"}}"#);
+    assert_eq!(app.metric(&series).await, 3.0);
+    let forwarded = format!(
+        r#"qminder_bridge_events_forwarded_total{{event_type="ticket_created",topic="{}"}}"#,
+        app.topic("ticket_created")
+    );
+    assert_eq!(app.metric(&forwarded).await, 1.0);
+    // Another event is not a duplicate.
+    let other = TICKET.replace("\"501\"", "\"502\"");
+    let response: Value = app.post_signed(&other).await.json().await.expect("ack");
+    assert!(response.get("duplicate").is_none());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drops_and_hashes_personal_data_alike_in_both_record_formats() {
+    for format in [RecordFormat::Structured, RecordFormat::Binary] {
+        let app = spawn_app_with(broker::shared(), |s| {
+            s.kafka.record_format = format;
+            s.privacy.hash_key = Some(SecretSpec::parse("privacy-key-123"));
+            s.privacy.fields.insert("email".into(), Action::Drop);
+            s.privacy.fields.insert("lastName".into(), Action::Hash);
+            s.privacy.fields.insert("phoneNumber".into(), Action::Hash);
+        })
+        .await;
+        let ack: Value = app.post_signed(TICKET).await.json().await.expect("ack");
+        let record = app.record_for(&ack).await;
+        let event = checked_event(&record);
+        let data = &event["data"];
+        assert!(data.get("email").is_none(), "{format:?}");
+        assert_eq!(
+            data["lastName"],
+            sign("privacy-key-123", "", b"Quixote-PII-LAST")
+        );
+        assert_eq!(
+            data["phoneNumber"],
+            sign("privacy-key-123", "", b"15550001111")
+        );
+        assert_eq!(data["firstName"], "Zanzibar-PII-FIRST");
+        assert_eq!(data["extra"][0]["value"], "kept");
+        assert!(!record.value_str().contains("pii-marker"));
+        assert!(!record.value_str().contains("Quixote"));
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_oversized_headers_and_slow_headers() {
+    let app = spawn_app_with(broker::shared(), |s| {
+        s.server.max_header_bytes = 4096;
+        s.server.client_request_timeout_ms = 500;
+    })
+    .await;
+    let signature = sign(SECRET, app.url(), TICKET.as_bytes());
+    let response = app
+        .http
+        .post(format!("{}{PATH}", app.address))
+        .header("X-Qminder-Signature", &signature)
+        .header("X-Padding", "p".repeat(5000))
+        .body(TICKET)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 431);
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"error":"headers_too_large"}"#
+    );
+
+    // Slowloris: half a request line, then nothing. The bridge gives up on its own.
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let waited = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream
+            .write_all(b"POST /webhooks/qminder HTTP/1.1\r\nHost: x\r\n")
+            .expect("write");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    })
+    .await
+    .expect("client");
+    assert!(waited.0 < Duration::from_secs(5), "held for {:?}", waited.0);
+    assert!(
+        waited.1.is_empty() || waited.1.starts_with("HTTP/1.1 408"),
+        "{}",
+        waited.1
+    );
+    assert_eq!(app.published().await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_at_trace_level_never_contain_secrets_or_personal_data() {
+    let bridge = BridgeProcess::start_with_env(
+        broker::shared(),
+        |s| {
+            s.privacy.hash_key = Some(SecretSpec::parse("env:QMINDER_BRIDGE_TEST_PRIVACY_KEY"));
+            s.privacy.fields.insert("email".into(), Action::Drop);
+        },
+        &[
+            ("RUST_LOG", "trace"),
+            ("QMINDER_BRIDGE_TEST_PRIVACY_KEY", "Privacy-Key-Marker-77"),
+        ],
+    );
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let (status, _) = bridge.post_signed(TICKET).await;
+    assert_eq!(status, 200);
+    let (status, _) = bridge
+        .post_signed("not an event, Quixote-PII-LAST inside")
+        .await;
+    assert_eq!(status, 202);
+    let client = reqwest::Client::new();
+    for signature in [Some(sign("wrong", "u", TICKET.as_bytes())), None] {
+        let mut request = client
+            .post(format!("{}{PATH}", bridge.address))
+            .body(TICKET);
+        if let Some(signature) = signature {
+            request = request.header("X-Qminder-Signature", signature);
+        }
+        assert_eq!(request.send().await.expect("answer").status(), 401);
+    }
+    let log = bridge.log();
+    assert!(log.len() > 1000, "trace logging ran:\n{log}");
+    for marker in [
+        SECRET,
+        "Privacy-Key-Marker-77",
+        "Zanzibar-PII-FIRST",
+        "Quixote-PII-LAST",
+        "pii-marker@example.com",
+        "15550001111",
+    ] {
+        assert!(!log.contains(marker), "the log contains {marker:?}");
+    }
+}
