@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check-config`, `sign`. Parsing only, plus the small
-//! commands that need no server; `serve` hands over to `startup`.
+//! The command line: `serve`, `check-config`, `sign`, `topics`. Parsing only, plus the
+//! small commands that need no server; `serve` hands over to `startup`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -8,9 +8,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
+use std::time::Duration;
+
 use crate::config::Settings;
 use crate::producer_config;
+use crate::routing::Router;
 use crate::signature::Verifier;
+use crate::topics::{self, TopicOutcome};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +40,15 @@ pub enum Command {
         url: String,
         /// File holding the body; standard input if absent.
         file: Option<PathBuf>,
+    },
+    /// List the topics the configuration needs and whether the broker has them; exits 1 if
+    /// any is missing (after creating them, with --create).
+    Topics {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Create the missing topics with kafka.partitions and kafka.replication_factor.
+        #[arg(long)]
+        create: bool,
     },
 }
 
@@ -117,4 +130,81 @@ pub fn sign(url: &str, file: Option<&PathBuf>) -> ExitCode {
         Verifier::new(url, &[SecretString::from(secret)]).sign(&body)
     );
     ExitCode::SUCCESS
+}
+
+/// `topics`
+pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
+    let settings = match load(arg) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let kafka = &settings.kafka;
+    if kafka.is_embedded() {
+        eprintln!(
+            "qminder-bridge: the embedded broker exists only inside `serve`, which creates its topics"
+        );
+        return ExitCode::from(2);
+    }
+    let router = Router::new(
+        &kafka.topic_prefix,
+        &kafka.topics,
+        &kafka.unknown_topic(),
+        &kafka.dead_letter_topic(),
+    );
+    let names = router.topics();
+    let admin = producer_config::admin(kafka, &kafka.bootstrap_servers);
+    let timeout = Duration::from_secs(10);
+    if create {
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("qminder-bridge: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let created = runtime.block_on(topics::ensure(
+            &admin,
+            &names,
+            kafka.partitions,
+            kafka.replication_factor,
+            timeout,
+        ));
+        match created {
+            Ok(outcomes) => {
+                for (name, outcome) in outcomes {
+                    if outcome == TopicOutcome::Created {
+                        println!("created  {name}");
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("qminder-bridge: cannot create topics: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match topics::describe(&admin, &names, timeout) {
+        Ok(described) => {
+            let mut missing = 0;
+            for (name, partitions) in described {
+                match partitions {
+                    Some(n) => println!("exists   {name} ({n} partitions)"),
+                    None => {
+                        missing += 1;
+                        println!("missing  {name}");
+                    }
+                }
+            }
+            if missing == 0 {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("qminder-bridge: {missing} topic(s) missing; create them with --create");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("qminder-bridge: cannot ask the broker for metadata: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

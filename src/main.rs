@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Serve(arg) => serve(arg),
         Command::CheckConfig(arg) => cli::check_config(arg),
         Command::Sign { url, file } => cli::sign(url, file.as_ref()),
+        Command::Topics { config, create } => cli::topics(config, *create),
     }
 }
 

@@ -217,3 +217,48 @@ fn serve_refuses_to_start_without_a_secret() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SURELY_UNSET_VARIABLE_Y"));
 }
+
+#[test]
+fn topics_lists_what_is_missing_and_creates_it() {
+    let bootstrap = crate::helpers::broker::shared();
+    let prefix = format!("topics{}", std::process::id());
+    let file = config_file(&format!(
+        "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\"\n\
+         partitions = 2\nreplication_factor = 1\n\
+         [kafka.topics]\nticket_moved = \"{prefix}.moved\"\n\
+         [[endpoints]]\npath = \"/h\"\nurl = \"https://x.example.com/h\"\nsecrets = [\"s\"]\n"
+    ));
+    let path = file.path().to_str().expect("path");
+    let before = run(&["topics", "--config", path], &[], b"");
+    let stdout = String::from_utf8_lossy(&before.stdout);
+    assert_eq!(before.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("missing  {prefix}.ticket_created")),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        12,
+        "9 types, unknown, dead letter, one override"
+    );
+
+    let create = run(&["topics", "--config", path, "--create"], &[], b"");
+    let stdout = String::from_utf8_lossy(&create.stdout);
+    assert!(
+        create.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("created  {prefix}.moved")),
+        "{stdout}"
+    );
+
+    let after = run(&["topics", "--config", path], &[], b"");
+    let stdout = String::from_utf8_lossy(&after.stdout);
+    assert!(after.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("exists   {prefix}.deadletter (2 partitions)")),
+        "{stdout}"
+    );
+}
