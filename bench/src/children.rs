@@ -135,6 +135,11 @@ pub fn accepts(addr: SocketAddr) -> bool {
 
 /// The status of `GET path` at `addr` (blocking, one connection, 2 s bound), or `None`.
 pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, path).map(|(status, _)| status)
+}
+
+/// `GET path` at `addr` (blocking, `Connection: close`, 2 s bound): status and raw answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(
@@ -142,8 +147,9 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    // "HTTP/1.1 200"
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    // "HTTP/1.1 200 OK"
+    let status = answer.get(9..12)?.parse().ok()?;
+    Some((status, answer))
 }

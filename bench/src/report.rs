@@ -45,6 +45,10 @@ pub struct RunResult {
     pub generator_cpu_us_per_request: Option<f64>,
     pub peak_rss_mib: Option<f64>,
     pub delivery: Option<Delivery>,
+    /// The bridge's own view, from its `/metrics` over the whole run (warm-up included):
+    /// mean request duration and mean wait for Kafka's acknowledgement, in ms.
+    pub bridge_request_mean_ms: Option<f64>,
+    pub bridge_kafka_mean_ms: Option<f64>,
 }
 
 impl RunResult {
@@ -77,6 +81,8 @@ impl RunResult {
             generator_cpu_us_per_request: per(generator, answered),
             peak_rss_mib: None,
             delivery: None,
+            bridge_request_mean_ms: None,
+            bridge_kafka_mean_ms: None,
         }
     }
 }
@@ -107,6 +113,14 @@ impl Report {
         out.push_str(&self.results_table());
         out.push_str(&self.cpu_table());
         for r in &self.runs {
+            if let (Some(request), Some(kafka)) = (r.bridge_request_mean_ms, r.bridge_kafka_mean_ms)
+            {
+                let _ = writeln!(
+                    out,
+                    "\n{}: the bridge's /metrics: mean request {request:.2} ms, mean wait for a Kafka ack {kafka:.2} ms",
+                    r.name
+                );
+            }
             if let (Some(service), Some(lag)) = (&r.service, &r.send_lag) {
                 let _ = writeln!(out, "\n{}: from the actual send: {service}", r.name);
                 let _ = writeln!(out, "{}: send lateness:       {lag}", r.name);

@@ -320,6 +320,15 @@ impl Suite<'_> {
             delivery.found, delivery.acknowledged, delivery.seconds, delivery.lost
         );
         result.delivery = Some(delivery);
+        if let Some((200, metrics)) = children::http_get(target.addr, "/metrics") {
+            let mean = |name: &str| {
+                let sum = metric_sum(&metrics, &format!("{name}_sum"))?;
+                let count = metric_sum(&metrics, &format!("{name}_count"))?;
+                (count > 0.0).then(|| sum * 1000.0 / count)
+            };
+            result.bridge_request_mean_ms = mean("qminder_bridge_request_duration_seconds");
+            result.bridge_kafka_mean_ms = mean("qminder_bridge_kafka_delivery_duration_seconds");
+        }
         result.peak_rss_mib = procfs::peak_rss_bytes(bridge.pid()).ok().map(mib);
         bridge.check_alive()?;
         bridge.stop();
@@ -382,6 +391,30 @@ impl Suite<'_> {
     }
 }
 
+/// The sum over every label set of a Prometheus series `name` in `/metrics` text.
+fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_a_prometheus_series_over_its_label_sets() {
+        let text = "# TYPE x histogram\nx_sum{endpoint=\"/a\"} 1.5\nx_sum{endpoint=\"/b\"} 0.5\n\
+                    x_sum_other 9\nx_count 4\n";
+        assert_eq!(metric_sum(text, "x_sum"), Some(2.0));
+        assert_eq!(metric_sum(text, "x_count"), Some(4.0));
+        assert_eq!(metric_sum(text, "y_sum"), None);
+    }
 }
