@@ -70,6 +70,23 @@ pub struct ServerSettings {
     /// Largest total size of a webhook request's headers (names and values); 431 beyond.
     /// (actix-web itself refuses more than 96 headers or 128 KiB.)
     pub max_header_bytes: usize,
+    /// If not empty, only clients in these networks (CIDRs or addresses) may POST webhooks;
+    /// others get 403.
+    pub allow_cidrs: Vec<String>,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed when finding the client's address.
+    pub trusted_proxies: Vec<String>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM file with the private key.
+    pub key_file: std::path::PathBuf,
 }
 
 impl Default for ServerSettings {
@@ -87,6 +104,9 @@ impl Default for ServerSettings {
             keep_alive_s: 30,
             max_connections_per_worker: 10_000,
             max_header_bytes: 16 * 1024,
+            allow_cidrs: Vec::new(),
+            trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -339,6 +359,21 @@ impl Settings {
         if s.max_connections_per_worker == 0 {
             problems
                 .push("server.max_connections_per_worker must be above 0 (default 10000)".into());
+        }
+        for (key, list) in [
+            ("server.allow_cidrs", &s.allow_cidrs),
+            ("server.trusted_proxies", &s.trusted_proxies),
+        ] {
+            for cidr in list {
+                if let Err(e) = crate::access::parse_cidr(cidr) {
+                    problems.push(format!("{key}: {e}"));
+                }
+            }
+        }
+        if let Some(tls) = &s.tls {
+            if let Err(e) = crate::tls::server_config(&tls.cert_file, &tls.key_file) {
+                problems.push(format!("server.tls: {e}"));
+            }
         }
         if s.max_header_bytes < 1024 {
             problems.push("server.max_header_bytes must be at least 1024 (default 16384)".into());

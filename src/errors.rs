@@ -1,6 +1,6 @@
 //! Every way a webhook request can fail, grouped by what the sender should do.
 //!
-//! 401: sign it right. 413: send less. 400/408: send it properly. 404/405: wrong address or
+//! 403: not from an allowed network. 401: sign it right. 413: send less. 400/408: send it properly. 404/405: wrong address or
 //! method. 503 + `Retry-After`: nothing wrong with the request, try again later (Kafka did
 //! not acknowledge, or the bridge is at `max_in_flight`). Bodies are fixed JSON
 //! `{"error": "<code>"}`; causes go to logs only, and never secrets or payloads.
@@ -15,6 +15,8 @@ use crate::signature::SignatureError;
 /// Why a webhook request was not answered 2xx.
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
+    #[error("the client's address is not in server.allow_cidrs")]
+    Forbidden,
     #[error("no X-Qminder-Signature header")]
     MissingSignature,
     #[error("the signature does not match")]
@@ -50,6 +52,7 @@ impl IngressError {
     /// The fixed `error` code of the response body; for rejections also the metric reason.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::Forbidden => "ip_not_allowed",
             Self::MissingSignature => "missing_signature",
             Self::InvalidSignature => "invalid_signature",
             Self::BodyTooLarge => "body_too_large",
@@ -68,6 +71,7 @@ impl IngressError {
 
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::MissingSignature | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -85,6 +89,7 @@ impl IngressError {
         matches!(
             self,
             Self::Overloaded
+                | Self::Forbidden
                 | Self::MissingSignature
                 | Self::BodyTooLarge
                 | Self::HeadersTooLarge
@@ -121,6 +126,7 @@ mod tests {
     #[test]
     fn answers_each_failure_with_its_status_and_fixed_body() {
         let cases = [
+            (IngressError::Forbidden, 403, "ip_not_allowed"),
             (IngressError::MissingSignature, 401, "missing_signature"),
             (IngressError::InvalidSignature, 401, "invalid_signature"),
             (IngressError::BodyTooLarge, 413, "body_too_large"),
@@ -153,6 +159,7 @@ mod tests {
                 matches!(
                     code,
                     "missing_signature"
+                        | "ip_not_allowed"
                         | "body_too_large"
                         | "headers_too_large"
                         | "bad_request"

@@ -1,6 +1,6 @@
 //! Stages 1 and 7 of the data path: the actix handler for `POST <endpoint.path>`.
 //!
-//! In order, cheapest refusal first: the `max_in_flight` slot (else 503 at once), the
+//! In order, cheapest refusal first: the IP allowlist (403), the `max_in_flight` slot (else 503 at once), the
 //! Content-Length against `max_body_bytes` (else 413 before reading), the signature header's
 //! presence and shape (else 401 before reading), then the body, read within
 //! `request_timeout_ms` and capped at `max_body_bytes` as it arrives (chunked bodies carry no
@@ -19,6 +19,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+use crate::access::AccessPolicy;
 use crate::dedupe::{Dedupe, Remembered};
 use crate::errors::IngressError;
 use crate::event;
@@ -50,6 +51,7 @@ pub struct Ingress {
     pub in_flight: Semaphore,
     pub dedupe: Option<Dedupe>,
     pub privacy: Option<Privacy>,
+    pub access: AccessPolicy,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -141,6 +143,16 @@ impl Ingress {
         payload: web::Payload,
         endpoint: &Endpoint,
     ) -> Result<HttpResponse, IngressError> {
+        if self.access.restricts() {
+            let forwarded_for = request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            let peer = request.peer_addr().map(|a| a.ip());
+            if !self.access.allows(peer, forwarded_for) {
+                return Err(IngressError::Forbidden);
+            }
+        }
         let _slot = self
             .in_flight
             .try_acquire()

@@ -5,6 +5,7 @@
 //! [`record`] → [`routing`] → [`publisher`] → back to [`ingress`]. Around it: [`config`],
 //! [`metrics`], [`health`], and [`startup`], the composition root.
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod dedupe;
@@ -25,4 +26,5 @@ pub mod signature;
 pub mod spool;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 pub mod topics;

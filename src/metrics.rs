@@ -13,6 +13,7 @@ use prometheus::{
 
 /// Why a request was turned away before its event was accepted (`reason` label).
 pub const REJECT_REASONS: &[&str] = &[
+    "ip_not_allowed",
     "missing_signature",
     "invalid_signature",
     "body_too_large",

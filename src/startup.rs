@@ -18,6 +18,7 @@ use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::access::AccessPolicy;
 use crate::config::Settings;
 use crate::dedupe::Dedupe;
 use crate::embedded::EmbeddedBroker;
@@ -49,6 +50,10 @@ pub enum StartupError {
     Server(#[from] std::io::Error),
     #[error("cannot open the spool: {0}")]
     Spool(#[source] std::io::Error),
+    #[error("server.allow_cidrs / trusted_proxies: {0}")]
+    Access(String),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A built bridge, ready to run.
@@ -163,6 +168,10 @@ impl Application {
             retry_after_s: settings.server.retry_after_s,
             in_flight: Semaphore::new(settings.server.max_in_flight),
             privacy: build_privacy(&settings)?,
+            access: AccessPolicy::new(
+                cidrs(&settings.server.allow_cidrs)?,
+                cidrs(&settings.server.trusted_proxies)?,
+            ),
             dedupe: settings.dedupe.enabled.then(|| {
                 Dedupe::new(
                     Duration::from_secs(settings.dedupe.window_s),
@@ -171,6 +180,10 @@ impl Application {
             }),
         });
         let port = listener.local_addr()?.port();
+        let tls = match &settings.server.tls {
+            Some(t) => Some(crate::tls::server_config(&t.cert_file, &t.key_file)?),
+            None => None,
+        };
         let server = serve(
             listener,
             &settings,
@@ -178,6 +191,7 @@ impl Application {
             endpoints,
             Arc::clone(&health),
             metrics.clone(),
+            tls,
         )?;
         Ok(Self {
             port,
@@ -283,6 +297,12 @@ fn build_endpoints(settings: &Settings) -> Result<Vec<Arc<Endpoint>>, StartupErr
         .collect()
 }
 
+fn cidrs(list: &[String]) -> Result<Vec<ipnet::IpNet>, StartupError> {
+    list.iter()
+        .map(|c| crate::access::parse_cidr(c).map_err(StartupError::Access))
+        .collect()
+}
+
 fn build_privacy(settings: &Settings) -> Result<Option<Privacy>, StartupError> {
     let p = &settings.privacy;
     if p.fields.is_empty() {
@@ -311,6 +331,7 @@ fn serve(
     endpoints: Vec<Arc<Endpoint>>,
     health: Arc<Health>,
     metrics: Metrics,
+    tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let health = web::Data::new(health);
     let metrics = web::Data::new(metrics);
@@ -345,7 +366,11 @@ fn serve(
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);
     }
-    Ok(server.listen(listener)?.run())
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {

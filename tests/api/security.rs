@@ -173,3 +173,114 @@ async fn logs_at_trace_level_never_contain_secrets_or_personal_data() {
         assert!(!log.contains(marker), "the log contains {marker:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_clients_outside_the_allowlist_and_believes_only_trusted_proxies() {
+    let app = spawn_app_with(broker::shared(), |s| {
+        s.server.allow_cidrs = vec!["192.0.2.0/24".into()];
+    })
+    .await;
+    let signature = sign(SECRET, app.url(), TICKET.as_bytes());
+    let post = |forwarded: Option<&'static str>| {
+        let mut request = app
+            .http
+            .post(format!("{}{PATH}", app.address))
+            .header("X-Qminder-Signature", &signature)
+            .body(TICKET);
+        if let Some(f) = forwarded {
+            request = request.header("X-Forwarded-For", f);
+        }
+        request.send()
+    };
+    // 127.0.0.1 is not allowed, and it is no trusted proxy, so its header is ignored.
+    for forwarded in [None, Some("192.0.2.5")] {
+        let response = post(forwarded).await.expect("answer");
+        assert_eq!(response.status(), 403);
+        assert_eq!(
+            response.text().await.expect("body"),
+            r#"{"error":"ip_not_allowed"}"#
+        );
+    }
+    assert_eq!(app.published().await, 0);
+    app.stop().await;
+
+    let app = spawn_app_with(broker::shared(), |s| {
+        s.server.allow_cidrs = vec!["192.0.2.0/24".into()];
+        s.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let signature = sign(SECRET, app.url(), TICKET.as_bytes());
+    for (forwarded, status) in [
+        ("192.0.2.5", 200),
+        ("198.51.100.1, 192.0.2.5", 200),
+        ("192.0.2.5, 198.51.100.1", 403),
+    ] {
+        let response = app
+            .http
+            .post(format!("{}{PATH}", app.address))
+            .header("X-Qminder-Signature", &signature)
+            .header("X-Forwarded-For", forwarded)
+            .body(TICKET)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), status, "{forwarded}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_over_http2_and_http1_with_a_configured_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let cert_pem = generated.cert.pem();
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, &cert_pem).expect("write");
+    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write");
+    let app = spawn_app_with(broker::shared(), |s| {
+        s.server.tls = Some(qminder_bridge::config::TlsSettings {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        });
+    })
+    .await;
+    let port = app.address.rsplit(':').next().expect("port").to_owned();
+    let url = format!("https://localhost:{port}{PATH}");
+    let root = reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("root");
+    let signature = sign(SECRET, app.url(), TICKET.as_bytes());
+    for (client, version) in [
+        (
+            reqwest::Client::builder()
+                .add_root_certificate(root.clone())
+                .build(),
+            reqwest::Version::HTTP_2,
+        ),
+        (
+            reqwest::Client::builder()
+                .add_root_certificate(root.clone())
+                .http1_only()
+                .build(),
+            reqwest::Version::HTTP_11,
+        ),
+    ] {
+        let response = client
+            .expect("client")
+            .post(&url)
+            .header("X-Qminder-Signature", &signature)
+            .body(TICKET)
+            .send()
+            .await
+            .expect("an answer over TLS");
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status(), 200);
+    }
+    // Plain HTTP on the TLS port gets nowhere.
+    let plain = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{PATH}"))
+        .body(TICKET)
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.expect("answer").status() != 200);
+    app.stop().await;
+}

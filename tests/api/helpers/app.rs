@@ -82,7 +82,12 @@ pub async fn spawn_app_unready(bootstrap: &str, tweak: impl FnOnce(&mut Settings
     let app = Application::build_on(settings.clone(), listener)
         .await
         .expect("the bridge builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let scheme = if settings.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let address = format!("{scheme}://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -91,7 +96,11 @@ pub async fn spawn_app_unready(bootstrap: &str, tweak: impl FnOnce(&mut Settings
         address,
         settings,
         bootstrap: bootstrap.to_owned(),
-        http: reqwest::Client::new(),
+        // Tests of TLS bring their own client; this one also probes a TLS listener.
+        http: reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("an HTTP client"),
         stop: Some(stop),
         task: Some(task),
     }
