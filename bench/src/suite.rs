@@ -91,6 +91,10 @@ pub struct SuiteArgs {
     /// Keep the scratch directory (logs, results.json) after the suite.
     #[arg(long, env = "BENCH_KEEP", value_parser = clap::builder::FalseyValueParser::new())]
     pub keep: bool,
+    /// librdkafka property for the bridge's `[kafka.librdkafka]`, as KEY=VALUE (repeatable),
+    /// for experiments such as `--librdkafka linger.ms=0`. Default: none (as shipped).
+    #[arg(long = "librdkafka", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub librdkafka: Vec<(String, String)>,
     /// Extra lines for the report's header (e.g. the commit measured).
     #[arg(long)]
     pub note: Vec<String>,
@@ -351,6 +355,12 @@ impl Suite<'_> {
             q(ENDPOINT_URL),
             q(SECRET),
         );
+        if !self.args.librdkafka.is_empty() {
+            text.push_str("\n[kafka.librdkafka]\n");
+            for (key, value) in &self.args.librdkafka {
+                let _ = writeln!(text, "{} = {}", q(key), q(value));
+            }
+        }
         if spool {
             let dir = self.dir.join(format!("{prefix}-spool"));
             let _ = write!(
@@ -386,9 +396,28 @@ impl Suite<'_> {
                 self.bootstrap
             ),
         ];
+        if !a.librdkafka.is_empty() {
+            let props: Vec<String> = a
+                .librdkafka
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            lines.push(format!(
+                "bridge [kafka.librdkafka] overrides: {}",
+                props.join(", ")
+            ));
+        }
         lines.extend(a.note.iter().cloned());
         lines
     }
+}
+
+/// `KEY=VALUE` → (`KEY`, `VALUE`).
+fn key_value(text: &str) -> std::result::Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 /// The sum over every label set of a Prometheus series `name` in `/metrics` text.
