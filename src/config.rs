@@ -143,6 +143,80 @@ pub struct KafkaSettings {
     /// librdkafka producer properties passed through as they are, e.g.
     /// `"compression.type" = "zstd"`. Settings that weaken delivery guarantees are refused.
     pub librdkafka: BTreeMap<String, String>,
+    /// TLS and SASL to the brokers.
+    pub security: KafkaSecurity,
+}
+
+/// `[kafka.security]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSecurity {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: SecurityProtocol,
+    /// PEM file of the CA(s) that signed the brokers' certificates (default: the system's).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate, for brokers that authenticate clients by TLS.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<std::path::PathBuf>,
+    /// Password of `key_file`, if it is encrypted: literal, `env:NAME` or `file:PATH`.
+    pub key_password: Option<SecretSpec>,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name.
+    pub sasl_username: Option<String>,
+    /// SASL password: literal, `env:NAME` or `file:PATH`.
+    pub sasl_password: Option<SecretSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// librdkafka's `security.protocol` value.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
 }
 
 impl Default for KafkaSettings {
@@ -160,6 +234,7 @@ impl Default for KafkaSettings {
             health_interval_ms: 1_000,
             topics: BTreeMap::new(),
             librdkafka: BTreeMap::new(),
+            security: KafkaSecurity::default(),
         }
     }
 }
@@ -433,6 +508,7 @@ impl Settings {
             }
         }
         crate::producer_config::check_passthrough(k, problems);
+        crate::producer_config::check_security(&k.security, problems);
     }
 
     fn validate_spool(&self, problems: &mut Vec<String>) {

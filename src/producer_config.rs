@@ -8,7 +8,9 @@
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaSettings;
+use secrecy::ExposeSecret;
+
+use crate::config::{KafkaSecurity, KafkaSettings};
 
 /// Properties that a typed key owns: passthrough must not set them.
 const OWNED: &[(&str, &str)] = &[
@@ -20,6 +22,15 @@ const OWNED: &[(&str, &str)] = &[
         "test.mock.num.brokers",
         "kafka.bootstrap_servers = \"embedded\"",
     ),
+    ("security.protocol", "[kafka.security] protocol"),
+    ("ssl.ca.location", "[kafka.security] ca_file"),
+    ("ssl.certificate.location", "[kafka.security] cert_file"),
+    ("ssl.key.location", "[kafka.security] key_file"),
+    ("ssl.key.password", "[kafka.security] key_password"),
+    ("sasl.mechanism", "[kafka.security] sasl_mechanism"),
+    ("sasl.mechanisms", "[kafka.security] sasl_mechanism"),
+    ("sasl.username", "[kafka.security] sasl_username"),
+    ("sasl.password", "[kafka.security] sasl_password"),
 ];
 
 /// Checks `[kafka.librdkafka]`, adding one problem per offending property.
@@ -92,12 +103,94 @@ pub fn admin(kafka: &KafkaSettings, bootstrap: &str) -> ClientConfig {
     config
 }
 
-fn base(_kafka: &KafkaSettings, bootstrap: &str) -> ClientConfig {
+fn base(kafka: &KafkaSettings, bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
         .set("client.id", "qminder-bridge");
+    let sec = &kafka.security;
+    config.set("security.protocol", sec.protocol.as_librdkafka());
+    let paths = [
+        ("ssl.ca.location", &sec.ca_file),
+        ("ssl.certificate.location", &sec.cert_file),
+        ("ssl.key.location", &sec.key_file),
+    ];
+    for (key, path) in paths {
+        if let Some(path) = path {
+            config.set(key, path.display().to_string());
+        }
+    }
+    // Secrets were checked by validation; one that vanished since simply stays unset,
+    // and librdkafka reports the failed authentication.
+    if let Some(password) = sec.key_password.as_ref().and_then(|s| s.resolve().ok()) {
+        config.set("ssl.key.password", password.expose_secret());
+    }
+    if let Some(mechanism) = sec.sasl_mechanism {
+        config.set("sasl.mechanism", mechanism.as_librdkafka());
+    }
+    if let Some(username) = &sec.sasl_username {
+        config.set("sasl.username", username);
+    }
+    if let Some(password) = sec.sasl_password.as_ref().and_then(|s| s.resolve().ok()) {
+        config.set("sasl.password", password.expose_secret());
+    }
     config
+}
+
+/// Checks `[kafka.security]` for settings that cannot work together.
+pub fn check_security(sec: &KafkaSecurity, problems: &mut Vec<String>) {
+    let p = sec.protocol;
+    let tls_files = sec.ca_file.is_some() || sec.cert_file.is_some() || sec.key_file.is_some();
+    if tls_files && !p.uses_tls() {
+        problems.push(
+            "kafka.security: ca_file/cert_file/key_file need protocol = \"ssl\" or \"sasl_ssl\""
+                .into(),
+        );
+    }
+    if sec.cert_file.is_some() != sec.key_file.is_some() {
+        problems.push("kafka.security: give cert_file and key_file together".into());
+    }
+    for (key, path) in [
+        ("ca_file", &sec.ca_file),
+        ("cert_file", &sec.cert_file),
+        ("key_file", &sec.key_file),
+    ] {
+        if let Some(path) = path {
+            if std::fs::metadata(path).is_err() {
+                problems.push(format!(
+                    "kafka.security.{key} = {} cannot be read; mount it or fix the path",
+                    path.display()
+                ));
+            }
+        }
+    }
+    let sasl_given =
+        sec.sasl_mechanism.is_some() || sec.sasl_username.is_some() || sec.sasl_password.is_some();
+    if p.uses_sasl() {
+        if sec.sasl_mechanism.is_none()
+            || sec.sasl_username.is_none()
+            || sec.sasl_password.is_none()
+        {
+            problems.push(
+                "kafka.security: SASL needs sasl_mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), \
+                 sasl_username and sasl_password"
+                    .into(),
+            );
+        }
+    } else if sasl_given {
+        problems.push(
+            "kafka.security: sasl_* settings need protocol = \"sasl_plaintext\" or \"sasl_ssl\""
+                .into(),
+        );
+    }
+    for (key, secret) in [
+        ("sasl_password", &sec.sasl_password),
+        ("key_password", &sec.key_password),
+    ] {
+        if let Some(Err(e)) = secret.as_ref().map(|s| s.resolve()) {
+            problems.push(format!("kafka.security.{key}: {e}"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -127,6 +220,8 @@ mod tests {
             ("transactional.id", "x"),
             ("bootstrap.servers", "elsewhere:9092"),
             ("message.timeout.ms", "300000"),
+            ("security.protocol", "ssl"),
+            ("sasl.password", "x"),
         ] {
             assert_eq!(problems(&[(k, v)]).len(), 1, "{k}={v}");
         }
@@ -157,5 +252,68 @@ mod tests {
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("message.timeout.ms"), Some("1234"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+    use crate::config::{SaslMechanism, SecurityProtocol};
+    use crate::secret::SecretSpec;
+
+    #[test]
+    fn maps_sasl_over_tls_to_librdkafka_properties_for_every_client() {
+        let kafka = KafkaSettings {
+            security: KafkaSecurity {
+                protocol: SecurityProtocol::SaslSsl,
+                sasl_mechanism: Some(SaslMechanism::ScramSha512),
+                sasl_username: Some("bridge".into()),
+                sasl_password: Some(SecretSpec::parse("s3cret")),
+                ..KafkaSecurity::default()
+            },
+            ..KafkaSettings::default()
+        };
+        let mut problems = Vec::new();
+        check_security(&kafka.security, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        for c in [producer(&kafka, "b:1", 1000), admin(&kafka, "b:1")] {
+            assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+            assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+            assert_eq!(c.get("sasl.username"), Some("bridge"));
+            assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        }
+    }
+
+    #[test]
+    fn refuses_security_settings_that_cannot_work() {
+        let cases = [
+            KafkaSecurity {
+                protocol: SecurityProtocol::SaslSsl,
+                ..KafkaSecurity::default()
+            },
+            KafkaSecurity {
+                sasl_username: Some("u".into()),
+                ..KafkaSecurity::default()
+            },
+            KafkaSecurity {
+                ca_file: Some("/etc/hosts".into()),
+                ..KafkaSecurity::default()
+            },
+            KafkaSecurity {
+                protocol: SecurityProtocol::Ssl,
+                cert_file: Some("/etc/hosts".into()),
+                ..KafkaSecurity::default()
+            },
+            KafkaSecurity {
+                protocol: SecurityProtocol::Ssl,
+                ca_file: Some("/surely/not/here.pem".into()),
+                ..KafkaSecurity::default()
+            },
+        ];
+        for sec in cases {
+            let mut problems = Vec::new();
+            check_security(&sec, &mut problems);
+            assert!(!problems.is_empty(), "{sec:?}");
+        }
     }
 }

@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod faults;
 mod injected;
+mod kafka_tls;
 mod observability;
 mod prometheus;
 mod rejections;

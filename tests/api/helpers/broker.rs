@@ -27,8 +27,19 @@ impl Tansu {
 
     /// Starts a broker on `port`.
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, port)
+    }
+
+    /// Starts a broker on a free port that tells clients to connect to `advertised` (a
+    /// proxy in front of it).
+    pub fn start_advertising(advertised: u16) -> Self {
+        Self::start_with(free_port(), advertised)
+    }
+
+    fn start_with(port: u16, advertised: u16) -> Self {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let mut command = Command::new(tansu_binary());
         command
             .args([
@@ -36,7 +47,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised_url,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             // tansu reads a .env file from its working directory: give it an empty one.
@@ -60,6 +71,10 @@ impl Tansu {
             std::thread::sleep(Duration::from_millis(50));
         }
         broker
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn bootstrap(&self) -> String {

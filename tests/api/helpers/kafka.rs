@@ -37,18 +37,36 @@ impl Received {
 }
 
 fn consumer(bootstrap: &str) -> BaseConsumer {
-    ClientConfig::new()
+    consumer_with(bootstrap, &[])
+}
+
+fn consumer_with(bootstrap: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "qminder-bridge-tests")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("a test consumer")
+        .set("enable.partition.eof", "false");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config.create().expect("a test consumer")
 }
 
 /// Reads the record at `topic`/`partition`/`offset`, within 15 s.
 pub fn read_at(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> Received {
-    let consumer = consumer(bootstrap);
+    read_at_with(bootstrap, &[], topic, partition, offset)
+}
+
+/// [`read_at`] with extra client properties (e.g. TLS).
+pub fn read_at_with(
+    bootstrap: &str,
+    extra: &[(&str, &str)],
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Received {
+    let consumer = consumer_with(bootstrap, extra);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
         .expect("a valid partition");
