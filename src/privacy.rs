@@ -70,15 +70,24 @@ impl Privacy {
         if !text.trim_start().starts_with('{') {
             return Cow::Borrowed(text);
         }
-        let Ok(Members(members)) = serde_json::from_str::<Members<'_>>(text) else {
-            return Cow::Borrowed(text);
+        // `text` is valid JSON (it was parsed as the envelope's `data`), so the scan only
+        // fails on a bug; then the object is replaced rather than passed on unfiltered.
+        let Some(members) = members(text) else {
+            return Cow::Owned("{}".to_owned());
         };
         let mut changed = false;
-        let mut kept: Vec<(Cow<'_, str>, Cow<'a, str>)> = Vec::with_capacity(members.len());
-        for (Key(key), value) in members {
+        let mut kept: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(members.len());
+        for (raw_key, value) in members {
+            // A key that does not decode (a lone surrogate escape) matches no rule, and is
+            // kept as written.
+            let key: Option<Cow<'_, str>> = serde_json::from_str(raw_key).ok();
             let here: Vec<(&[String], Action)> = rules
                 .iter()
-                .filter(|(path, _)| path.first().is_some_and(|first| *first == key))
+                .filter(|(path, _)| {
+                    path.first()
+                        .zip(key.as_deref())
+                        .is_some_and(|(first, key)| first == key)
+                })
                 .map(|(path, action)| (&path[1..], *action))
                 .collect();
             let leaf = here
@@ -88,7 +97,7 @@ impl Privacy {
             match (leaf, &self.key) {
                 (Some(Action::Hash), Some(mac)) => {
                     changed = true;
-                    kept.push((key, Cow::Owned(hashed(mac, value))));
+                    kept.push((raw_key, Cow::Owned(hashed(mac, value))));
                 }
                 (Some(_), _) => changed = true,
                 (None, _) => {
@@ -97,12 +106,12 @@ impl Privacy {
                         .filter(|(rest, _)| !rest.is_empty())
                         .collect();
                     let value = if deeper.is_empty() {
-                        Cow::Borrowed(value.get())
+                        Cow::Borrowed(value)
                     } else {
-                        self.apply_object(value.get(), &deeper)
+                        self.apply_object(value, &deeper)
                     };
                     changed |= matches!(value, Cow::Owned(_));
-                    kept.push((key, value));
+                    kept.push((raw_key, value));
                 }
             }
         }
@@ -115,7 +124,7 @@ impl Privacy {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&serde_json::to_string(key).unwrap_or_default());
+            out.push_str(key);
             out.push(':');
             out.push_str(value);
         }
@@ -124,42 +133,63 @@ impl Privacy {
     }
 }
 
-fn hashed(mac: &Hmac<Sha256>, value: &RawValue) -> String {
-    let text: Cow<'_, str> = match serde_json::from_str::<Cow<'_, str>>(value.get()) {
-        Ok(s) => s,
-        Err(_) => Cow::Borrowed(value.get()),
-    };
+fn hashed(mac: &Hmac<Sha256>, value: &str) -> String {
+    let text: Cow<'_, str> = serde_json::from_str(value).unwrap_or(Cow::Borrowed(value));
     let mut mac = mac.clone();
     mac.update(text.as_bytes());
     format!("\"{}\"", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// An object's members in order, values raw, keys borrowed where possible.
-struct Members<'a>(Vec<(Key<'a>, &'a RawValue)>);
-
-#[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = Members<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<Self::Value, M::Error> {
-                let mut members = Vec::new();
-                while let Some(entry) = map.next_entry::<Key<'a>, &'a RawValue>()? {
-                    members.push(entry);
-                }
-                Ok(Members(members))
+/// The members of the JSON object `text`, in order, as (raw key with its quotes, raw
+/// value). Keys are not decoded, so none can fail to; values are delimited by serde_json.
+fn members(text: &str) -> Option<Vec<(&str, &str)>> {
+    let bytes = text.as_bytes();
+    let skip = |mut i: usize| {
+        while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip(0);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip(i + 1);
+    let mut out = Vec::new();
+    if bytes.get(i) == Some(&b'}') {
+        return (skip(i + 1) == bytes.len()).then_some(out);
+    }
+    loop {
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_start = i;
+        i += 1;
+        loop {
+            match bytes.get(i)? {
+                b'\\' => i += 2,
+                b'"' => break,
+                _ => i += 1,
             }
         }
-        d.deserialize_map(Visitor(std::marker::PhantomData))
+        i += 1;
+        let key = text.get(key_start..i)?;
+        i = skip(i);
+        if bytes.get(i) != Some(&b':') {
+            return None;
+        }
+        let rest = text.get(i + 1..)?;
+        let mut de = serde_json::Deserializer::from_str(rest);
+        let raw: &RawValue = Deserialize::deserialize(&mut de).ok()?;
+        let value_start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+        let value_end = value_start + raw.get().len();
+        out.push((key, text.get(value_start..value_end)?));
+        i = skip(value_end);
+        match bytes.get(i)? {
+            b',' => i = skip(i + 1),
+            b'}' => return (skip(i + 1) == bytes.len()).then_some(out),
+            _ => return None,
+        }
     }
 }
 
@@ -226,10 +256,29 @@ mod tests {
     }
 
     #[test]
+    fn applies_rules_beside_keys_that_do_not_decode() {
+        // Found by fuzzing: a lone surrogate escape in a sibling key once made the whole
+        // object skip its rules.
+        let p = privacy(&[("assigned.assignee", Action::Drop), ("email", Action::Hash)]);
+        let data = r#"{"assigned":{"\udc0e":4,"assignee":4},"email":"a@x","\ud800":1}"#;
+        let out = p.apply(data);
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"assigned":{{"\udc0e":4}},"email":"{}","\ud800":1}}"#,
+                hmac_hex("a@x")
+            )
+        );
+    }
+
+    #[test]
     fn leaves_non_objects_alone() {
         let p = privacy(&[("email", Action::Drop)]);
-        for data in ["[1,2]", "null", "\"email\"", "{not json"] {
+        for data in ["[1,2]", "null", "\"email\""] {
             assert_eq!(p.apply(data), data);
         }
+        // Never reached with a parsed envelope, but an object that cannot be scanned is
+        // replaced, not passed on unfiltered.
+        assert_eq!(p.apply("{not json"), "{}");
     }
 }
