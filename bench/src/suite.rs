@@ -6,7 +6,9 @@
 //! 3. **bridge direct**: the bridge answering after Kafka's ack (acks=all), closed loop;
 //! 4. **bridge spool**: the bridge answering once the event is fsynced to its spool;
 //! 5. **bridge @ rate**: the bridge in direct mode, open loop at a fraction (50 %) of the
-//!    maximum measured in 3, for latency without coordinated omission.
+//!    maximum measured in 3, for latency without coordinated omission;
+//! 6. **kafka only**: librdkafka producing straight to the broker at that same rate, with the
+//!    bridge's producer settings and no HTTP: the broker's floor under the bridge's latency.
 //!
 //! Each bridge run gets a fresh process, its own configuration file and topic prefix; after
 //! it, every acknowledged id is looked for in Kafka, and the process's peak RSS is read.
@@ -20,6 +22,7 @@ use std::time::Duration;
 use crate::children::{self, Result, Running, free_port};
 use crate::delivery;
 use crate::events::{Signer, SizeRange};
+use crate::kafka::{self, ProducePlan};
 use crate::load::{self, Plan, Shape, Target};
 use crate::procfs;
 use crate::report::{Report, RunResult};
@@ -36,6 +39,7 @@ pub enum Step {
     Direct,
     Spool,
     Latency,
+    Kafka,
 }
 
 /// Settings of a suite; every one has an environment variable too.
@@ -146,12 +150,16 @@ pub fn run(args: &SuiteArgs) -> Result<Report> {
     if wants(Step::Spool) {
         runs.push(suite.bridge("bridge spool", "spool", true, Shape::Closed)?);
     }
+    let rate = args
+        .latency_rate
+        .or(direct_rps.map(|r| r * args.latency_fraction));
     if wants(Step::Latency) {
-        let rate = args
-            .latency_rate
-            .or(direct_rps.map(|r| r * args.latency_fraction))
-            .ok_or("--only latency needs --latency-rate (or run direct first)")?;
+        let rate = rate.ok_or("--only latency needs --latency-rate (or run direct first)")?;
         runs.push(suite.bridge("bridge @ rate", "latency", false, Shape::Open { rate })?);
+    }
+    if wants(Step::Kafka) {
+        let rate = rate.ok_or("--only kafka needs --latency-rate (or run direct first)")?;
+        runs.push(suite.kafka_only(rate)?);
     }
     drop(tansu);
     let report = Report {
@@ -336,6 +344,34 @@ impl Suite<'_> {
         result.peak_rss_mib = procfs::peak_rss_bytes(bridge.pid()).ok().map(mib);
         bridge.check_alive()?;
         bridge.stop();
+        Ok(result)
+    }
+
+    /// librdkafka alone, producing to the broker at `rate`, open loop.
+    fn kafka_only(&self, rate: f64) -> Result<RunResult> {
+        let name = "kafka only";
+        let plan = ProducePlan {
+            bootstrap: self.bootstrap.clone(),
+            topic: "kafka-only.records".to_owned(),
+            rate,
+            warmup: Duration::from_secs(self.args.warmup),
+            duration: Duration::from_secs(self.args.duration),
+            sizes: self.target_sizes,
+            overrides: self.args.librdkafka.clone(),
+        };
+        eprintln!("{name}: librdkafka → broker at {rate:.0}/s, no HTTP …");
+        let mut sampler = None;
+        let pids = vec![std::process::id(), self.broker_pid];
+        let tally = kafka::run(&plan, |window| {
+            sampler = Some(procfs::sample_window(pids, window));
+        })
+        .map_err(|e| format!("{name}: {e}"))?;
+        let mut cpu = sampler.and_then(|s| s.join().ok()).unwrap_or_default();
+        // No server here: the producer is the generator's process.
+        cpu.processes.insert(0, None);
+        let seconds = plan.duration.as_secs_f64();
+        let result = RunResult::new(name, format!("open @ {rate:.0}/s"), seconds, &tally, &cpu);
+        eprintln!("{name}: {}", result.latency);
         Ok(result)
     }
 
