@@ -52,7 +52,7 @@ pub struct SuiteArgs {
     #[arg(long, env = "WARMUP", default_value_t = 5)]
     pub warmup: u64,
     /// Keep-alive connections of the generator.
-    #[arg(long, env = "CONNECTIONS", default_value_t = 64)]
+    #[arg(long, env = "CONNECTIONS", default_value_t = 256)]
     pub connections: usize,
     /// Keep-alive connections of the open-loop (latency) run: enough that a request rarely
     /// waits for a free one (such waits still count, from the scheduled time).
