@@ -13,26 +13,36 @@ WORKDIR /src
 # (librdkafka, built from source by rdkafka-sys with its own configure + make, is the slow
 # part). The rust image already has make, g++, pkg-config and zlib's headers; zstd is vendored.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY bench/Cargo.toml bench/Cargo.toml
+# Every target the workspace's manifests name must exist for cargo to load them: stubs.
+# The build links librdkafka against OpenSSL (rdkafka's ssl feature); the rust image has
+# libssl-dev and pkg-config.
+RUN mkdir -p src benches bench/src/bin \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
- && cargo build --release --locked --bin qminder-bridge \
+ && touch src/lib.rs bench/src/lib.rs \
+ && echo 'fn main() {}' > benches/hot_path.rs \
+ && echo 'fn main() {}' > bench/src/main.rs \
+ && echo 'fn main() {}' > bench/src/bin/baseline.rs \
+ && cargo build --release --locked -p qminder-bridge --bin qminder-bridge \
  && rm -rf src
 
 COPY src ./src
 # COPY keeps the sources' modification times, which may be older than the stub build's:
 # touch them so that cargo rebuilds the crate itself.
 RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked --bin qminder-bridge \
+ && cargo build --release --locked -p qminder-bridge --bin qminder-bridge \
  && strip target/release/qminder-bridge
 
 # ---- run ---------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# curl only serves the HEALTHCHECK below. The version is pinned to bookworm's 7.88.1 series
-# (the glob lets Debian's security updates in).
+# libssl3: librdkafka's TLS and SASL/SCRAM. ca-certificates: the system CAs, for brokers
+# whose certificates a public CA signed ([kafka.security] without ca_file).
+# curl only serves the HEALTHCHECK below. Versions are pinned to bookworm's series (the
+# globs let Debian's security updates in).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends "curl=7.88.1-10+deb12u*" \
+ && apt-get install -y --no-install-recommends \
+      "libssl3=3.0.*" "ca-certificates=20230311*" "curl=7.88.1-10+deb12u*" \
  && rm -rf /var/lib/apt/lists/*
 
 # A fixed numeric uid/gid so that Kubernetes' runAsNonRoot can verify it.
