@@ -99,6 +99,10 @@ pub struct SuiteArgs {
     /// for experiments such as `--librdkafka linger.ms=0`. Default: none (as shipped).
     #[arg(long = "librdkafka", value_name = "KEY=VALUE", value_parser = key_value)]
     pub librdkafka: Vec<(String, String)>,
+    /// Environment variable for the bridge process only, as KEY=VALUE (repeatable), for
+    /// experiments such as `--bridge-env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`.
+    #[arg(long = "bridge-env", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub bridge_env: Vec<(String, String)>,
     /// Extra lines for the report's header (e.g. the commit measured).
     #[arg(long)]
     pub note: Vec<String>,
@@ -315,7 +319,8 @@ impl Suite<'_> {
             .arg("serve")
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(self.args.bridge_env.iter().map(|(k, v)| (k, v)));
         let log = self.dir.join(format!("{prefix}.log"));
         let mut bridge = Running::start(name, command, &log, Duration::from_secs(20))?;
         let target = self.target(port);
@@ -432,6 +437,14 @@ impl Suite<'_> {
                 self.bootstrap
             ),
         ];
+        if !a.bridge_env.is_empty() {
+            let vars: Vec<String> = a
+                .bridge_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            lines.push(format!("bridge environment: {}", vars.join(" ")));
+        }
         if !a.librdkafka.is_empty() {
             let props: Vec<String> = a
                 .librdkafka
