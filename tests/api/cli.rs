@@ -262,3 +262,16 @@ fn topics_lists_what_is_missing_and_creates_it() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_shipped_example_and_local_configurations_are_valid() {
+    for file in ["config/example.toml", "config/local.toml"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let out = run(
+            &["check-config", "--config", &path],
+            &[("QMINDER_WEBHOOK_SECRET", "x")],
+            b"",
+        );
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
