@@ -16,6 +16,9 @@ use crate::stats::{Percentiles, Tally};
 /// configuration does not pass it through.
 pub const LINGER_MS: f64 = 5.0;
 
+/// CPU used by other processes in a window above which the report flags the run.
+pub const CONTENDED_CORES: f64 = 0.1;
+
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
@@ -139,6 +142,20 @@ impl Report {
                 );
             }
         }
+        let busy: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|r| r.other_cores.is_some_and(|c| c > CONTENDED_CORES))
+            .map(|r| format!("{} ({:.2})", r.name, r.other_cores.unwrap_or_default()))
+            .collect();
+        if !busy.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nWARNING: other processes used more than {CONTENDED_CORES} cores during: {}. \
+                 Those figures are not representative of this machine.",
+                busy.join(", ")
+            );
+        }
         out.push_str(&self.targets());
         out
     }
@@ -230,7 +247,13 @@ impl Report {
                 Some(false) => "MISSED",
                 None => "not measured",
             };
-            let _ = writeln!(out, "{what:<40} {:>8} {unit:<4} {verdict}", opt(value, 2));
+            // Ratios get 3 decimals, so that 0.697 does not print as a missed "0.70".
+            let decimals = if unit.is_empty() { 3 } else { 2 };
+            let _ = writeln!(
+                out,
+                "{what:<40} {:>8} {unit:<4} {verdict}",
+                opt(value, decimals)
+            );
         };
         let baseline = self.run("baseline").map(|r| r.rps);
         let direct = self.run("bridge direct");
