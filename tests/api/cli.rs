@@ -272,6 +272,10 @@ fn the_shipped_example_and_local_configurations_are_valid() {
             &[("QMINDER_WEBHOOK_SECRET", "x")],
             b"",
         );
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
