@@ -415,15 +415,10 @@ fn check_privacy(data: &str, applied: &Cow<'_, str>) {
         any |= !before.is_empty();
         match action {
             Action::Drop => assert!(
-                after.is_empty() || cfg!(feature = "known-issues"),
-                // KNOWN ISSUE 2 (docs/fuzzing.md): an object with a key that is not valid
-                // Unicode (a lone surrogate escape) is left whole, rules and all.
+                after.is_empty(),
                 "{path:?} still present after drop: {data:?} -> {applied:?}"
             ),
             Action::Hash => {
-                if cfg!(feature = "known-issues") && before == after {
-                    continue;
-                }
                 assert_eq!(
                     before.len(),
                     after.len(),
