@@ -418,8 +418,11 @@ impl Settings {
                 s.listen
             ));
         }
-        if s.max_body_bytes == 0 {
-            problems.push("server.max_body_bytes must be above 0 (default 1048576)".into());
+        if s.max_body_bytes == 0 || s.max_body_bytes > 32 * 1024 * 1024 {
+            problems.push(
+                "server.max_body_bytes must be between 1 and 33554432 (32 MiB; default 1048576)"
+                    .into(),
+            );
         }
         if s.max_in_flight == 0 {
             problems.push("server.max_in_flight must be above 0 (default 1024)".into());

@@ -99,13 +99,20 @@ struct Stamp<'a> {
 /// Reads a verified body as an event.
 pub fn parse(verified: &Verified) -> Result<Event<'_>, Malformed> {
     let text = std::str::from_utf8(verified.body()).map_err(|_| Malformed::NotJson)?;
-    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            Malformed::NotAnEnvelope
-        } else {
-            Malformed::NotJson
-        }
-    })?;
+    // serde reads a struct from an array too, positionally: only an object is an envelope.
+    let envelope: Option<Envelope<'_>> = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).ok()
+    } else {
+        None
+    };
+    let Some(envelope) = envelope else {
+        // Why not: serde_json's first error does not tell (a type mismatch may come before
+        // a syntax error further on), so ask whether it is JSON at all.
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Malformed::NotAnEnvelope,
+            Err(_) => Malformed::NotJson,
+        });
+    };
     if envelope.event_type.is_empty() {
         return Err(Malformed::NotAnEnvelope);
     }
@@ -336,6 +343,12 @@ mod tests {
                 "{\"type\":\"a\",\"type\":\"b\",\"data\":{}}",
                 Malformed::NotAnEnvelope,
             ),
+            // Found by fuzzing: an array was read positionally as an envelope, and the
+            // reason followed serde_json's first error, wrong both ways.
+            ("[\"ticket_created\",{\"id\":1}]", Malformed::NotAnEnvelope),
+            ("9o", Malformed::NotJson),
+            ("{\"type\":1e400,\"data\":1}", Malformed::NotAnEnvelope),
+            ("{\"type\":7,\"data\":{} trailing", Malformed::NotJson),
         ];
         for (body, expected) in cases {
             assert_eq!(parse(&verified(body)).unwrap_err(), expected, "{body:?}");

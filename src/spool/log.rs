@@ -123,7 +123,7 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
                 Outcome::Frame(record, len) => {
                     good += len;
                     last_seq = Some(record.seq);
-                    next_seq = next_seq.max(record.seq + 1);
+                    next_seq = next_seq.max(record.seq.saturating_add(1));
                     recovered.records += 1;
                 }
                 Outcome::End => break,
@@ -232,6 +232,13 @@ fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Appen
     let mut bytes = state.bytes;
     let mut refused = false;
     for mut append in batch {
+        if append.payload.len() > frame::MAX_PAYLOAD as usize {
+            // It could never be read back; refuse it rather than acknowledge it.
+            let _ = append.reply.send(Err(DeliveryError::Refused(
+                "the record is larger than a spool frame may be".into(),
+            )));
+            continue;
+        }
         let size = frame::HEADER_LEN + append.payload.len() as u64;
         if bytes + size > limits.max_bytes {
             let _ = append.reply.send(Err(DeliveryError::SpoolFull));
