@@ -1,0 +1,216 @@
+//! `[kafka]`: brokers, topics, delivery bounds, record format, security, passthrough.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{EMBEDDED, Settings};
+use crate::record::RecordFormat;
+use crate::secret::SecretSpec;
+
+/// `[kafka]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list, or `embedded` for an in-process mock cluster
+    /// (try-out only: nothing persists).
+    pub bootstrap_servers: String,
+    /// Known event types go to `<topic_prefix>.<event_type>` unless overridden in `topics`.
+    pub topic_prefix: String,
+    /// Topic for event types without a topic of their own. Default `<topic_prefix>.unknown`.
+    pub unknown_topic: Option<String>,
+    /// Topic for authenticated bodies that are not events. Default `<topic_prefix>.deadletter`.
+    pub dead_letter_topic: Option<String>,
+    /// Longest wait for Kafka's acknowledgement before answering 503. Also librdkafka's
+    /// `message.timeout.ms`, so librdkafka gives up on the record at the same time.
+    pub delivery_timeout_ms: u64,
+    /// `structured` (CloudEvents JSON value) or `binary` (data value, `ce_*` headers).
+    pub record_format: RecordFormat,
+    /// Create missing topics at start-up (and keep trying until the broker answers).
+    pub create_topics: bool,
+    /// Partitions of topics the bridge creates.
+    pub partitions: i32,
+    /// Replication factor of topics the bridge creates.
+    pub replication_factor: i32,
+    /// How often readiness asks the broker for metadata.
+    pub health_interval_ms: u64,
+    /// Per-event-type topic overrides, e.g. `ticket_created = "tickets.created"`. May name
+    /// types Qminder adds later.
+    pub topics: BTreeMap<String, String>,
+    /// librdkafka producer properties passed through as they are, e.g.
+    /// `"compression.type" = "zstd"`. Settings that weaken delivery guarantees are refused.
+    pub librdkafka: BTreeMap<String, String>,
+    /// TLS and SASL to the brokers.
+    pub security: KafkaSecurity,
+}
+
+/// `[kafka.security]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSecurity {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: SecurityProtocol,
+    /// PEM file of the CA(s) that signed the brokers' certificates (default: the system's).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate, for brokers that authenticate clients by TLS.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<std::path::PathBuf>,
+    /// Password of `key_file`, if it is encrypted: literal, `env:NAME` or `file:PATH`.
+    pub key_password: Option<SecretSpec>,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name.
+    pub sasl_username: Option<String>,
+    /// SASL password: literal, `env:NAME` or `file:PATH`.
+    pub sasl_password: Option<SecretSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// librdkafka's `security.protocol` value.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic_prefix: "qminder".into(),
+            unknown_topic: None,
+            dead_letter_topic: None,
+            delivery_timeout_ms: 5_000,
+            record_format: RecordFormat::Structured,
+            create_topics: false,
+            partitions: 3,
+            replication_factor: 3,
+            health_interval_ms: 1_000,
+            topics: BTreeMap::new(),
+            librdkafka: BTreeMap::new(),
+            security: KafkaSecurity::default(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    pub fn unknown_topic(&self) -> String {
+        self.unknown_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.unknown", self.topic_prefix))
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        self.dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.deadletter", self.topic_prefix))
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.bootstrap_servers == EMBEDDED
+    }
+}
+
+impl Settings {
+    pub(super) fn validate_kafka(&self, problems: &mut Vec<String>) {
+        let k = &self.kafka;
+        if k.bootstrap_servers.trim().is_empty() {
+            problems.push(
+                "kafka.bootstrap_servers is empty; give host:port[,host:port] or \"embedded\""
+                    .into(),
+            );
+        }
+        if k.delivery_timeout_ms == 0 {
+            problems.push("kafka.delivery_timeout_ms must be above 0 (default 5000)".into());
+        }
+        if k.health_interval_ms == 0 {
+            problems.push("kafka.health_interval_ms must be above 0 (default 1000)".into());
+        }
+        if k.partitions < 1 {
+            problems.push("kafka.partitions must be at least 1".into());
+        }
+        if k.replication_factor < 1 {
+            problems.push("kafka.replication_factor must be at least 1".into());
+        }
+        let mut topics = vec![
+            ("kafka.unknown_topic".to_owned(), k.unknown_topic()),
+            ("kafka.dead_letter_topic".to_owned(), k.dead_letter_topic()),
+        ];
+        for t in crate::event::KNOWN_EVENT_TYPES {
+            topics.push((
+                "kafka.topic_prefix".into(),
+                format!("{}.{t}", k.topic_prefix),
+            ));
+        }
+        for (event_type, topic) in &k.topics {
+            topics.push((format!("kafka.topics.{event_type}"), topic.clone()));
+        }
+        for (key, topic) in topics {
+            if let Err(why) = check_topic_name(&topic) {
+                problems.push(format!("{key} gives topic {topic:?}, which {why}"));
+            }
+        }
+        crate::producer_config::check_passthrough(k, problems);
+        crate::producer_config::check_security(&k.security, problems);
+    }
+}
+
+/// Kafka's rules for topic names.
+fn check_topic_name(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() || topic == "." || topic == ".." {
+        return Err("is not a valid Kafka topic name");
+    }
+    if topic.len() > 249 {
+        return Err("is longer than Kafka's 249 characters");
+    }
+    if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err("has characters Kafka refuses; use only a-z A-Z 0-9 . _ -");
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The typed configuration tree, its layering and its validation.
+//!
+//! Layers, later wins: built-in defaults → the TOML file → environment variables
+//! `QMINDER_BRIDGE__<SECTION>__<KEY>` (e.g. `QMINDER_BRIDGE__KAFKA__BOOTSTRAP_SERVERS`).
+//! Unknown keys are errors (`deny_unknown_fields`), units are in key names, and
+//! [`Settings::validate`] lists every problem with how to fix it. `config/example.toml`
+//! is the annotated reference; keep it in step with these files (one per section group).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretSpec;
+
+mod kafka;
+mod options;
+mod server;
+
+pub use kafka::{KafkaSecurity, KafkaSettings, SaslMechanism, SecurityProtocol};
+pub use options::{DedupeSettings, LogFormat, LogSettings, PrivacySettings, SpoolSettings};
+pub use server::{ServerSettings, TlsSettings};
+
+/// `bootstrap_servers` value that starts librdkafka's in-process mock cluster.
+pub const EMBEDDED: &str = "embedded";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The HTTP side: listener, limits, timeouts.
+    pub server: ServerSettings,
+    /// The Kafka side: brokers, topics, delivery bounds, record format.
+    pub kafka: KafkaSettings,
+    /// Log output.
+    pub log: LogSettings,
+    /// Replay and duplicate suppression.
+    pub dedupe: DedupeSettings,
+    /// Personal-data controls: drop or hash named fields of `data`.
+    pub privacy: PrivacySettings,
+    /// Spool mode: acknowledge once durable on local disk, forward to Kafka in the background.
+    pub spool: SpoolSettings,
+    /// The webhooks, as registered in Qminder. At least one.
+    pub endpoints: Vec<EndpointSettings>,
+}
+
+/// `[[endpoints]]`: one webhook registered in Qminder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    /// The path this bridge serves it on, e.g. `/webhooks/qminder`.
+    pub path: String,
+    /// The URL exactly as registered in Qminder; part of what is signed.
+    pub url: String,
+    /// The webhook's secret(s): literal, `env:NAME` or `file:PATH`. Several during rotation.
+    pub secrets: Vec<SecretSpec>,
+    /// CloudEvents `source` of its events. Default: `url`.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+impl EndpointSettings {
+    pub fn source(&self) -> &str {
+        self.source.as_deref().unwrap_or(&self.url)
+    }
+}
+
+/// A configuration that could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load the configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if any), then `QMINDER_BRIDGE__…` variables, and
+    /// validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("QMINDER_BRIDGE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let settings: Self = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks everything that can be checked without a broker; lists every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.validate_server(&mut problems);
+        self.validate_kafka(&mut problems);
+        self.validate_endpoints(&mut problems);
+        self.validate_spool(&mut problems);
+        self.validate_privacy(&mut problems);
+        if self.dedupe.enabled && (self.dedupe.window_s == 0 || self.dedupe.max_entries == 0) {
+            problems.push(
+                "dedupe.window_s and dedupe.max_entries must be above 0 when dedupe is enabled"
+                    .into(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn validate_endpoints(&self, problems: &mut Vec<String>) {
+        if self.endpoints.is_empty() {
+            problems.push(
+                "no [[endpoints]]: add one with path, url (as registered in Qminder) and secrets"
+                    .into(),
+            );
+        }
+        let mut paths = std::collections::HashSet::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let at = format!("endpoints[{i}]");
+            if !e.path.starts_with('/') || e.path.contains(['?', '#', '{', '}']) {
+                problems.push(format!(
+                    "{at}.path = {:?} must be a plain path starting with /, e.g. \"/webhooks/qminder\"",
+                    e.path
+                ));
+            }
+            if ["/healthz", "/readyz", "/metrics"].contains(&e.path.as_str()) {
+                problems.push(format!(
+                    "{at}.path = {:?} is reserved; choose another",
+                    e.path
+                ));
+            }
+            if !paths.insert(e.path.as_str()) {
+                problems.push(format!(
+                    "{at}.path = {:?} is used twice; paths must differ",
+                    e.path
+                ));
+            }
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) || e.url.len() > 512
+            {
+                problems.push(format!(
+                    "{at}.url must be the URL registered in Qminder, byte for byte: \
+                     http(s)://…, at most 512 characters"
+                ));
+            }
+            if e.secrets.is_empty() {
+                problems.push(format!(
+                    "{at}.secrets is empty; copy the webhook's secret from Qminder \
+                     (literal, \"env:NAME\" or \"file:PATH\")"
+                ));
+            }
+            for (j, secret) in e.secrets.iter().enumerate() {
+                if let Err(e) = secret.resolve() {
+                    problems.push(format!("{at}.secrets[{j}]: {e}"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The optional features' sections: `[spool]`, `[dedupe]`, `[privacy]`, `[log]`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Settings;
+use crate::secret::SecretSpec;
+
+/// `[spool]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSettings {
+    /// Answer 2xx once the event is fsynced to the spool (instead of after Kafka's ack).
+    pub enabled: bool,
+    /// Directory of the spool's segment files and cursor. Must survive restarts.
+    pub dir: std::path::PathBuf,
+    /// Most disk the spool may use; beyond it webhooks get 503 until forwarding frees room.
+    pub max_bytes: u64,
+    /// Size at which a segment file is closed and a new one started; forwarded segments
+    /// are deleted whole.
+    pub segment_bytes: u64,
+    /// Records the forwarder hands to Kafka at once.
+    pub forward_batch: usize,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: "/var/lib/qminder-bridge/spool".into(),
+            max_bytes: 1024 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            forward_batch: 512,
+        }
+    }
+}
+
+/// `[dedupe]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupeSettings {
+    /// Answer a webhook whose id was already acknowledged within the window with the
+    /// original acknowledgement, without publishing it again.
+    pub enabled: bool,
+    /// How long an acknowledged id is remembered.
+    pub window_s: u64,
+    /// Most ids remembered (about 100 bytes each); the oldest are forgotten first.
+    pub max_entries: usize,
+}
+
+impl Default for DedupeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            window_s: 3600,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// `[privacy]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySettings {
+    /// Key of the HMAC that `hash` uses: literal, `env:NAME` or `file:PATH`. Required when
+    /// any field is hashed; keep it stable, or hashes stop matching across events.
+    pub hash_key: Option<SecretSpec>,
+    /// Field paths under `data` (dots for nesting, e.g. `called.caller`) → `drop` or `hash`.
+    pub fields: BTreeMap<String, crate::privacy::Action>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` (human) or `json` (one object per line). The level comes from `RUST_LOG`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Settings {
+    pub(super) fn validate_spool(&self, problems: &mut Vec<String>) {
+        let s = &self.spool;
+        if !s.enabled {
+            return;
+        }
+        if s.dir.as_os_str().is_empty() {
+            problems.push("spool.dir is empty; name a directory that survives restarts".into());
+        }
+        if s.segment_bytes < 64 * 1024 {
+            problems.push("spool.segment_bytes must be at least 65536 (default 67108864)".into());
+        }
+        let least = ((self.server.max_body_bytes as u64 + 64 * 1024) * 4).max(s.segment_bytes * 2);
+        if s.max_bytes < least {
+            problems.push(format!(
+                "spool.max_bytes ({}) must be at least twice spool.segment_bytes and room for \
+                 four of the largest requests ({least}), so that forwarded segments can be \
+                 reclaimed; raise it or lower spool.segment_bytes",
+                s.max_bytes
+            ));
+        }
+        if s.forward_batch == 0 {
+            problems.push("spool.forward_batch must be above 0 (default 512)".into());
+        }
+    }
+
+    pub(super) fn validate_privacy(&self, problems: &mut Vec<String>) {
+        let p = &self.privacy;
+        for path in p.fields.keys() {
+            if path.split('.').any(str::is_empty) {
+                problems.push(format!(
+                    "privacy.fields.\"{path}\" is not a field path; use names joined by dots, \
+                     e.g. \"phoneNumber\" or \"called.caller\""
+                ));
+            }
+        }
+        let hashes = p
+            .fields
+            .values()
+            .any(|a| *a == crate::privacy::Action::Hash);
+        match (&p.hash_key, hashes) {
+            (None, true) => problems.push(
+                "privacy.hash_key is required to hash fields; give a secret (literal, \
+                 \"env:NAME\" or \"file:PATH\")"
+                    .into(),
+            ),
+            (Some(key), _) => {
+                if let Err(e) = key.resolve() {
+                    problems.push(format!("privacy.hash_key: {e}"));
+                }
+            }
+            (None, false) => {}
+        }
+    }
+}
