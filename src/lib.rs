@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod errors;
 pub mod event;
 pub mod health;
+pub mod http_server;
 pub mod ingress;
 pub mod kafka_context;
 pub mod metrics;

@@ -5,7 +5,7 @@
 //! Shutdown (SIGTERM/SIGINT, or the future given to [`Application::run_until`]): readiness
 //! turns 503, actix stops accepting and lets in-flight requests finish (each is bounded by
 //! `request_timeout_ms`), then the producer is flushed, all within `shutdown_timeout_ms`.
-//! actix's own signal handling is disabled so that readiness flips first.
+//! The HTTP server itself is built in `http_server`.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::web;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -23,7 +23,8 @@ use crate::config::Settings;
 use crate::dedupe::Dedupe;
 use crate::embedded::EmbeddedBroker;
 use crate::health::{self, Health, TopicSetup};
-use crate::ingress::{self, Endpoint, Ingress};
+use crate::http_server;
+use crate::ingress::{Endpoint, Ingress};
 use crate::metrics::{Labels, Metrics};
 use crate::privacy::Privacy;
 use crate::producer_config;
@@ -184,7 +185,7 @@ impl Application {
             Some(t) => Some(crate::tls::server_config(&t.cert_file, &t.key_file)?),
             None => None,
         };
-        let server = serve(
+        let server = http_server::serve(
             listener,
             &settings,
             ingress,
@@ -225,7 +226,7 @@ impl Application {
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.run_until(shutdown_signal()).await
+        self.run_until(http_server::shutdown_signal()).await
     }
 
     /// Runs until `stop` completes, then shuts down gracefully.
@@ -322,80 +323,4 @@ fn route_labels(router: &Router) -> Vec<(&str, &str)> {
     routes.sort_unstable();
     routes.dedup();
     routes
-}
-
-fn serve(
-    listener: TcpListener,
-    settings: &Settings,
-    ingress: web::Data<Ingress>,
-    endpoints: Vec<Arc<Endpoint>>,
-    health: Arc<Health>,
-    metrics: Metrics,
-    tls: Option<rustls::ServerConfig>,
-) -> std::io::Result<Server> {
-    let health = web::Data::new(health);
-    let metrics = web::Data::new(metrics);
-    let mut server = HttpServer::new(move || {
-        let mut app = App::new()
-            .app_data(ingress.clone())
-            .app_data(health.clone())
-            .app_data(metrics.clone())
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz))
-            .route("/metrics", web::get().to(render_metrics));
-        for endpoint in &endpoints {
-            app = app.service(
-                web::resource(endpoint.path.as_str())
-                    .app_data(web::Data::from(Arc::clone(endpoint)))
-                    .route(web::post().to(ingress::receive))
-                    .default_service(web::to(ingress::method_not_allowed)),
-            );
-        }
-        app.default_service(web::to(ingress::not_found))
-    })
-    .disable_signals()
-    .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000).max(1))
-    .client_request_timeout(Duration::from_millis(
-        settings.server.client_request_timeout_ms,
-    ))
-    .client_disconnect_timeout(Duration::from_millis(
-        settings.server.client_disconnect_timeout_ms,
-    ))
-    .keep_alive(Duration::from_secs(settings.server.keep_alive_s))
-    .max_connections(settings.server.max_connections_per_worker);
-    if settings.server.workers > 0 {
-        server = server.workers(settings.server.workers);
-    }
-    let server = match tls {
-        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
-        None => server.listen(listener)?,
-    };
-    Ok(server.run())
-}
-
-async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(metrics.render())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Received SIGINT."),
-        () = terminate => tracing::info!("Received SIGTERM."),
-    }
 }
