@@ -132,12 +132,20 @@ fn load_once(args: &LoadArgs) -> ExitCode {
             bootstrap,
             &args.topic_prefix,
             &tally.ids,
-            Duration::from_secs(60),
+            Duration::from_secs(20),
+            Duration::from_secs(600),
         ) {
             Ok(d) => {
                 println!(
-                    "delivery   {} of {} acknowledged ids found in Kafka, {} lost",
-                    d.found, d.acknowledged, d.lost
+                    "delivery   {} of {} acknowledged ids found in Kafka, {} lost{}",
+                    d.found,
+                    d.acknowledged,
+                    d.lost,
+                    if d.capped {
+                        " (check cut short: an upper bound)"
+                    } else {
+                        ""
+                    }
                 );
                 if d.lost > 0 {
                     return ExitCode::FAILURE;

@@ -187,7 +187,10 @@ impl Report {
             let all: u64 = r.statuses.values().sum();
             let delivery = r.delivery.map_or_else(
                 || "-".to_owned(),
-                |d| format!("{}/{} {}", d.found, d.acknowledged, d.lost),
+                |d| {
+                    let capped = if d.capped { "*" } else { "" };
+                    format!("{}/{} {}{capped}", d.found, d.acknowledged, d.lost)
+                },
             );
             let l = &r.latency;
             let _ = writeln!(
@@ -248,7 +251,11 @@ impl Report {
                 None => "not measured",
             };
             // Ratios get 3 decimals, so that 0.697 does not print as a missed "0.70".
-            let decimals = if unit.is_empty() { 3 } else { 2 };
+            let decimals = match unit {
+                "" => 3,
+                "ids" => 0,
+                _ => 2,
+            };
             let _ = writeln!(
                 out,
                 "{what:<40} {:>8} {unit:<4} {verdict}",
@@ -310,9 +317,14 @@ impl Report {
         line(
             "acknowledged but lost = 0 (all runs)",
             lost,
-            "",
+            "ids",
             lost.map(|l| l == 0.0),
         );
+        if checked.iter().any(|d| d.capped) {
+            out.push_str(
+                "* a delivery check was cut short at its cap: its \"lost\" is an upper bound\n",
+            );
+        }
         out
     }
 }

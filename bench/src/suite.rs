@@ -329,12 +329,21 @@ impl Suite<'_> {
         })?;
         let (mut result, ids) = self.measure(name, &bridge, &target, shape)?;
         // A spool may still be forwarding: give it longer.
-        let within = Duration::from_secs(if spool { 120 } else { 60 });
-        let delivery = delivery::check(&self.bootstrap, prefix, &ids, within)
+        // Until everything there is has been read; a spool may still be forwarding.
+        let (idle, cap) = (Duration::from_secs(20), Duration::from_secs(600));
+        let delivery = delivery::check(&self.bootstrap, prefix, &ids, idle, cap)
             .map_err(|e| format!("{name}: delivery check: {e}"))?;
         eprintln!(
-            "{name}: {} of {} acknowledged ids found in Kafka in {:.1} s, {} lost",
-            delivery.found, delivery.acknowledged, delivery.seconds, delivery.lost
+            "{name}: {} of {} acknowledged ids found in Kafka in {:.1} s, {} lost{}",
+            delivery.found,
+            delivery.acknowledged,
+            delivery.seconds,
+            delivery.lost,
+            if delivery.capped {
+                " (check cut short at the cap: an upper bound)"
+            } else {
+                ""
+            }
         );
         result.delivery = Some(delivery);
         if let Some((200, metrics)) = children::http_get(target.addr, "/metrics") {
