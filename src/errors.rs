@@ -31,6 +31,8 @@ pub enum IngressError {
     RequestTimeout,
     #[error("server.max_in_flight requests are already being handled")]
     Overloaded,
+    #[error("the bridge is shutting down")]
+    ShuttingDown,
     #[error("no endpoint is configured at this path")]
     NotFound,
     #[error("webhooks are POSTed")]
@@ -60,6 +62,7 @@ impl IngressError {
             Self::BadRequest(_) => "bad_request",
             Self::RequestTimeout => "request_timeout",
             Self::Overloaded => "overloaded",
+            Self::ShuttingDown => "shutting_down",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Delivery(DeliveryError::Timeout) => "kafka_timeout",
@@ -79,7 +82,9 @@ impl IngressError {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Overloaded | Self::Delivery(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::ShuttingDown | Self::Delivery(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -89,6 +94,7 @@ impl IngressError {
         matches!(
             self,
             Self::Overloaded
+                | Self::ShuttingDown
                 | Self::Forbidden
                 | Self::MissingSignature
                 | Self::BodyTooLarge
@@ -136,6 +142,7 @@ mod tests {
             (IngressError::NotFound, 404, "not_found"),
             (IngressError::MethodNotAllowed, 405, "method_not_allowed"),
             (IngressError::Overloaded, 503, "overloaded"),
+            (IngressError::ShuttingDown, 503, "shutting_down"),
             (DeliveryError::Timeout.into(), 503, "kafka_timeout"),
             (
                 DeliveryError::Refused("secret detail".into()).into(),
@@ -165,6 +172,7 @@ mod tests {
                         | "bad_request"
                         | "request_timeout"
                         | "overloaded"
+                        | "shutting_down"
                 ),
                 "{error:?}"
             );

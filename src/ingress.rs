@@ -9,12 +9,15 @@
 //! actix runs each worker on one thread, so the handler future need not be `Send`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use prometheus::{Histogram, IntCounter};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -36,6 +39,9 @@ pub struct Endpoint {
     pub path: String,
     pub verifier: Verifier,
     pub source: String,
+    /// Its metric children, resolved once: `accepted` by event-type label.
+    pub accepted: HashMap<String, IntCounter>,
+    pub duration: Histogram,
 }
 
 /// What every webhook request shares.
@@ -52,6 +58,10 @@ pub struct Ingress {
     pub dedupe: Option<Dedupe>,
     pub privacy: Option<Privacy>,
     pub access: AccessPolicy,
+    /// `events_forwarded` children by event-type label (each label has one topic).
+    pub forwarded: HashMap<String, IntCounter>,
+    /// Set at shutdown: new webhooks are refused while those in flight finish.
+    pub stopping: AtomicBool,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -106,11 +116,7 @@ pub async fn receive(
             error.response(ingress.retry_after_s)
         }
     };
-    ingress
-        .metrics
-        .request_duration
-        .with_label_values(&[&endpoint.path])
-        .observe(started.elapsed().as_secs_f64());
+    endpoint.duration.observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -137,6 +143,11 @@ fn reject(ingress: &Ingress, endpoint: &str, error: IngressError) -> HttpRespons
 }
 
 impl Ingress {
+    /// From now on, new webhook requests get 503 `shutting_down`.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
     async fn handle(
         &self,
         request: &HttpRequest,
@@ -152,6 +163,9 @@ impl Ingress {
             if !self.access.allows(peer, forwarded_for) {
                 return Err(IngressError::Forbidden);
             }
+        }
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(IngressError::ShuttingDown);
         }
         let _slot = self
             .in_flight
@@ -240,10 +254,14 @@ impl Ingress {
     }
 
     fn count_accepted(&self, endpoint: &Endpoint, route: &Route) {
-        self.metrics
-            .events_accepted
-            .with_label_values(&[&endpoint.path, &route.label])
-            .inc();
+        match endpoint.accepted.get(&route.label) {
+            Some(counter) => counter.inc(),
+            None => self
+                .metrics
+                .events_accepted
+                .with_label_values(&[&endpoint.path, &route.label])
+                .inc(),
+        }
     }
 
     async fn publish(&self, record: &Record<'_>, route: &Route) -> Result<Delivered, IngressError> {
@@ -257,10 +275,14 @@ impl Ingress {
                     dedupe.remember(record.id, remembered, Instant::now());
                 }
                 if let Delivered::Kafka { .. } = delivered {
-                    self.metrics
-                        .events_forwarded
-                        .with_label_values(&[&route.label, &route.topic])
-                        .inc();
+                    match self.forwarded.get(&route.label) {
+                        Some(counter) => counter.inc(),
+                        None => self
+                            .metrics
+                            .events_forwarded
+                            .with_label_values(&[&route.label, &route.topic])
+                            .inc(),
+                    }
                 }
                 Ok(delivered)
             }
@@ -338,13 +360,27 @@ async fn read_capped(
     max: usize,
     length: Option<usize>,
 ) -> Result<Bytes, IngressError> {
+    let Some(first) = payload.next().await else {
+        return Ok(Bytes::new());
+    };
+    let first = first.map_err(|e| IngressError::BadRequest(Some(e)))?;
+    if first.len() > max {
+        return Err(IngressError::BodyTooLarge);
+    }
+    let Some(second) = payload.next().await else {
+        // The usual case for a webhook: the whole body in one chunk, kept without a copy.
+        return Ok(first);
+    };
     let mut body = BytesMut::with_capacity(length.unwrap_or(8 * 1024).min(max));
-    while let Some(chunk) = payload.next().await {
+    body.extend_from_slice(&first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
         let chunk = chunk.map_err(|e| IngressError::BadRequest(Some(e)))?;
         if body.len() + chunk.len() > max {
             return Err(IngressError::BodyTooLarge);
         }
         body.extend_from_slice(&chunk);
+        next = payload.next().await;
     }
     Ok(body.freeze())
 }

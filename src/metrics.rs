@@ -21,6 +21,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "bad_request",
     "request_timeout",
     "overloaded",
+    "shutting_down",
     "method_not_allowed",
     "not_found",
 ];

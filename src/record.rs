@@ -76,7 +76,6 @@ pub fn encode<'a>(
         None => Cow::Owned(format_time(ctx.received_at)),
     };
     let key = event.entity_id.as_deref();
-    let ce_type = format!("{TYPE_PREFIX}{}", event.event_type);
     match format {
         RecordFormat::Structured => {
             let mut value = Vec::with_capacity(event.data.len() + 400);
@@ -84,8 +83,12 @@ pub fn encode<'a>(
             push_json_str(&mut value, verified.id());
             value.extend_from_slice(br#","source":"#);
             push_json_str(&mut value, ctx.source);
-            value.extend_from_slice(br#","type":"#);
-            push_json_str(&mut value, &ce_type);
+            value.extend_from_slice(br#","type":""#);
+            value.extend_from_slice(TYPE_PREFIX.as_bytes());
+            // The escaped type, without its opening quote (the prefix's quote stands).
+            let start = value.len();
+            push_json_str(&mut value, &event.event_type);
+            value.remove(start);
             if let Some(subject) = key {
                 value.extend_from_slice(br#","subject":"#);
                 push_json_str(&mut value, subject);
@@ -114,7 +117,10 @@ pub fn encode<'a>(
                 ("ce_specversion", Cow::Borrowed("1.0")),
                 ("ce_id", Cow::Borrowed(verified.id())),
                 ("ce_source", Cow::Borrowed(ctx.source)),
-                ("ce_type", Cow::Owned(ce_type)),
+                (
+                    "ce_type",
+                    Cow::Owned(format!("{TYPE_PREFIX}{}", event.event_type)),
+                ),
             ];
             if let Some(subject) = key {
                 headers.push(("ce_subject", Cow::Borrowed(subject)));

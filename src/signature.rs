@@ -109,10 +109,10 @@ impl Verifier {
         }
         let mut id = self.id_prefix.clone();
         id.update(&body);
-        Ok(Verified {
-            id: hex::encode(id.finalize()),
-            body,
-        })
+        let mut id_hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(id.finalize(), &mut id_hex);
+        Ok(Verified { id_hex, body })
     }
 
     /// The signature Qminder would send for `body`, signed with the first secret.
@@ -126,7 +126,8 @@ impl Verifier {
 /// A request body whose signature was checked. Only [`Verifier`] can make one.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    id: String,
+    /// Lower-case hex, kept inline: no allocation per request.
+    id_hex: [u8; 64],
     body: Bytes,
 }
 
@@ -139,7 +140,8 @@ impl Verified {
     /// The deterministic event id: hex SHA-256 of `url ‖ body`. A redelivery of the same
     /// webhook gets the same id, so consumers can de-duplicate on it.
     pub fn id(&self) -> &str {
-        &self.id
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.id_hex).unwrap_or_default()
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! Tests bind port 0 and call [`Application::build_on`]; `main` binds `server.listen`.
 //! Shutdown (SIGTERM/SIGINT, or the future given to [`Application::run_until`]): readiness
-//! turns 503, actix stops accepting and lets in-flight requests finish (each is bounded by
-//! `request_timeout_ms`), then the producer is flushed, all within `shutdown_timeout_ms`.
+//! turns 503, new webhooks get 503 `shutting_down`, requests in flight finish (each is
+//! bounded by `request_timeout_ms`), actix closes the listener, then the producer is
+//! flushed, all within `shutdown_timeout_ms`.
 //! The HTTP server itself is built in `http_server`.
 
 use std::future::Future;
@@ -68,6 +69,9 @@ pub struct Application {
     spool: Option<SpoolTasks>,
     shutdown_timeout: Duration,
     embedded: Option<EmbeddedBroker>,
+    /// Shared with the HTTP workers; its `in_flight` semaphore says when none is busy.
+    ingress: web::Data<Ingress>,
+    max_in_flight: u32,
 }
 
 impl std::fmt::Debug for Application {
@@ -98,12 +102,12 @@ impl Application {
             &kafka.unknown_topic(),
             &kafka.dead_letter_topic(),
         );
-        let endpoints = build_endpoints(&settings)?;
         let metrics = Metrics::new(&Labels {
-            endpoints: endpoints.iter().map(|e| e.path.as_str()).collect(),
+            endpoints: settings.endpoints.iter().map(|e| e.path.as_str()).collect(),
             event_types: router.labels(),
             routes: route_labels(&router),
         });
+        let endpoints = build_endpoints(&settings, &metrics, &router)?;
 
         let embedded = if kafka.is_embedded() {
             let broker = EmbeddedBroker::start(router.topics(), kafka.partitions)
@@ -158,6 +162,13 @@ impl Application {
             topics,
         ));
 
+        let forwarded = route_labels(&router)
+            .into_iter()
+            .map(|(label, topic)| {
+                let counter = metrics.events_forwarded.with_label_values(&[label, topic]);
+                (label.to_owned(), counter)
+            })
+            .collect();
         let ingress = web::Data::new(Ingress {
             deliver,
             router,
@@ -169,6 +180,8 @@ impl Application {
             retry_after_s: settings.server.retry_after_s,
             in_flight: Semaphore::new(settings.server.max_in_flight),
             privacy: build_privacy(&settings)?,
+            forwarded,
+            stopping: std::sync::atomic::AtomicBool::new(false),
             access: AccessPolicy::new(
                 cidrs(&settings.server.allow_cidrs)?,
                 cidrs(&settings.server.trusted_proxies)?,
@@ -188,7 +201,7 @@ impl Application {
         let server = http_server::serve(
             listener,
             &settings,
-            ingress,
+            ingress.clone(),
             endpoints,
             Arc::clone(&health),
             metrics.clone(),
@@ -204,6 +217,8 @@ impl Application {
             spool: spool_tasks,
             shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
             embedded,
+            ingress,
+            max_in_flight: u32::try_from(settings.server.max_in_flight).unwrap_or(u32::MAX),
         })
     }
 
@@ -239,6 +254,8 @@ impl Application {
             spool,
             shutdown_timeout,
             embedded,
+            ingress,
+            max_in_flight,
             ..
         } = self;
         let deadline = Instant::now() + shutdown_timeout;
@@ -255,8 +272,22 @@ impl Application {
             "Shutting down: not ready, finishing requests in flight, then flushing Kafka."
         );
         health.begin_shutdown();
+        // Refuse new webhooks (503 shutting_down, Connection: close), let every request in
+        // flight finish, then stop actix. (actix's graceful stop alone was seen to drop a
+        // request in flight shortly after start-up: its busy worker reported itself idle.)
+        // Every webhook request holds an `in_flight` permit for its whole life, so having
+        // them all back means none is left.
+        ingress.begin_shutdown();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(remaining, ingress.in_flight.acquire_many(max_in_flight))
+            .await
+            .is_err()
+        {
+            tracing::warn!("Requests were still in flight at the shutdown timeout.");
+        }
         handle.stop(true).await;
         server.await.map_err(std::io::Error::other)??;
+        drop(ingress);
         watcher.abort();
         if let Some(spool) = spool {
             spool
@@ -279,7 +310,11 @@ impl Application {
     }
 }
 
-fn build_endpoints(settings: &Settings) -> Result<Vec<Arc<Endpoint>>, StartupError> {
+fn build_endpoints(
+    settings: &Settings,
+    metrics: &Metrics,
+    router: &Router,
+) -> Result<Vec<Arc<Endpoint>>, StartupError> {
     settings
         .endpoints
         .iter()
@@ -289,10 +324,20 @@ fn build_endpoints(settings: &Settings) -> Result<Vec<Arc<Endpoint>>, StartupErr
                 .iter()
                 .map(|s| s.resolve())
                 .collect::<Result<Vec<SecretString>, _>>()?;
+            let accepted = router
+                .labels()
+                .into_iter()
+                .map(|label| {
+                    let counter = metrics.events_accepted.with_label_values(&[&e.path, label]);
+                    (label.to_owned(), counter)
+                })
+                .collect();
             Ok(Arc::new(Endpoint {
                 path: e.path.clone(),
                 verifier: Verifier::new(&e.url, &secrets),
                 source: e.source().to_owned(),
+                accepted,
+                duration: metrics.request_duration.with_label_values(&[&e.path]),
             }))
         })
         .collect()

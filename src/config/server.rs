@@ -94,8 +94,9 @@ impl Settings {
                     .into(),
             );
         }
-        if s.max_in_flight == 0 {
-            problems.push("server.max_in_flight must be above 0 (default 1024)".into());
+        if s.max_in_flight == 0 || s.max_in_flight > 1_000_000 {
+            problems
+                .push("server.max_in_flight must be between 1 and 1000000 (default 1024)".into());
         }
         if s.client_request_timeout_ms == 0 {
             problems.push(

@@ -96,15 +96,26 @@ async fn a_request_in_flight_at_sigterm_is_still_delivered_and_the_bridge_exits_
     let pending = tokio::spawn(bridge.post_signed(BODY));
     bridge.wait_in_flight(1, Duration::from_secs(10)).await;
     bridge.terminate();
-    // The listener closes at once, and the request stays in flight ...
+    // Not ready at once, new webhooks refused, and the request stays in flight ...
     let deadline = Instant::now() + Duration::from_secs(10);
     while bridge.readyz().await == 200 {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let (status, refused) = bridge.post_signed(BODY).await;
+    assert_eq!(
+        (status, refused),
+        (503, serde_json::json!({"error": "shutting_down"}))
+    );
     // ... until Kafka acks it.
     broker.thaw();
-    let (status, ack) = pending.await.expect("the request task");
+    let (status, ack) = match pending.await {
+        Ok(answer) => answer,
+        Err(e) => panic!(
+            "the request failed ({e}); the bridge's log:\n{}",
+            bridge.log()
+        ),
+    };
     assert_eq!(status, 200);
     let exit = bridge.wait_exit(Duration::from_secs(20));
     assert_eq!(exit, Some(0), "exit status");
