@@ -53,6 +53,8 @@ RUN groupadd --system --gid 10001 qminder \
  && chown 10001:10001 /var/lib/qminder-bridge/spool
 
 COPY --from=builder /src/target/release/qminder-bridge /usr/local/bin/qminder-bridge
+# One example webhook per event type, for `qminder-bridge send` smoke tests from inside.
+COPY examples/events /usr/share/qminder-bridge/examples/events
 
 USER 10001:10001
 EXPOSE 8080

@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check-config`, `sign`, `topics`. Parsing only, plus the
-//! small commands that need no server; `serve` hands over to `startup`.
+//! The command line: `serve`, `check-config`, `sign`, `send`, `topics`. Parsing only, plus
+//! the small commands that need no server; `serve` hands over to `startup`, `send` to `send`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::producer_config;
 use crate::routing::Router;
+use crate::send;
 use crate::signature::Verifier;
 use crate::topics::{self, TopicOutcome};
 
@@ -40,6 +41,26 @@ pub enum Command {
         url: String,
         /// File holding the body; standard input if absent.
         file: Option<PathBuf>,
+    },
+    /// Sign each FILE as Qminder would (secret from $QMINDER_SECRET) and POST it to URL;
+    /// prints `<status> <file> <answer>` per file, exits 1 unless every answer is 2xx.
+    Send {
+        /// Where to POST, e.g. https://bridge.example.com/webhooks/qminder.
+        #[arg(long)]
+        url: String,
+        /// The URL the signature covers, if not --url: the endpoint's `url` as registered in
+        /// Qminder, when you reach the bridge another way (port-forward, internal address).
+        #[arg(long)]
+        sign_url: Option<String>,
+        /// PEM file with an extra CA certificate to trust (e.g. a self-signed [server.tls]).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Give up on a request after this long.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_ms: u64,
+        /// Webhook bodies, sent byte for byte in this order (examples/events/ has one per type).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// List the topics the configuration needs and whether the broker has them; exits 1 if
     /// any is missing (after creating them, with --create).
@@ -101,16 +122,27 @@ pub fn check_config(arg: &ConfigArg) -> ExitCode {
     }
 }
 
+/// The webhook secret from `$QMINDER_SECRET`, or why not (on stderr).
+fn secret_from_env() -> Result<SecretString, ExitCode> {
+    match std::env::var("QMINDER_SECRET") {
+        Ok(secret) if !secret.is_empty() => Ok(SecretString::from(secret)),
+        Ok(_) => {
+            eprintln!("qminder-bridge: QMINDER_SECRET is empty");
+            Err(ExitCode::from(2))
+        }
+        Err(_) => {
+            eprintln!("qminder-bridge: set QMINDER_SECRET to the webhook's secret");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// `sign`
 pub fn sign(url: &str, file: Option<&PathBuf>) -> ExitCode {
-    let Ok(secret) = std::env::var("QMINDER_SECRET") else {
-        eprintln!("qminder-bridge: set QMINDER_SECRET to the webhook's secret");
-        return ExitCode::from(2);
+    let secret = match secret_from_env() {
+        Ok(secret) => secret,
+        Err(code) => return code,
     };
-    if secret.is_empty() {
-        eprintln!("qminder-bridge: QMINDER_SECRET is empty");
-        return ExitCode::from(2);
-    }
     let body = match file {
         Some(path) => std::fs::read(path),
         None => {
@@ -125,11 +157,16 @@ pub fn sign(url: &str, file: Option<&PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!(
-        "{}",
-        Verifier::new(url, &[SecretString::from(secret)]).sign(&body)
-    );
+    println!("{}", Verifier::new(url, &[secret]).sign(&body));
     ExitCode::SUCCESS
+}
+
+/// `send`
+pub fn send(request: &send::SendRequest<'_>) -> ExitCode {
+    match secret_from_env() {
+        Ok(secret) => send::send(request, secret),
+        Err(code) => code,
+    }
 }
 
 /// `topics`

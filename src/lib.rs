@@ -23,6 +23,7 @@ pub mod publisher;
 pub mod record;
 pub mod routing;
 pub mod secret;
+pub mod send;
 pub mod signature;
 pub mod spool;
 pub mod startup;

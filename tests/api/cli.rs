@@ -279,3 +279,181 @@ fn the_shipped_example_and_local_configurations_are_valid() {
         );
     }
 }
+
+/// The example webhooks shipped in `examples/events/`, one per known event type.
+fn example_events() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/events");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("examples/events")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs the binary off the async runtime (it blocks until every answer is in).
+async fn run_async(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run(&args, &env, b"")
+    })
+    .await
+    .expect("the binary ran")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_signs_each_example_like_qminder_and_every_one_reaches_its_topic() {
+    use crate::helpers::app::{PATH, SECRET, spawn_app};
+    let app = spawn_app().await;
+    let files = example_events();
+    assert_eq!(files.len(), 9, "one example per known event type");
+    let mut args = vec![
+        "send".to_owned(),
+        "--url".to_owned(),
+        format!("{}{PATH}", app.address),
+        // The bridge is reached on a loopback port; the signature covers the registered URL.
+        "--sign-url".to_owned(),
+        app.url().to_owned(),
+    ];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let out = run_async(args, vec![("QMINDER_SECRET", SECRET.to_owned())]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), files.len(), "{stdout}");
+    for (line, file) in lines.iter().zip(&files) {
+        let mut columns = line.splitn(3, '\t');
+        let (status, name, answer) = (
+            columns.next().expect("status"),
+            columns.next().expect("file"),
+            columns.next().expect("answer"),
+        );
+        assert_eq!(status, "200", "{line}");
+        assert_eq!(name, file.display().to_string());
+        let ack: serde_json::Value = serde_json::from_str(answer).expect("the bridge's JSON");
+        let sent: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(file).expect("example")).expect("JSON");
+        let event_type = sent["type"].as_str().expect("type");
+        assert_eq!(ack["topic"], app.topic(event_type), "{line}");
+        let record = app.record_for(&ack).await.json();
+        assert_eq!(record["type"], format!("com.qminder.{event_type}"));
+        assert_eq!(record["data"], sent["data"], "{line}");
+        assert_eq!(record["id"], ack["id"]);
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_exits_non_zero_and_prints_each_refusal_when_the_secret_is_wrong() {
+    use crate::helpers::app::{PATH, spawn_app};
+    let app = spawn_app().await;
+    let files = example_events();
+    let out = run_async(
+        vec![
+            "send".into(),
+            "--url".into(),
+            format!("{}{PATH}", app.address),
+            "--sign-url".into(),
+            app.url().to_owned(),
+            files[0].display().to_string(),
+            files[1].display().to_string(),
+        ],
+        vec![("QMINDER_SECRET", "not-the-secret".to_owned())],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for line in stdout.lines() {
+        assert!(line.starts_with("401\t"), "{line}");
+        assert!(
+            line.ends_with("{\"error\":\"invalid_signature\"}"),
+            "{line}"
+        );
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 2"));
+    assert_eq!(app.published().await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_sends_nothing_when_any_file_cannot_be_read() {
+    use crate::helpers::app::{PATH, SECRET, spawn_app};
+    let app = spawn_app().await;
+    let files = example_events();
+    let out = run_async(
+        vec![
+            "send".into(),
+            "--url".into(),
+            format!("{}{PATH}", app.address),
+            "--sign-url".into(),
+            app.url().to_owned(),
+            files[0].display().to_string(),
+            "/surely/not/here.json".into(),
+        ],
+        vec![("QMINDER_SECRET", SECRET.to_owned())],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/surely/not/here.json"));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        app.metric(&format!(
+            "qminder_bridge_request_duration_seconds_count{{endpoint=\"{PATH}\"}}"
+        ))
+        .await
+            + app.published().await as f64,
+        0.0,
+        "nothing reached the bridge"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_trusts_a_private_ca_for_an_https_bridge() {
+    use crate::helpers::app::{PATH, SECRET, spawn_app_with};
+    let dir = tempfile::tempdir().expect("dir");
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, generated.cert.pem()).expect("write");
+    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write");
+    let app = spawn_app_with(crate::helpers::broker::shared(), |s| {
+        s.server.tls = Some(qminder_bridge::config::TlsSettings {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        });
+    })
+    .await;
+    let port = app.address.rsplit(':').next().expect("port").to_owned();
+    let url = format!("https://localhost:{port}{PATH}");
+    let example = example_events()[0].display().to_string();
+    let send = |extra: Vec<String>| {
+        let mut args = vec![
+            "send".to_owned(),
+            "--url".into(),
+            url.clone(),
+            "--sign-url".into(),
+            app.url().to_owned(),
+        ];
+        args.extend(extra);
+        args.push(example.clone());
+        run_async(args, vec![("QMINDER_SECRET", SECRET.to_owned())])
+    };
+    let untrusted = send(vec![]).await;
+    let stdout = String::from_utf8_lossy(&untrusted.stdout);
+    assert_eq!(untrusted.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("error\t"), "{stdout}");
+    assert!(stdout.contains("certificate"), "says why: {stdout}");
+
+    let trusted = send(vec!["--ca-file".into(), cert_file.display().to_string()]).await;
+    let stdout = String::from_utf8_lossy(&trusted.stdout);
+    assert!(trusted.status.success(), "{stdout}");
+    assert!(stdout.starts_with("200\t"), "{stdout}");
+    app.stop().await;
+}
