@@ -7,6 +7,7 @@
 //! length). Then verify → parse → route → encode → deliver, and answer 200 (or 202 for a
 //! dead-lettered body) only with Kafka's partition and offset in hand.
 //! actix runs each worker on one thread, so the handler future need not be `Send`.
+//! Reading the body: `body.rs`; the success answers: `answer.rs`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -15,10 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use prometheus::{Histogram, IntCounter};
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
@@ -32,6 +30,12 @@ use crate::publisher::{Deliver, Delivered};
 use crate::record::{self, Context, Record, RecordFormat};
 use crate::routing::{Route, Router};
 use crate::signature::{SIGNATURE_HEADER, Signature, Verifier};
+
+mod answer;
+mod body;
+
+use answer::answer;
+use body::{content_length, read_capped};
 
 /// One configured webhook: where it is served, how it is verified, how it is named.
 #[derive(Debug)]
@@ -70,25 +74,6 @@ impl std::fmt::Debug for Ingress {
             .field("format", &self.format)
             .finish_non_exhaustive()
     }
-}
-
-/// A successful answer: where Kafka put the record, or that it is spooled.
-#[derive(Debug, Serialize)]
-struct Ack<'a> {
-    id: &'a str,
-    topic: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    partition: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offset: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    spooled: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sequence: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dead_letter_reason: Option<&'static str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    duplicate: bool,
 }
 
 /// `POST <endpoint.path>`
@@ -302,87 +287,6 @@ impl Ingress {
             }
         }
     }
-}
-
-/// 200 for an event Kafka acknowledged; 202 for a dead letter or a spooled event (accepted,
-/// durable, not yet in Kafka). A duplicate gets the answer its first delivery got.
-fn answer(
-    id: &str,
-    topic: &str,
-    delivered: Delivered,
-    dead_letter_reason: Option<&'static str>,
-    duplicate: bool,
-) -> HttpResponse {
-    let mut ack = Ack {
-        id,
-        topic,
-        partition: None,
-        offset: None,
-        spooled: None,
-        sequence: None,
-        dead_letter_reason,
-        duplicate,
-    };
-    match delivered {
-        Delivered::Kafka { partition, offset } => {
-            ack.partition = Some(partition);
-            ack.offset = Some(offset);
-        }
-        Delivered::Spooled { sequence } => {
-            ack.spooled = Some(true);
-            ack.sequence = Some(sequence);
-        }
-    }
-    if dead_letter_reason.is_none() && matches!(delivered, Delivered::Kafka { .. }) {
-        HttpResponse::Ok().json(ack)
-    } else {
-        HttpResponse::Accepted().json(ack)
-    }
-}
-
-fn content_length(request: &HttpRequest) -> Result<Option<usize>, IngressError> {
-    match request
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-    {
-        None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|n| Some(usize::try_from(n).unwrap_or(usize::MAX)))
-            .ok_or(IngressError::BadRequest(None)),
-    }
-}
-
-async fn read_capped(
-    mut payload: web::Payload,
-    max: usize,
-    length: Option<usize>,
-) -> Result<Bytes, IngressError> {
-    let Some(first) = payload.next().await else {
-        return Ok(Bytes::new());
-    };
-    let first = first.map_err(|e| IngressError::BadRequest(Some(e)))?;
-    if first.len() > max {
-        return Err(IngressError::BodyTooLarge);
-    }
-    let Some(second) = payload.next().await else {
-        // The usual case for a webhook: the whole body in one chunk, kept without a copy.
-        return Ok(first);
-    };
-    let mut body = BytesMut::with_capacity(length.unwrap_or(8 * 1024).min(max));
-    body.extend_from_slice(&first);
-    let mut next = Some(second);
-    while let Some(chunk) = next {
-        let chunk = chunk.map_err(|e| IngressError::BadRequest(Some(e)))?;
-        if body.len() + chunk.len() > max {
-            return Err(IngressError::BodyTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-        next = payload.next().await;
-    }
-    Ok(body.freeze())
 }
 
 /// Keeps `requests_in_flight` right however the handler ends.
