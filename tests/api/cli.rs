@@ -302,22 +302,38 @@ async fn run_async(args: Vec<String>, env: Vec<(&'static str, String)>) -> Outpu
     .expect("the binary ran")
 }
 
+/// `qminder-bridge send --url URL --sign-url SIGN_URL ARGS...` with `secret` in
+/// `$QMINDER_SECRET`. The bridge is reached on a loopback port; the signature covers the
+/// URL registered in Qminder, which is what `--sign-url` is for.
+async fn send(url: String, sign_url: &str, secret: &str, args: Vec<String>) -> Output {
+    let mut all = vec![
+        "send".to_owned(),
+        "--url".to_owned(),
+        url,
+        "--sign-url".to_owned(),
+        sign_url.to_owned(),
+    ];
+    all.extend(args);
+    run_async(all, vec![("QMINDER_SECRET", secret.to_owned())]).await
+}
+
+fn paths(files: &[std::path::PathBuf]) -> Vec<String> {
+    files.iter().map(|f| f.display().to_string()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_signs_each_example_like_qminder_and_every_one_reaches_its_topic() {
     use crate::helpers::app::{PATH, SECRET, spawn_app};
     let app = spawn_app().await;
     let files = example_events();
     assert_eq!(files.len(), 9, "one example per known event type");
-    let mut args = vec![
-        "send".to_owned(),
-        "--url".to_owned(),
+    let out = send(
         format!("{}{PATH}", app.address),
-        // The bridge is reached on a loopback port; the signature covers the registered URL.
-        "--sign-url".to_owned(),
-        app.url().to_owned(),
-    ];
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    let out = run_async(args, vec![("QMINDER_SECRET", SECRET.to_owned())]).await;
+        app.url(),
+        SECRET,
+        paths(&files),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -353,17 +369,11 @@ async fn send_exits_non_zero_and_prints_each_refusal_when_the_secret_is_wrong() 
     use crate::helpers::app::{PATH, spawn_app};
     let app = spawn_app().await;
     let files = example_events();
-    let out = run_async(
-        vec![
-            "send".into(),
-            "--url".into(),
-            format!("{}{PATH}", app.address),
-            "--sign-url".into(),
-            app.url().to_owned(),
-            files[0].display().to_string(),
-            files[1].display().to_string(),
-        ],
-        vec![("QMINDER_SECRET", "not-the-secret".to_owned())],
+    let out = send(
+        format!("{}{PATH}", app.address),
+        app.url(),
+        "not-the-secret",
+        paths(&files[..2]),
     )
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -386,17 +396,14 @@ async fn send_sends_nothing_when_any_file_cannot_be_read() {
     use crate::helpers::app::{PATH, SECRET, spawn_app};
     let app = spawn_app().await;
     let files = example_events();
-    let out = run_async(
+    let out = send(
+        format!("{}{PATH}", app.address),
+        app.url(),
+        SECRET,
         vec![
-            "send".into(),
-            "--url".into(),
-            format!("{}{PATH}", app.address),
-            "--sign-url".into(),
-            app.url().to_owned(),
             files[0].display().to_string(),
             "/surely/not/here.json".into(),
         ],
-        vec![("QMINDER_SECRET", SECRET.to_owned())],
     )
     .await;
     assert_eq!(out.status.code(), Some(2));
@@ -416,42 +423,24 @@ async fn send_sends_nothing_when_any_file_cannot_be_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_trusts_a_private_ca_for_an_https_bridge() {
-    use crate::helpers::app::{PATH, SECRET, spawn_app_with};
-    let dir = tempfile::tempdir().expect("dir");
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
-    let cert_file = dir.path().join("cert.pem");
-    let key_file = dir.path().join("key.pem");
-    std::fs::write(&cert_file, generated.cert.pem()).expect("write");
-    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write");
-    let app = spawn_app_with(crate::helpers::broker::shared(), |s| {
-        s.server.tls = Some(qminder_bridge::config::TlsSettings {
-            cert_file: cert_file.clone(),
-            key_file: key_file.clone(),
-        });
-    })
-    .await;
-    let port = app.address.rsplit(':').next().expect("port").to_owned();
-    let url = format!("https://localhost:{port}{PATH}");
+    use crate::helpers::app::{PATH, SECRET, spawn_tls_app};
+    let (app, tls) = spawn_tls_app().await;
+    let url = format!("https://localhost:{}{PATH}", app.port());
     let example = example_events()[0].display().to_string();
-    let send = |extra: Vec<String>| {
-        let mut args = vec![
-            "send".to_owned(),
-            "--url".into(),
-            url.clone(),
-            "--sign-url".into(),
-            app.url().to_owned(),
-        ];
-        args.extend(extra);
-        args.push(example.clone());
-        run_async(args, vec![("QMINDER_SECRET", SECRET.to_owned())])
-    };
-    let untrusted = send(vec![]).await;
+    let untrusted = send(url.clone(), app.url(), SECRET, vec![example.clone()]).await;
     let stdout = String::from_utf8_lossy(&untrusted.stdout);
     assert_eq!(untrusted.status.code(), Some(1), "{stdout}");
     assert!(stdout.starts_with("error\t"), "{stdout}");
     assert!(stdout.contains("certificate"), "says why: {stdout}");
 
-    let trusted = send(vec!["--ca-file".into(), cert_file.display().to_string()]).await;
+    let ca_file = tls.cert_file.display().to_string();
+    let trusted = send(
+        url,
+        app.url(),
+        SECRET,
+        vec!["--ca-file".into(), ca_file, example],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&trusted.stdout);
     assert!(trusted.status.success(), "{stdout}");
     assert!(stdout.starts_with("200\t"), "{stdout}");

@@ -10,6 +10,7 @@ use qminder_bridge::record::RecordFormat;
 use qminder_bridge::secret::SecretSpec;
 use serde_json::Value;
 
+use crate::helpers::app::spawn_tls_app;
 use crate::helpers::process::BridgeProcess;
 use crate::helpers::schema::checked_event;
 use crate::helpers::{PATH, SECRET, broker, sign, spawn_app_with};
@@ -231,21 +232,9 @@ async fn refuses_clients_outside_the_allowlist_and_believes_only_trusted_proxies
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_https_over_http2_and_http1_with_a_configured_certificate() {
-    let dir = tempfile::tempdir().expect("dir");
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
-    let cert_pem = generated.cert.pem();
-    let cert_file = dir.path().join("cert.pem");
-    let key_file = dir.path().join("key.pem");
-    std::fs::write(&cert_file, &cert_pem).expect("write");
-    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write");
-    let app = spawn_app_with(broker::shared(), |s| {
-        s.server.tls = Some(qminder_bridge::config::TlsSettings {
-            cert_file: cert_file.clone(),
-            key_file: key_file.clone(),
-        });
-    })
-    .await;
-    let port = app.address.rsplit(':').next().expect("port").to_owned();
+    let (app, tls) = spawn_tls_app().await;
+    let port = app.port();
+    let cert_pem = tls.cert_pem.clone();
     let url = format!("https://localhost:{port}{PATH}");
     let root = reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("root");
     let signature = sign(SECRET, app.url(), TICKET.as_bytes());

@@ -106,6 +106,36 @@ pub async fn spawn_app_unready(bootstrap: &str, tweak: impl FnOnce(&mut Settings
     }
 }
 
+/// A self-signed certificate for `localhost` and its key, in PEM files that live as long
+/// as this value.
+pub struct SelfSigned {
+    pub cert_pem: String,
+    pub cert_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The bridge serving HTTPS (`[server.tls]`) with a fresh self-signed certificate.
+pub async fn spawn_tls_app() -> (TestApp, SelfSigned) {
+    let dir = tempfile::tempdir().expect("dir");
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let cert_pem = generated.cert.pem();
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, &cert_pem).expect("write");
+    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write");
+    let tls = qminder_bridge::config::TlsSettings {
+        cert_file: cert_file.clone(),
+        key_file,
+    };
+    let app = spawn_app_with(broker::shared(), |s| s.server.tls = Some(tls)).await;
+    let certificate = SelfSigned {
+        cert_pem,
+        cert_file,
+        _dir: dir,
+    };
+    (app, certificate)
+}
+
 /// Logs of in-process bridges go to the test's captured output; `RUST_LOG` sets the level
 /// (default: warnings).
 fn init_logs() {
@@ -129,6 +159,12 @@ pub fn sign(secret: &str, url: &str, body: &[u8]) -> String {
 }
 
 impl TestApp {
+    /// The port the bridge listens on.
+    pub fn port(&self) -> u16 {
+        let port = self.address.rsplit(':').next().expect("a port");
+        port.parse().expect("a port number")
+    }
+
     pub fn url(&self) -> &str {
         &self.settings.endpoints[0].url
     }
