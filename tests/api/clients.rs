@@ -83,8 +83,11 @@ async fn kcat_reads_what_the_bridge_publishes_to_its_embedded_broker() {
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let output = loop {
-        let output = Command::new("kcat")
+        // `timeout`: a kcat stuck on metadata must not hang the test.
+        let output = Command::new("timeout")
             .args([
+                "10",
+                "kcat",
                 "-b",
                 &address,
                 "-C",
@@ -102,6 +105,7 @@ async fn kcat_reads_what_the_bridge_publishes_to_its_embedded_broker() {
         if text.contains("8080") || Instant::now() > deadline {
             break text;
         }
+        std::thread::sleep(Duration::from_millis(200));
     };
     let line = output
         .lines()

@@ -118,8 +118,35 @@ async fn publishes_over_tls_after_verifying_the_brokers_certificate() {
     })
     .await;
     assert_eq!(untrusting.post_signed(body).await.status(), 503);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(untrusting.readyz().await, 503);
+    assert_eq!(
+        untrusting
+            .metric(r#"qminder_bridge_events_failed_total{event_type="ticket_created",reason="timeout"}"#)
+            .await,
+        1.0
+    );
+    // Many health checks (every 200 ms) over 3 s: not one of them may find a broker.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            untrusting.readyz().await,
+            503,
+            "ready through an untrusted TLS peer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Had it trusted the peer, it would have created its topics and published the event.
+    let topics = untrusting.topics();
+    let ca = ca_file.display().to_string();
+    let published = tokio::task::spawn_blocking(move || {
+        kafka::count_with(
+            &bootstrap,
+            &[("security.protocol", "ssl"), ("ssl.ca.location", &ca)],
+            &topics,
+        )
+    })
+    .await
+    .expect("counter");
+    assert_eq!(published, 0, "nothing reached the broker");
     untrusting.stop().await;
     proxy.abort();
 }

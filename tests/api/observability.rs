@@ -1,5 +1,7 @@
 //! What operators watch: `/metrics` counts exactly what happened; probes answer.
 
+use std::time::Duration;
+
 use crate::helpers::{PATH, SECRET, sign, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,15 +77,24 @@ async fn metrics_count_exactly_what_was_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_liveness_and_readiness_probes() {
+async fn is_live_without_a_broker_but_ready_only_with_one() {
+    async fn healthz(app: &crate::helpers::TestApp) -> u16 {
+        let live = app.http.get(format!("{}/healthz", app.address)).send();
+        live.await.expect("healthz").status().as_u16()
+    }
     let app = spawn_app().await;
-    let live = app
-        .http
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(live.status(), 200);
+    assert_eq!(healthz(&app).await, 200);
     assert_eq!(app.readyz().await, 200);
+    app.stop().await;
+
+    // Nothing listens on this port: alive, and not ready over many health checks.
+    let nowhere = format!("127.0.0.1:{}", crate::helpers::broker::free_port());
+    let app = crate::helpers::spawn_app_unready(&nowhere, |_| {}).await;
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        assert_eq!(healthz(&app).await, 200);
+        assert_eq!(app.readyz().await, 503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     app.stop().await;
 }

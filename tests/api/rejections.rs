@@ -242,8 +242,15 @@ async fn answers_503_at_once_beyond_max_in_flight() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let started = std::time::Instant::now();
     let response = app.post(PATH, BODY, Some(&signature)).await;
     assert_eq!(response.status(), 503);
+    // Shed, not queued: the slot stays taken until this test lets go of the held request
+    // (or the 10 s request timeout), so an answer within 2 s means it did not wait for it.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited for the slot"
+    );
     assert_eq!(response.headers()["retry-after"], "5");
     assert_eq!(
         response.text().await.expect("body"),

@@ -160,14 +160,15 @@ async fn puts_attributes_in_ce_headers_and_data_in_the_value_in_binary_mode() {
 async fn gives_a_redelivered_webhook_the_same_id_and_another_webhook_another() {
     let app = spawn_app().await;
     let body = envelope("ticket_called", TICKET);
-    let first: Value = app.post_signed(&body).await.json().await.expect("ack");
-    let again: Value = app.post_signed(&body).await.json().await.expect("ack");
-    let other: Value = app
-        .post_signed(&envelope("ticket_recalled", TICKET))
-        .await
-        .json()
-        .await
-        .expect("ack");
+    let mut acks = Vec::new();
+    for body in [&body, &body, &envelope("ticket_recalled", TICKET)] {
+        let response = app.post_signed(body).await;
+        assert_eq!(response.status(), 200);
+        acks.push(response.json::<Value>().await.expect("ack"));
+    }
+    let [first, again, other] = &acks[..] else {
+        unreachable!("three posts")
+    };
     assert_eq!(first["id"], again["id"]);
     assert_ne!(first["id"], other["id"]);
     // Both deliveries are in Kafka (the core does not de-duplicate): consumers can.

@@ -219,22 +219,9 @@ impl TestApp {
             .expect("reader")
     }
 
-    /// Reads `topic` until `done` holds for what was read (at most 30 s).
-    pub async fn records_until(
-        &self,
-        topic: &str,
-        done: impl Fn(&[Received]) -> bool + Send + 'static,
-    ) -> Vec<Received> {
-        let bootstrap = self.bootstrap.clone();
-        let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || {
-            kafka::read_until(&bootstrap, &topic, Duration::from_secs(30), done)
-        })
-        .await
-        .expect("reader")
-    }
-
-    /// How many records this app's topics hold.
+    /// How much this app's topics hold: 0 means nothing was published; otherwise the number
+    /// of produce batches, which is the number of records when each was sent alone (after
+    /// the previous one's ack), as tests here do. See [`kafka::count`].
     pub async fn published(&self) -> i64 {
         let bootstrap = self.bootstrap.clone();
         let topics = self.topics();

@@ -122,7 +122,12 @@ pub fn read_until(
 /// nothing was published. Otherwise it is a record count only when every produce request
 /// carried one record: tansu 0.6 advances the watermark per batch.
 pub fn count(bootstrap: &str, topics: &[String]) -> i64 {
-    let consumer = consumer(bootstrap);
+    count_with(bootstrap, &[], topics)
+}
+
+/// [`count`] with extra client properties (e.g. TLS).
+pub fn count_with(bootstrap: &str, extra: &[(&str, &str)], topics: &[String]) -> i64 {
+    let consumer = consumer_with(bootstrap, extra);
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(10))
         .expect("metadata");
