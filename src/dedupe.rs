@@ -19,6 +19,8 @@ use crate::publisher::Delivered;
 pub struct Remembered {
     pub topic: String,
     pub delivered: Delivered,
+    /// Set when the body went to the dead-letter topic: a replay gets the same answer.
+    pub dead_letter_reason: Option<&'static str>,
 }
 
 /// Recently acknowledged event ids.
@@ -105,6 +107,7 @@ mod tests {
     fn acked(offset: i64) -> Remembered {
         Remembered {
             topic: "t".into(),
+            dead_letter_reason: None,
             delivered: Delivered::Kafka {
                 partition: 0,
                 offset,

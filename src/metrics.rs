@@ -71,6 +71,7 @@ pub struct SpoolMetrics {
     pub forwarded: IntCounter,
     pub replayed: IntCounter,
     pub torn_records: IntCounter,
+    pub parked: IntCounter,
 }
 
 impl SpoolMetrics {
@@ -106,6 +107,11 @@ impl SpoolMetrics {
                 "Incomplete records at a spool segment's end, discarded at start-up (never acknowledged).",
             )
             .expect("valid metric definition"),
+            parked: IntCounter::new(
+                "qminder_bridge_spool_parked_total",
+                "Spooled events Kafka refuses outright (too large, invalid), moved to the spool's parked/ directory.",
+            )
+            .expect("valid metric definition"),
         }
     }
 
@@ -117,6 +123,7 @@ impl SpoolMetrics {
             Box::new(self.forwarded.clone()),
             Box::new(self.replayed.clone()),
             Box::new(self.torn_records.clone()),
+            Box::new(self.parked.clone()),
         ]
     }
 }

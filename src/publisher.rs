@@ -44,6 +44,9 @@ pub enum DeliveryError {
     QueueFull,
     #[error("Kafka refused the record: {0}")]
     Refused(String),
+    /// Kafka refuses this record itself (too large, invalid): sending it again cannot help.
+    #[error("Kafka refuses this record itself: {0}")]
+    Unacceptable(String),
     #[error("the producer was replaced or is stopping")]
     Unavailable,
     #[error("the spool is full (spool.max_bytes)")]
@@ -58,7 +61,7 @@ impl DeliveryError {
         match self {
             Self::Timeout => "timeout",
             Self::QueueFull => "queue_full",
-            Self::Refused(_) => "refused",
+            Self::Refused(_) | Self::Unacceptable(_) => "refused",
             Self::Unavailable => "unavailable",
             Self::SpoolFull => "spool_full",
             Self::SpoolUnavailable(_) => "spool_error",
@@ -226,6 +229,13 @@ impl Inner {
                 DeliveryError::Unavailable
             }
             _ if broken => DeliveryError::Unavailable,
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTimestamp,
+            ) => DeliveryError::Unacceptable(error.to_string()),
             _ => DeliveryError::Refused(error.to_string()),
         }
     }

@@ -196,7 +196,7 @@ impl Ingress {
                 verified.id(),
                 &remembered.topic,
                 remembered.delivered,
-                None,
+                remembered.dead_letter_reason,
                 true,
             ));
         }
@@ -214,7 +214,7 @@ impl Ingress {
                 let route = self.router.route(&event.event_type);
                 self.count_accepted(endpoint, route);
                 let record = record::encode(self.format, &verified, &event, route, ctx);
-                let delivered = self.publish(&record, route).await?;
+                let delivered = self.publish(&record, route, None).await?;
                 Ok(answer(record.id, record.topic, delivered, None, false))
             }
             Err(malformed) => {
@@ -226,14 +226,9 @@ impl Ingress {
                     "Sending an authenticated body that is not an event to the dead-letter topic."
                 );
                 let record = record::encode_dead_letter(&verified, malformed, route, ctx);
-                let delivered = self.publish(&record, route).await?;
-                Ok(answer(
-                    record.id,
-                    record.topic,
-                    delivered,
-                    Some(malformed.code()),
-                    false,
-                ))
+                let reason = Some(malformed.code());
+                let delivered = self.publish(&record, route, reason).await?;
+                Ok(answer(record.id, record.topic, delivered, reason, false))
             }
         }
     }
@@ -249,13 +244,21 @@ impl Ingress {
         }
     }
 
-    async fn publish(&self, record: &Record<'_>, route: &Route) -> Result<Delivered, IngressError> {
+    /// Delivers `record`, counts the outcome, and remembers an acknowledged one for
+    /// `[dedupe]` (with the dead-letter reason its answer carried, if any).
+    async fn publish(
+        &self,
+        record: &Record<'_>,
+        route: &Route,
+        dead_letter_reason: Option<&'static str>,
+    ) -> Result<Delivered, IngressError> {
         match self.deliver.deliver(record).await {
             Ok(delivered) => {
                 if let Some(dedupe) = &self.dedupe {
                     let remembered = Remembered {
                         topic: record.topic.to_owned(),
                         delivered,
+                        dead_letter_reason,
                     };
                     dedupe.remember(record.id, remembered, Instant::now());
                 }

@@ -7,7 +7,12 @@
 //! rename, fsync the directory) before segments wholly below it are deleted.
 //! If a record fails, the forwarder waits (backing off up to 5 s) and re-sends from it:
 //! records after it in that batch that Kafka did acknowledge are sent again (at-least-once;
-//! consumers de-duplicate on the CloudEvents id).
+//! consumers de-duplicate on the CloudEvents id). Every failure is counted in
+//! `events_failed_total`. A record Kafka refuses *itself* (too large for the broker,
+//! invalid: `DeliveryError::Unacceptable`) would block every record behind it forever, so
+//! after `PARK_AFTER` refusals in a row it is written, as a frame, to `parked/<seq>.frame`
+//! in the spool directory (fsynced), counted in `spool_parked_total` and logged as an
+//! error, and the cursor moves past it: kept for an operator, never silently dropped.
 
 use std::fs::{self, File};
 use std::io::{BufReader, Seek, SeekFrom, Write};
@@ -20,9 +25,11 @@ use tokio::sync::watch;
 use super::frame::{self, Outcome, Spooled};
 use super::log::Shared;
 use crate::metrics::Metrics;
-use crate::publisher::{Deliver, Delivered};
+use crate::publisher::{Deliver, Delivered, DeliveryError};
 
 const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// Refusals of one record in a row (each after a back-off) before it is parked.
+pub const PARK_AFTER: u32 = 3;
 
 /// The durable cursor file.
 #[derive(Debug, Clone)]
@@ -83,6 +90,8 @@ pub(crate) struct Forwarder {
     pub replay_below: u64,
     /// Forwarding waits until the topics exist (when the bridge creates them).
     pub topics_ready: watch::Receiver<bool>,
+    /// Where records Kafka refuses outright are kept (`<spool dir>/parked`).
+    pub parked_dir: PathBuf,
 }
 
 impl Forwarder {
@@ -95,6 +104,8 @@ impl Forwarder {
         }
         let mut position: Option<Position> = None;
         let mut backoff = Duration::from_millis(100);
+        // The record Kafka last refused outright, and how many times in a row.
+        let mut refused: Option<(u64, u32)> = None;
         while !*stop.borrow() {
             self.update_gauges(next, None);
             let shared = Arc::clone(&self.shared);
@@ -152,13 +163,32 @@ impl Forwarder {
                 }
             }
             if acked > 0 {
-                next = records[acked - 1].seq + 1;
+                next = records[acked - 1].seq.saturating_add(1);
                 self.persist(next).await;
                 self.update_gauges(next, records.get(acked).map(|r| r.received_ms));
             }
             if acked < records.len() {
+                let failed = &records[acked];
                 if let Some(Err(error)) = results.get(acked) {
-                    tracing::warn!(%error, seq = records[acked].seq, retry_in_ms = backoff.as_millis(), "Could not forward a spooled event; will retry.");
+                    self.metrics
+                        .events_failed
+                        .with_label_values(&[&failed.label, error.reason()])
+                        .inc();
+                    if let DeliveryError::Unacceptable(_) = error {
+                        let times = match refused {
+                            Some((seq, n)) if seq == failed.seq => n + 1,
+                            _ => 1,
+                        };
+                        refused = Some((failed.seq, times));
+                        if times >= PARK_AFTER && self.park(failed).await {
+                            next = failed.seq.saturating_add(1);
+                            self.persist(next).await;
+                            position = None;
+                            refused = None;
+                            continue;
+                        }
+                    }
+                    tracing::warn!(%error, seq = failed.seq, retry_in_ms = backoff.as_millis(), "Could not forward a spooled event; will retry.");
                 }
                 // Re-read from the first record that was not acknowledged.
                 position = None;
@@ -172,6 +202,37 @@ impl Forwarder {
             }
         }
         self.update_gauges(next, None);
+    }
+
+    /// Keeps a record Kafka refuses outright in `parked/`, durably. False if it could not
+    /// be written (the forwarder then keeps retrying it: nothing is dropped).
+    async fn park(&self, record: &Spooled) -> bool {
+        let dir = self.parked_dir.clone();
+        let mut payload = frame::encode_payload(&record.record(), record.received_ms);
+        frame::set_seq(&mut payload, record.seq);
+        let seq = record.seq;
+        let written = tokio::task::spawn_blocking(move || park_frame(&dir, seq, &payload)).await;
+        match written {
+            Ok(Ok(path)) => {
+                self.metrics.spool.parked.inc();
+                tracing::error!(
+                    seq,
+                    event_type = %record.label,
+                    topic = %record.topic,
+                    file = %path.display(),
+                    "Kafka refuses a spooled event outright (too large or invalid); parked it for an operator and went on with the next."
+                );
+                true
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, seq, "Cannot park a spooled event Kafka refuses; retrying it.");
+                false
+            }
+            Err(error) => {
+                tracing::error!(%error, seq, "The parking task failed; retrying the event.");
+                false
+            }
+        }
     }
 
     /// Makes `next` durable, then deletes segments wholly below it.
@@ -271,6 +332,20 @@ fn read_batch(
             _ => return Ok(out),
         }
     }
+}
+
+/// Writes one frame to `dir/<seq>.frame` (write, fsync, rename, fsync the directory).
+fn park_frame(dir: &Path, seq: u64, payload: &[u8]) -> std::io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{seq:020}.frame"));
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(&frame::header(payload))?;
+    file.write_all(payload)?;
+    file.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(path)
 }
 
 /// Deletes sealed segments whose every record is below `next`.

@@ -103,6 +103,7 @@ impl Spool {
                 batch: settings.forward_batch,
                 replay_below,
                 topics_ready,
+                parked_dir: settings.dir.join("parked"),
             }
             .run(next, stopped),
         );

@@ -10,18 +10,22 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::metrics::{Labels, Metrics};
 
-/// Records what it is given; refuses everything while `down`, and the ids in `fail_once`
-/// the first time it sees them.
+/// Records what it is given; refuses everything while `down`, the ids in `fail_once` the
+/// first time it sees them, and the ids in `unacceptable` always, as a broker refuses a
+/// record that is too large.
 #[derive(Default)]
 struct FakeKafka {
     got: Mutex<Vec<String>>,
     down: AtomicBool,
     fail_once: Mutex<HashSet<String>>,
+    unacceptable: Mutex<HashSet<String>>,
 }
 
 impl Deliver for FakeKafka {
     fn deliver(&self, record: &Record<'_>) -> Pending {
-        let result = if self.down.load(Ordering::SeqCst)
+        let result = if self.unacceptable.lock().unwrap().contains(record.id) {
+            Err(DeliveryError::Unacceptable("MessageSizeTooLarge".into()))
+        } else if self.down.load(Ordering::SeqCst)
             || self.fail_once.lock().unwrap().remove(record.id)
         {
             Err(DeliveryError::Timeout)
@@ -342,5 +346,76 @@ async fn refuses_events_beyond_max_bytes_until_forwarding_frees_room() {
         }
     }
     assert!(spool.is_healthy(), "healthy again once there is room");
+    tasks.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parks_an_event_kafka_refuses_outright_and_forwards_the_ones_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    kafka.unacceptable.lock().unwrap().insert("e2".into());
+    let m = metrics();
+    let (spool, tasks) = Spool::start(
+        &settings(dir.path()),
+        kafka.clone(),
+        ready(),
+        &m,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(append(&spool, ids(0..5)).await, vec![0, 1, 2, 3, 4]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.spool.parked.get() == 0 {
+        assert!(Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Everything else reaches Kafka, in order (e3 and e4 maybe twice: at-least-once).
+    let mut first_seen: Vec<String> = Vec::new();
+    while first_seen.len() < 4 {
+        assert!(Instant::now() < deadline, "forwarded {:?}", kafka.got());
+        first_seen = Vec::new();
+        for id in kafka.got() {
+            if !first_seen.contains(&id) {
+                first_seen.push(id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(first_seen, ["e0", "e1", "e3", "e4"]);
+    let refusals = m
+        .events_failed
+        .with_label_values(&["ticket_created", "refused"])
+        .get();
+    assert_eq!(refusals, u64::from(forwarder::PARK_AFTER));
+    // The parked event is kept whole on disk, for an operator.
+    let path = dir.path().join("parked").join(format!("{:020}.frame", 2));
+    let bytes = std::fs::read(&path).unwrap();
+    let available = bytes.len() as u64;
+    match frame::read(&mut bytes.as_slice(), available).unwrap() {
+        frame::Outcome::Frame(parked, size) => {
+            assert_eq!(size, available);
+            assert_eq!(parked.seq, 2);
+            assert_eq!(parked.id, "e2");
+            assert_eq!(parked.value, record("e2").value.as_ref());
+        }
+        other => panic!("{other:?}"),
+    }
+    tasks.stop(Duration::from_secs(5)).await;
+    drop(spool);
+
+    // After a restart the parked event is not sent again, and new ones flow.
+    kafka.unacceptable.lock().unwrap().clear();
+    let before = kafka.got().len();
+    let (spool, tasks) = Spool::start(
+        &settings(dir.path()),
+        kafka.clone(),
+        ready(),
+        &metrics(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(append(&spool, ids(5..6)).await, vec![5]);
+    let got = kafka.wait_for(before + 1).await;
+    assert_eq!(got[before..], ["e5"]);
     tasks.stop(Duration::from_secs(5)).await;
 }

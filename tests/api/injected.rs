@@ -1,20 +1,33 @@
 //! Broker errors injected with librdkafka's mock cluster (real brokers cannot be told to
 //! fail on cue): each maps to 503 + Retry-After, a counted failure, and, when the producer
-//! can no longer deliver, a replaced producer that delivers the next event.
+//! can no longer deliver, a replaced producer that delivers the next event. In spool mode,
+//! a record the broker refuses outright is parked rather than blocking the spool.
 
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
+use qminder_bridge::config::Settings;
+use qminder_bridge::spool::forwarder::PARK_AFTER;
+
 use crate::helpers::{TestApp, spawn_app_with};
 
 const BODY: &str =
     r#"{"type":"ticket_served","data":{"id":"31","served":{"date":"2020-05-25T01:00:00Z"}}}"#;
 
-async fn app_on(cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> TestApp {
-    let bootstrap = cluster.bootstrap_servers();
-    let app = spawn_app_with(&bootstrap, |s| {
+type Cluster<'a> = MockCluster<'a, rdkafka::producer::DefaultProducerContext>;
+
+async fn app_on(cluster: &Cluster<'_>) -> TestApp {
+    let app = app_with(cluster, |_| {}).await;
+    // A first delivery proves the producer is set up (idempotence initialised).
+    assert_eq!(app.post_signed(BODY).await.status(), 200);
+    app
+}
+
+/// The bridge on the mock cluster, whose topics it makes first; `tweak` applies last.
+async fn app_with(cluster: &Cluster<'_>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(&cluster.bootstrap_servers(), |s| {
         s.kafka.create_topics = false;
         s.kafka.delivery_timeout_ms = 1500;
         s.server.request_timeout_ms = 3000;
@@ -24,11 +37,25 @@ async fn app_on(cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerCont
                 .create_topic(&format!("{}.{t}", s.kafka.topic_prefix), 1, 1)
                 .expect("mock topic");
         }
+        tweak(s);
     })
-    .await;
-    // A first delivery proves the producer is set up (idempotence initialised).
-    assert_eq!(app.post_signed(BODY).await.status(), 200);
-    app
+    .await
+}
+
+/// Polls `series` until it reads `want` (at most 20 s).
+async fn wait_metric(app: &TestApp, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = app.metric(series).await;
+        if value == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {value}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn failed(reason: &str) -> String {
@@ -101,5 +128,39 @@ async fn a_fenced_producer_is_replaced_and_the_next_event_is_delivered() {
             "still {status} after the producer was replaced"
         );
     }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_spool_mode_a_record_the_broker_keeps_refusing_is_parked_and_the_rest_flow() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let dir = tempfile::tempdir().expect("spool dir");
+    let app = app_with(&cluster, |s| {
+        s.spool.enabled = true;
+        s.spool.dir = dir.path().to_owned();
+    })
+    .await;
+    assert_eq!(app.post_signed(BODY).await.status(), 202);
+    wait_metric(&app, "qminder_bridge_spool_forwarded_total", 1.0).await;
+
+    // The broker refuses the next record every time the forwarder tries it.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; PARK_AFTER as usize],
+    );
+    let refused = BODY.replace("\"31\"", "\"32\"");
+    assert_eq!(app.post_signed(&refused).await.status(), 202);
+    wait_metric(&app, "qminder_bridge_spool_parked_total", 1.0).await;
+    assert_eq!(app.metric(&failed("refused")).await, f64::from(PARK_AFTER));
+    let parked: Vec<_> = std::fs::read_dir(dir.path().join("parked"))
+        .expect("parked/")
+        .collect();
+    assert_eq!(parked.len(), 1);
+
+    // What comes after it is not held up.
+    let next = BODY.replace("\"31\"", "\"33\"");
+    assert_eq!(app.post_signed(&next).await.status(), 202);
+    wait_metric(&app, "qminder_bridge_spool_forwarded_total", 2.0).await;
+    wait_metric(&app, "qminder_bridge_spool_events", 0.0).await;
     app.stop().await;
 }

@@ -49,6 +49,18 @@ async fn answers_a_replayed_webhook_with_its_first_acknowledgement_and_publishes
     assert!(response.get("duplicate").is_none());
     assert_ne!(response["id"], first["id"]);
     assert_eq!(app.published().await, 2);
+    // A replayed dead letter gets the answer its first delivery got, 202 and reason too.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let response = app.post_signed("not json, but signed").await;
+        assert_eq!(response.status(), 202);
+        answers.push(response.json::<Value>().await.expect("ack"));
+    }
+    assert_eq!(answers[0]["dead_letter_reason"], "not_json");
+    assert_eq!(answers[1]["dead_letter_reason"], "not_json");
+    assert_eq!(answers[1]["offset"], answers[0]["offset"]);
+    assert_eq!(answers[1]["duplicate"], true);
+    assert_eq!(app.published().await, 3);
     app.stop().await;
 }
 
