@@ -72,6 +72,8 @@ pub struct SpoolMetrics {
     pub replayed: IntCounter,
     pub torn_records: IntCounter,
     pub parked: IntCounter,
+    /// Forwarding attempts Kafka did not acknowledge, by `FAILURE_REASONS` (retried).
+    pub forward_failures: IntCounterVec,
 }
 
 impl SpoolMetrics {
@@ -107,6 +109,11 @@ impl SpoolMetrics {
                 "Incomplete records at a spool segment's end, discarded at start-up (never acknowledged).",
             )
             .expect("valid metric definition"),
+            forward_failures: counter_vec(
+                "spool_forward_failures_total",
+                "Attempts to forward a spooled event that Kafka did not acknowledge (the event stays spooled and is retried, or parked), by reason.",
+                &["reason"],
+            ),
             parked: IntCounter::new(
                 "qminder_bridge_spool_parked_total",
                 "Spooled events Kafka refuses outright (too large, invalid), moved to the spool's parked/ directory.",
@@ -124,6 +131,7 @@ impl SpoolMetrics {
             Box::new(self.replayed.clone()),
             Box::new(self.torn_records.clone()),
             Box::new(self.parked.clone()),
+            Box::new(self.forward_failures.clone()),
         ]
     }
 }
@@ -271,6 +279,9 @@ impl Metrics {
             for reason in FAILURE_REASONS {
                 self.events_failed.with_label_values(&[event_type, reason]);
             }
+        }
+        for reason in FAILURE_REASONS {
+            self.spool.forward_failures.with_label_values(&[reason]);
         }
     }
 

@@ -7,8 +7,9 @@
 //! rename, fsync the directory) before segments wholly below it are deleted.
 //! If a record fails, the forwarder waits (backing off up to 5 s) and re-sends from it:
 //! records after it in that batch that Kafka did acknowledge are sent again (at-least-once;
-//! consumers de-duplicate on the CloudEvents id). Every failure is counted in
-//! `events_failed_total`. A record Kafka refuses *itself* (too large for the broker,
+//! consumers de-duplicate on the CloudEvents id). Every failed attempt is counted in
+//! `spool_forward_failures_total` (not `events_failed_total`: no sender was answered 503
+//! for it). A record Kafka refuses *itself* (too large for the broker,
 //! invalid: `DeliveryError::Unacceptable`) would block every record behind it forever, so
 //! after `PARK_AFTER` refusals in a row it is written, as a frame, to `parked/<seq>.frame`
 //! in the spool directory (fsynced), counted in `spool_parked_total` and logged as an
@@ -171,8 +172,9 @@ impl Forwarder {
                 let failed = &records[acked];
                 if let Some(Err(error)) = results.get(acked) {
                     self.metrics
-                        .events_failed
-                        .with_label_values(&[&failed.label, error.reason()])
+                        .spool
+                        .forward_failures
+                        .with_label_values(&[error.reason()])
                         .inc();
                     if let DeliveryError::Unacceptable(_) = error {
                         let times = match refused {

@@ -383,8 +383,9 @@ async fn parks_an_event_kafka_refuses_outright_and_forwards_the_ones_behind_it()
     }
     assert_eq!(first_seen, ["e0", "e1", "e3", "e4"]);
     let refusals = m
-        .events_failed
-        .with_label_values(&["ticket_created", "refused"])
+        .spool
+        .forward_failures
+        .with_label_values(&["refused"])
         .get();
     assert_eq!(refusals, u64::from(forwarder::PARK_AFTER));
     // The parked event is kept whole on disk, for an operator.

@@ -151,7 +151,13 @@ async fn in_spool_mode_a_record_the_broker_keeps_refusing_is_parked_and_the_rest
     let refused = BODY.replace("\"31\"", "\"32\"");
     assert_eq!(app.post_signed(&refused).await.status(), 202);
     wait_metric(&app, "qminder_bridge_spool_parked_total", 1.0).await;
-    assert_eq!(app.metric(&failed("refused")).await, f64::from(PARK_AFTER));
+    assert_eq!(
+        app.metric(r#"qminder_bridge_spool_forward_failures_total{reason="refused"}"#)
+            .await,
+        f64::from(PARK_AFTER)
+    );
+    // No sender was answered 503 for it: not an HTTP failure.
+    assert_eq!(app.metric(&failed("refused")).await, 0.0);
     let parked: Vec<_> = std::fs::read_dir(dir.path().join("parked"))
         .expect("parked/")
         .collect();
