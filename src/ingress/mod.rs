@@ -140,12 +140,9 @@ impl Ingress {
         endpoint: &Endpoint,
     ) -> Result<HttpResponse, IngressError> {
         if self.access.restricts() {
-            let forwarded_for = request
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok());
+            let forwarded_for = body::forwarded_for(request);
             let peer = request.peer_addr().map(|a| a.ip());
-            if !self.access.allows(peer, forwarded_for) {
+            if !self.access.allows(peer, forwarded_for.as_deref()) {
                 return Err(IngressError::Forbidden);
             }
         }
