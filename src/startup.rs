@@ -147,6 +147,7 @@ impl Application {
                 topics_ready_rx,
                 &metrics,
                 Duration::from_millis(kafka.delivery_timeout_ms),
+                settings.server.max_in_flight,
             )
             .map_err(StartupError::Spool)?;
             let deliver: Arc<dyn Deliver> = Arc::new(spool.clone());

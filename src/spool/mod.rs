@@ -31,7 +31,7 @@ pub struct Spool {
 }
 
 struct Inner {
-    requests: mpsc::Sender<Append>,
+    requests: mpsc::SyncSender<Append>,
     shared: Arc<Shared>,
     max_bytes: u64,
     timeout: Duration,
@@ -55,13 +55,15 @@ pub struct SpoolTasks {
 impl Spool {
     /// Opens (recovering) the spool in `settings.dir`, starts its writer thread and its
     /// forwarder, which delivers through `kafka` once `topics_ready` is true. `timeout`
-    /// bounds an append's wait.
+    /// bounds an append's wait; `queue` how many appends may wait for the writer (beyond
+    /// it, appends are refused at once: the disk is behind).
     pub fn start(
         settings: &SpoolSettings,
         kafka: Arc<dyn Deliver>,
         topics_ready: watch::Receiver<bool>,
         metrics: &Metrics,
         timeout: Duration,
+        queue: usize,
     ) -> std::io::Result<(Self, SpoolTasks)> {
         let cursor = Cursor::new(&settings.dir);
         let next = cursor.load()?;
@@ -84,7 +86,8 @@ impl Spool {
             metrics: metrics.spool.clone(),
         });
         shared.update_gauges();
-        let (requests, receiver) = mpsc::channel();
+        // Bounded: appends that gave up waiting (503) must not pile up behind a stalled disk.
+        let (requests, receiver) = mpsc::sync_channel(queue);
         log::spawn_writer(
             Arc::clone(&shared),
             Limits {
@@ -132,9 +135,16 @@ impl Deliver for Spool {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let payload = frame::encode_payload(record, received_ms);
         let (reply, answer) = oneshot::channel();
-        if self.inner.requests.send(Append { payload, reply }).is_err() {
+        let why = match self.inner.requests.try_send(Append { payload, reply }) {
+            Ok(()) => None,
+            Err(mpsc::TrySendError::Full(_)) => {
+                Some("the spool writer is behind: the disk is slower than the requests")
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => Some("the spool writer has stopped"),
+        };
+        if let Some(why) = why {
             return Box::pin(std::future::ready(Err(DeliveryError::SpoolUnavailable(
-                "the spool writer has stopped".into(),
+                why.into(),
             ))));
         }
         let timeout = self.inner.timeout;

@@ -60,6 +60,9 @@ impl FakeKafka {
     }
 }
 
+/// Appends that may wait for the writer (the bridge passes `server.max_in_flight`).
+const QUEUE: usize = 64;
+
 fn settings(dir: &std::path::Path) -> SpoolSettings {
     SpoolSettings {
         enabled: true,
@@ -116,6 +119,7 @@ async fn keeps_acknowledged_events_across_a_restart_and_forwards_them_in_order()
         ready(),
         &m,
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     assert_eq!(append(&spool, ids(0..5)).await, vec![0, 1, 2, 3, 4]);
@@ -130,6 +134,7 @@ async fn keeps_acknowledged_events_across_a_restart_and_forwards_them_in_order()
         ready(),
         &m,
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     assert_eq!(kafka.wait_for(5).await, ids(0..5));
@@ -151,6 +156,7 @@ async fn persists_the_cursor_so_a_restart_forwards_nothing_twice() {
         ready(),
         &m,
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     append(&spool, ids(0..40)).await;
@@ -173,6 +179,7 @@ async fn persists_the_cursor_so_a_restart_forwards_nothing_twice() {
         ready(),
         &m,
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     append(&spool, ids(40..41)).await;
@@ -192,6 +199,7 @@ async fn discards_a_torn_last_record_counts_it_and_keeps_the_rest() {
         ready(),
         &metrics(),
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     append(&spool, ids(0..3)).await;
@@ -214,6 +222,7 @@ async fn discards_a_torn_last_record_counts_it_and_keeps_the_rest() {
         ready(),
         &m,
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     assert_eq!(m.spool.torn_records.get(), 1);
@@ -235,6 +244,7 @@ async fn re_sends_from_the_first_failed_record_and_loses_none() {
         ready(),
         &metrics(),
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     append(&spool, ids(0..6)).await;
@@ -270,8 +280,15 @@ async fn deletes_forwarded_segments_and_never_the_one_in_use() {
     let m = metrics();
     let mut s = settings(dir.path());
     s.segment_bytes = 1024;
-    let (spool, tasks) =
-        Spool::start(&s, kafka.clone(), ready(), &m, Duration::from_secs(5)).unwrap();
+    let (spool, tasks) = Spool::start(
+        &s,
+        kafka.clone(),
+        ready(),
+        &m,
+        Duration::from_secs(5),
+        QUEUE,
+    )
+    .unwrap();
     append(&spool, ids(0..60)).await;
     assert_eq!(kafka.wait_for(60).await, ids(0..60));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -311,6 +328,7 @@ async fn refuses_events_beyond_max_bytes_until_forwarding_frees_room() {
         ready(),
         &metrics(),
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     let mut accepted = 0;
@@ -361,6 +379,7 @@ async fn parks_an_event_kafka_refuses_outright_and_forwards_the_ones_behind_it()
         ready(),
         &m,
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     assert_eq!(append(&spool, ids(0..5)).await, vec![0, 1, 2, 3, 4]);
@@ -413,10 +432,48 @@ async fn parks_an_event_kafka_refuses_outright_and_forwards_the_ones_behind_it()
         ready(),
         &metrics(),
         Duration::from_secs(5),
+        QUEUE,
     )
     .unwrap();
     assert_eq!(append(&spool, ids(5..6)).await, vec![5]);
     let got = kafka.wait_for(before + 1).await;
     assert_eq!(got[before..], ["e5"]);
+    tasks.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_appends_at_once_while_the_writer_is_behind_and_holds_no_more_than_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    kafka.down.store(true, Ordering::SeqCst);
+    let queue = 2;
+    let (spool, tasks) = Spool::start(
+        &settings(dir.path()),
+        kafka.clone(),
+        ready(),
+        &metrics(),
+        Duration::from_secs(5),
+        queue,
+    )
+    .unwrap();
+    // Holding the log's state stalls the writer at its next batch, as a slow disk would:
+    // it can have taken at most 1 + `queue` appends, and `queue` more wait in line.
+    let stalled = spool.inner.shared.lock();
+    let ids = ids(0..u32::try_from(2 * queue + 2).unwrap());
+    let pending: Vec<_> = ids.iter().map(|id| spool.deliver(&record(id))).collect();
+    drop(stalled);
+    let results = futures_util::future::join_all(pending).await;
+    let refused = results
+        .iter()
+        .filter(
+            |r| matches!(r, Err(DeliveryError::SpoolUnavailable(why)) if why.contains("behind")),
+        )
+        .count();
+    let spooled = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Delivered::Spooled { .. })))
+        .count();
+    assert!(refused >= 1, "{results:?}");
+    assert_eq!(refused + spooled, results.len(), "{results:?}");
     tasks.stop(Duration::from_secs(5)).await;
 }
