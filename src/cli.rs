@@ -105,6 +105,7 @@ pub fn check_config(arg: &ConfigArg) -> ExitCode {
         producer_config::producer(&settings.kafka, bootstrap, settings.server.max_body_bytes)
             .create::<rdkafka::producer::BaseProducer>()
     {
+        let e = settings.kafka.librdkafka.redact(&e.to_string());
         eprintln!("qminder-bridge: invalid configuration:\n  - kafka.librdkafka: {e}");
         return ExitCode::from(2);
     }

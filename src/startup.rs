@@ -44,8 +44,9 @@ pub enum StartupError {
     },
     #[error("the embedded broker did not start: {0}")]
     Embedded(String),
+    /// librdkafka's message, credentials of `[kafka.librdkafka]` redacted.
     #[error("librdkafka refused the producer configuration: {0}")]
-    Producer(#[from] rdkafka::error::KafkaError),
+    Producer(String),
     #[error("{0}")]
     Secret(#[from] crate::secret::SecretError),
     #[error("cannot start the HTTP server: {0}")]
@@ -131,7 +132,8 @@ impl Application {
             producer_config::producer(kafka, bootstrap, settings.server.max_body_bytes),
             Duration::from_millis(kafka.delivery_timeout_ms),
             metrics.clone(),
-        )?;
+        )
+        .map_err(|e| StartupError::Producer(kafka.librdkafka.redact(&e.to_string())))?;
         let topics = (kafka.create_topics && embedded.is_none()).then(|| TopicSetup {
             admin: producer_config::admin(kafka, bootstrap),
             topics: router.topics(),

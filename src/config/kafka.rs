@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::passthrough::Passthrough;
 use super::{EMBEDDED, Settings};
 use crate::record::RecordFormat;
 use crate::secret::SecretSpec;
@@ -38,8 +39,9 @@ pub struct KafkaSettings {
     /// types Qminder adds later.
     pub topics: BTreeMap<String, String>,
     /// librdkafka producer properties passed through as they are, e.g.
-    /// `"compression.type" = "zstd"`. Settings that weaken delivery guarantees are refused.
-    pub librdkafka: BTreeMap<String, String>,
+    /// `"compression.type" = "zstd"`. Settings that weaken delivery guarantees are refused;
+    /// credentials among them are redacted when shown.
+    pub librdkafka: Passthrough,
     /// TLS and SASL to the brokers.
     pub security: KafkaSecurity,
 }
@@ -130,7 +132,7 @@ impl Default for KafkaSettings {
             replication_factor: 3,
             health_interval_ms: 1_000,
             topics: BTreeMap::new(),
-            librdkafka: BTreeMap::new(),
+            librdkafka: Passthrough::default(),
             security: KafkaSecurity::default(),
         }
     }

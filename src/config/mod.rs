@@ -14,10 +14,12 @@ use crate::secret::SecretSpec;
 
 mod kafka;
 mod options;
+mod passthrough;
 mod server;
 
 pub use kafka::{KafkaSecurity, KafkaSettings, SaslMechanism, SecurityProtocol};
 pub use options::{DedupeSettings, LogFormat, LogSettings, PrivacySettings, SpoolSettings};
+pub use passthrough::Passthrough;
 pub use server::{ServerSettings, TlsSettings};
 
 /// `bootstrap_servers` value that starts librdkafka's in-process mock cluster.

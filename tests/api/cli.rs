@@ -109,6 +109,7 @@ const VALID: &str = r#"
 bootstrap_servers = "kafka:9092"
 [kafka.librdkafka]
 "compression.type" = "zstd"
+"ssl.keystore.password" = "keystore-secret-in-passthrough-321"
 [[endpoints]]
 path = "/webhooks/qminder"
 url = "https://bridge.example.com/webhooks/qminder"
@@ -145,6 +146,11 @@ fn check_config_prints_the_effective_settings_with_secrets_redacted() {
     );
     assert!(!stdout.contains("super-secret-literal-123"));
     assert!(!stdout.contains("from-the-environment-456"));
+    assert!(stdout.contains("ssl.keystore.password"), "{stdout}");
+    assert!(
+        !stdout.contains("keystore-secret-in-passthrough-321"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -168,6 +174,14 @@ fn check_config_says_what_is_wrong_and_how_to_fix_it() {
                 "\"no.such.property\" = \"1\"",
             ),
             "no.such.property",
+        ),
+        (
+            "a credential librdkafka refuses, echoed in its error",
+            &VALID.replace(
+                "\"compression.type\" = \"zstd\"",
+                "\"sasl.oauthbearer.client.secret\" = \"super-secret-literal-123\"",
+            ),
+            "sasl.oauthbearer.client.secret [redacted]",
         ),
         (
             "missing secret variable",

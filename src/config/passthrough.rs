@@ -1,0 +1,108 @@
+//! `[kafka.librdkafka]`: librdkafka properties passed through as they are. Values of
+//! properties that hold credentials (`*password*`, `*secret*`, `ssl.key.pem`,
+//! `sasl.oauthbearer.config`) print as `[redacted]` in `check-config` and `Debug`; the
+//! producer gets them unchanged. (`sasl.password` and `ssl.key.password` are refused
+//! outright: `[kafka.security]` owns them.)
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The properties, by name.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Passthrough(BTreeMap<String, String>);
+
+const REDACTED: &str = "[redacted]";
+
+/// Whether `key`'s value is a credential and must not be shown.
+pub fn is_sensitive(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password")
+        || key.contains("secret")
+        || key == "ssl.key.pem"
+        || key == "sasl.oauthbearer.config"
+}
+
+impl Passthrough {
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, String, String> {
+        self.0.iter()
+    }
+
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        self.0.insert(key, value)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `text` (e.g. librdkafka's error about a property) with every credential value of
+    /// these properties replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (key, value) in &self.0 {
+            if is_sensitive(key) && !value.is_empty() {
+                text = text.replace(value.as_str(), REDACTED);
+            }
+        }
+        text
+    }
+
+    fn shown(&self) -> impl Iterator<Item = (&String, &str)> {
+        self.0.iter().map(|(k, v)| {
+            let v = if is_sensitive(k) {
+                REDACTED
+            } else {
+                v.as_str()
+            };
+            (k, v)
+        })
+    }
+}
+
+impl<'a> IntoIterator for &'a Passthrough {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Serialize for Passthrough {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.shown())
+    }
+}
+
+impl std::fmt::Debug for Passthrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.shown()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shows_every_property_but_the_values_of_credentials() {
+        let mut p = Passthrough::default();
+        p.insert("compression.type".into(), "zstd".into());
+        p.insert("sasl.oauthbearer.client.secret".into(), "s3cr3t-1".into());
+        p.insert("ssl.keystore.password".into(), "s3cr3t-2".into());
+        p.insert("ssl.key.pem".into(), "s3cr3t-3".into());
+        let shown = format!("{p:?} {}", toml::to_string(&p).unwrap());
+        assert!(shown.contains("zstd"), "{shown}");
+        assert!(shown.contains("sasl.oauthbearer.client.secret"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        let error = "property sasl.oauthbearer.client.secret s3cr3t-1 not supported";
+        assert_eq!(
+            p.redact(error),
+            "property sasl.oauthbearer.client.secret [redacted] not supported"
+        );
+        // The producer still gets them.
+        let given: Vec<_> = p.iter().map(|(_, v)| v.as_str()).collect();
+        assert!(given.contains(&"s3cr3t-1"));
+    }
+}
