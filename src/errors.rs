@@ -27,7 +27,7 @@ pub enum IngressError {
     HeadersTooLarge,
     #[error("the request could not be read")]
     BadRequest(#[source] Option<actix_web::error::PayloadError>),
-    #[error("the body did not arrive within server.request_timeout_ms")]
+    #[error("the body did not arrive within server.request_timeout_ms - kafka.delivery_timeout_ms")]
     RequestTimeout,
     #[error("server.max_in_flight requests are already being handled")]
     Overloaded,

@@ -179,7 +179,14 @@ impl Application {
             format: kafka.record_format,
             max_body_bytes: settings.server.max_body_bytes,
             max_header_bytes: settings.server.max_header_bytes,
-            request_timeout: Duration::from_millis(settings.server.request_timeout_ms),
+            // Validated: request_timeout_ms > delivery_timeout_ms.
+            body_timeout: Duration::from_millis(
+                settings
+                    .server
+                    .request_timeout_ms
+                    .saturating_sub(kafka.delivery_timeout_ms)
+                    .max(1),
+            ),
             retry_after_s: settings.server.retry_after_s,
             in_flight: Semaphore::new(settings.server.max_in_flight),
             privacy: build_privacy(&settings)?,
@@ -282,13 +289,27 @@ impl Application {
         // them all back means none is left.
         ingress.begin_shutdown();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(remaining, ingress.in_flight.acquire_many(max_in_flight))
-            .await
-            .is_err()
-        {
-            tracing::warn!("Requests were still in flight at the shutdown timeout.");
+        let drained =
+            tokio::time::timeout(remaining, ingress.in_flight.acquire_many(max_in_flight))
+                .await
+                .is_ok();
+        if !drained {
+            tracing::warn!(
+                "Requests were still in flight at the shutdown timeout; dropping them unanswered."
+            );
         }
-        handle.stop(true).await;
+        // Stop actix within what is left of the one deadline: gracefully (idle keep-alive
+        // connections, answers being written) if there is time, else at once. Its own
+        // graceful timeout is the whole shutdown_timeout, so it must not be waited out twice.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if !drained
+            || remaining.is_zero()
+            || tokio::time::timeout(remaining, handle.stop(true))
+                .await
+                .is_err()
+        {
+            handle.stop(false).await;
+        }
         server.await.map_err(std::io::Error::other)??;
         drop(ingress);
         watcher.abort();

@@ -17,8 +17,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Webhook requests handled at once; beyond it requests get an immediate 503.
     pub max_in_flight: usize,
-    /// Bound on a whole webhook request: reading the body plus the Kafka delivery.
-    /// Must exceed `kafka.delivery_timeout_ms`.
+    /// Bound on a whole webhook request: the body must arrive within
+    /// `request_timeout_ms − kafka.delivery_timeout_ms` (else 408), and Kafka then gets
+    /// `delivery_timeout_ms` (else 503). Must exceed `kafka.delivery_timeout_ms`.
     pub request_timeout_ms: u64,
     /// On SIGTERM/SIGINT: time allowed for in-flight requests and the final flush.
     /// Must be at least `request_timeout_ms`.

@@ -3,8 +3,9 @@
 //! In order, cheapest refusal first: the IP allowlist (403), the `max_in_flight` slot (else 503 at once), the
 //! Content-Length against `max_body_bytes` (else 413 before reading), the signature header's
 //! presence and shape (else 401 before reading), then the body, read within
-//! `request_timeout_ms` and capped at `max_body_bytes` as it arrives (chunked bodies carry no
-//! length). Then verify → parse → route → encode → deliver, and answer 200 (or 202 for a
+//! `request_timeout_ms − delivery_timeout_ms` (else 408; so that with Kafka's bounded wait
+//! after it no request outlasts `request_timeout_ms`) and capped at `max_body_bytes` as it
+//! arrives (chunked bodies carry no length). Then verify → parse → route → encode → deliver, and answer 200 (or 202 for a
 //! dead-lettered body) only with Kafka's partition and offset in hand.
 //! actix runs each worker on one thread, so the handler future need not be `Send`.
 //! Reading the body: `body.rs`; the success answers: `answer.rs`.
@@ -56,7 +57,8 @@ pub struct Ingress {
     pub format: RecordFormat,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
-    pub request_timeout: Duration,
+    /// How long the body may take to arrive: `request_timeout_ms − delivery_timeout_ms`.
+    pub body_timeout: Duration,
     pub retry_after_s: u32,
     pub in_flight: Semaphore,
     pub dedupe: Option<Dedupe>,
@@ -173,7 +175,7 @@ impl Ingress {
             Some(value) => Signature::from_header(value.as_bytes())?,
         };
         let body = tokio::time::timeout(
-            self.request_timeout,
+            self.body_timeout,
             read_capped(payload, self.max_body_bytes, length),
         )
         .await

@@ -272,3 +272,55 @@ async fn answers_503_at_once_beyond_max_in_flight() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_408_when_the_body_does_not_arrive_in_time_for_kafka_to_fit_the_request_timeout() {
+    // The body gets request_timeout_ms - delivery_timeout_ms = 500 ms, not 3.5 s: the
+    // Kafka wait that would follow must fit in the request timeout too.
+    let app = spawn_app_with(crate::helpers::broker::shared(), |s| {
+        s.kafka.delivery_timeout_ms = 3000;
+        s.server.request_timeout_ms = 3500;
+        s.server.shutdown_timeout_ms = 5000;
+    })
+    .await;
+    let signature = sign(SECRET, app.url(), BODY.as_bytes());
+    let address = app.address.clone();
+    let (answer, waited) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let mut stream = start_slow_request(
+            &address,
+            &format!(
+                "X-Qminder-Signature: {signature}\r\nContent-Length: {}\r\n",
+                BODY.len()
+            ),
+        );
+        // Half the body, then nothing more.
+        let _ = stream.write_all(&BODY.as_bytes()[..BODY.len() / 2]);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = [0u8; 512];
+        let n = stream
+            .read(&mut answer)
+            .expect("an answer before the read timeout");
+        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        (answer, started.elapsed())
+    })
+    .await
+    .expect("client");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        waited < Duration::from_millis(2500),
+        "the body had {waited:?}"
+    );
+    assert!(
+        answer.contains(r#"{"error":"request_timeout"}"#),
+        "{answer}"
+    );
+    let series = format!(
+        r#"qminder_bridge_events_rejected_total{{endpoint="{PATH}",reason="request_timeout"}}"#
+    );
+    assert_eq!(app.metric(&series).await, 1.0);
+    assert_eq!(app.published().await, 0);
+    app.stop().await;
+}
