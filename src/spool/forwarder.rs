@@ -119,8 +119,16 @@ impl Forwarder {
             let (records, returned) = match read {
                 Ok((Ok(records), p)) => (records, p),
                 Ok((Err(error), _)) => {
-                    tracing::error!(%error, "Cannot read the spool; retrying.");
-                    (Vec::new(), None)
+                    // Forwarding stops here until it can read on: the events behind stay
+                    // spooled (spool_oldest_age_seconds grows, and its alert fires).
+                    tracing::error!(%error, next, retry_in_ms = backoff.as_millis(), "Cannot read the spool; forwarding is stuck until it can.");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    position = None;
+                    continue;
                 }
                 Err(_) => (Vec::new(), None),
             };
@@ -324,7 +332,19 @@ fn read_batch(
                         out.push(record);
                     }
                 }
-                Outcome::End | Outcome::Torn => break,
+                Outcome::End => break,
+                // Within the committed length a frame can only be torn by corruption (the
+                // writer publishes a length only after its fsync).
+                Outcome::Torn => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "a damaged record in {} at byte {} of {len} committed",
+                            path.display(),
+                            pos.offset
+                        ),
+                    ));
+                }
             }
         }
         let full = out.len() >= max || bytes >= MAX_BATCH_BYTES;

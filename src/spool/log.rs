@@ -43,6 +43,9 @@ pub struct LogState {
     pub healthy: bool,
     /// True after an append was refused for lack of room, until forwarding frees some.
     pub full: bool,
+    /// True when the active segment holds bytes past its recorded length that could not be
+    /// cut off (a failed write, then a failed truncate): nothing more may be appended to it.
+    pub active_damaged: bool,
 }
 
 /// The log, shared by the writer thread, the spool handle and the forwarder.
@@ -157,6 +160,7 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
             bytes,
             healthy: true,
             full: false,
+            active_damaged: false,
         },
         recovered,
     ))
@@ -225,6 +229,26 @@ fn new_segment(dir: &Path, state: &mut LogState) -> std::io::Result<Active> {
 
 fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Append>) {
     let mut state = shared.lock();
+    if state.active_damaged {
+        // Appending after bytes that were never acknowledged would put them inside the
+        // segment's readable length: only a fresh segment will do.
+        match new_segment(&shared.dir, &mut state) {
+            Ok(next) => {
+                *active = next;
+                state.active_damaged = false;
+            }
+            Err(error) => {
+                drop(state);
+                tracing::error!(%error, "Cannot start a new spool segment after a failed write; answering 503.");
+                for append in batch {
+                    let _ = append
+                        .reply
+                        .send(Err(DeliveryError::SpoolUnavailable(error.to_string())));
+                }
+                return;
+            }
+        }
+    }
     let start_len = state.segments.get(&active.0).map_or(0, |s| s.len);
     let mut buffer = Vec::new();
     let mut accepted = Vec::with_capacity(batch.len());
@@ -298,10 +322,13 @@ fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Appen
         }
         Err(error) => {
             state.healthy = false;
+            // Cut off whatever part of the batch reached the file: none of it is acknowledged.
+            if let Err(cut) = active.1.set_len(start_len) {
+                tracing::error!(error = %cut, "Cannot cut a failed write off the spool segment; no more appends go to it.");
+                state.active_damaged = true;
+            }
             drop(state);
             tracing::error!(%error, "Cannot write the spool; answering 503.");
-            // Cut off whatever part of the batch reached the file: none of it is acknowledged.
-            let _ = active.1.set_len(start_len);
             for (_, reply) in accepted {
                 let _ = reply.send(Err(DeliveryError::SpoolUnavailable(error.to_string())));
             }

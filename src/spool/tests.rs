@@ -477,3 +477,30 @@ async fn refuses_appends_at_once_while_the_writer_is_behind_and_holds_no_more_th
     assert_eq!(refused + spooled, results.len(), "{results:?}");
     tasks.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_to_a_fresh_segment_once_a_failed_write_could_not_be_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    let (spool, tasks) = Spool::start(
+        &settings(dir.path()),
+        kafka.clone(),
+        ready(),
+        &metrics(),
+        Duration::from_secs(5),
+        QUEUE,
+    )
+    .unwrap();
+    assert_eq!(append(&spool, ids(0..1)).await, vec![0]);
+    // What the writer records when a write failed and truncating it failed too.
+    spool.inner.shared.lock().active_damaged = true;
+    assert_eq!(append(&spool, ids(1..2)).await, vec![1]);
+    assert!(!spool.inner.shared.lock().active_damaged);
+    let firsts: Vec<u64> = spool.inner.shared.lock().segments.keys().copied().collect();
+    assert!(
+        firsts.contains(&1),
+        "e1 opened a segment of its own: {firsts:?}"
+    );
+    assert_eq!(kafka.wait_for(2).await, ids(0..2));
+    tasks.stop(Duration::from_secs(5)).await;
+}
