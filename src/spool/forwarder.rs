@@ -1,10 +1,10 @@
 //! Forwards spooled records to Kafka, in order, and remembers how far it got.
 //!
-//! Reads committed frames from the oldest unforwarded position, hands a batch to the
+//! Reads committed frames (`read.rs`) from the oldest unforwarded position, hands a batch to the
 //! publisher in sequence order (the idempotent producer keeps per-partition order), and
 //! waits for every ack. The cursor — the first sequence number not yet acknowledged — only
-//! moves past a contiguous run of acknowledged records, and is made durable (write, fsync,
-//! rename, fsync the directory) before segments wholly below it are deleted.
+//! moves past a contiguous run of acknowledged records, and is made durable (`cursor.rs`)
+//! before segments wholly below it are deleted.
 //! If a record fails, the forwarder waits (backing off up to 5 s) and re-sends from it:
 //! records after it in that batch that Kafka did acknowledge are sent again (at-least-once;
 //! consumers de-duplicate on the CloudEvents id). Every failed attempt is counted in
@@ -16,69 +16,21 @@
 //! error, and the cursor moves past it: kept for an operator, never silently dropped.
 
 use std::fs::{self, File};
-use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::frame::{self, Outcome, Spooled};
+use super::cursor::Cursor;
+use super::frame::{self, Spooled};
 use super::log::Shared;
+use super::read::{Position, read_batch, reclaim};
 use crate::metrics::Metrics;
 use crate::publisher::{Deliver, Delivered, DeliveryError};
-
-const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 /// Refusals of one record in a row (each after a back-off) before it is parked.
 pub const PARK_AFTER: u32 = 3;
-
-/// The durable cursor file.
-#[derive(Debug, Clone)]
-pub struct Cursor {
-    path: PathBuf,
-}
-
-impl Cursor {
-    pub fn new(dir: &Path) -> Self {
-        Self {
-            path: dir.join("cursor"),
-        }
-    }
-
-    /// The first sequence number not yet forwarded (0 when there is no cursor yet).
-    pub fn load(&self) -> std::io::Result<u64> {
-        match fs::read_to_string(&self.path) {
-            Ok(text) => text.trim().parse().map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} does not hold a number", self.path.display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Durably replaces the cursor.
-    pub fn store(&self, next: u64) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(format!("{next}\n").as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-}
-
-/// Where the forwarder reads: a segment, a byte offset in it, the sequence number there.
-struct Position {
-    first: u64,
-    reader: BufReader<File>,
-    offset: u64,
-}
 
 /// The forwarder's settings and collaborators.
 pub(crate) struct Forwarder {
@@ -281,81 +233,6 @@ impl Forwarder {
     }
 }
 
-/// Reads up to `max` committed records with sequence numbers from `next` on.
-fn read_batch(
-    shared: &Shared,
-    position: &mut Option<Position>,
-    next: u64,
-    max: usize,
-) -> std::io::Result<Vec<Spooled>> {
-    let mut out: Vec<Spooled> = Vec::new();
-    let mut bytes = 0u64;
-    let mut segment: Option<u64> = None;
-    loop {
-        let want = next + out.len() as u64;
-        // The segment to read, how far it is committed, and whether a later one exists.
-        let (first, len, following, path) = {
-            let state = shared.lock();
-            let found = match segment {
-                Some(f) => state.segments.get_key_value(&f),
-                None => state
-                    .segments
-                    .range(..=want)
-                    .next_back()
-                    .or_else(|| state.segments.iter().next()),
-            };
-            let Some((&first, s)) = found else {
-                return Ok(out);
-            };
-            let following = state.segments.range(first + 1..).next().map(|(&f, _)| f);
-            (first, s.len, following, s.path.clone())
-        };
-        if position.as_ref().is_none_or(|p| p.first != first) {
-            *position = Some(Position {
-                first,
-                reader: BufReader::new(File::open(&path)?),
-                offset: 0,
-            });
-        }
-        let Some(pos) = position.as_mut() else {
-            return Ok(out);
-        };
-        // Seeking empties the read buffer, which may hold bytes of a frame that was still
-        // being written when it was filled.
-        pos.reader.seek(SeekFrom::Start(pos.offset))?;
-        while out.len() < max && bytes < MAX_BATCH_BYTES {
-            match frame::read(&mut pos.reader, len.saturating_sub(pos.offset))? {
-                Outcome::Frame(record, size) => {
-                    pos.offset += size;
-                    if record.seq >= next + out.len() as u64 {
-                        bytes += size;
-                        out.push(record);
-                    }
-                }
-                Outcome::End => break,
-                // Within the committed length a frame can only be torn by corruption (the
-                // writer publishes a length only after its fsync).
-                Outcome::Torn => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "a damaged record in {} at byte {} of {len} committed",
-                            path.display(),
-                            pos.offset
-                        ),
-                    ));
-                }
-            }
-        }
-        let full = out.len() >= max || bytes >= MAX_BATCH_BYTES;
-        match following {
-            // A sealed segment, read to its end: go on with the next one.
-            Some(f) if !full && pos.offset >= len => segment = Some(f),
-            _ => return Ok(out),
-        }
-    }
-}
-
 /// Writes one frame to `dir/<seq>.frame` (write, fsync, rename, fsync the directory).
 fn park_frame(dir: &Path, seq: u64, payload: &[u8]) -> std::io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
@@ -368,26 +245,4 @@ fn park_frame(dir: &Path, seq: u64, payload: &[u8]) -> std::io::Result<PathBuf> 
     fs::rename(&tmp, &path)?;
     File::open(dir)?.sync_all()?;
     Ok(path)
-}
-
-/// Deletes sealed segments whose every record is below `next`.
-fn reclaim(shared: &Shared, next: u64) -> std::io::Result<()> {
-    let doomed: Vec<(u64, PathBuf, u64)> = {
-        let state = shared.lock();
-        let last_first = state.segments.keys().next_back().copied();
-        state
-            .segments
-            .iter()
-            .filter(|(first, s)| Some(**first) != last_first && s.last_seq.is_none_or(|l| l < next))
-            .map(|(first, s)| (*first, s.path.clone(), s.len))
-            .collect()
-    };
-    for (first, path, len) in doomed {
-        fs::remove_file(&path)?;
-        let mut state = shared.lock();
-        state.segments.remove(&first);
-        state.bytes = state.bytes.saturating_sub(len);
-        state.full = false;
-    }
-    Ok(())
 }

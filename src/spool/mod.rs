@@ -8,9 +8,11 @@
 //! cursor after each ack. Spool full (`spool.max_bytes`) or a disk error is a 503, never a
 //! silent drop. At-least-once: after a crash, records past the cursor are sent again.
 
+mod cursor;
 pub mod forwarder;
 pub mod frame;
 pub mod log;
+mod read;
 
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -21,7 +23,8 @@ use crate::config::SpoolSettings;
 use crate::metrics::Metrics;
 use crate::publisher::{Deliver, Delivered, DeliveryError, Pending};
 use crate::record::Record;
-use forwarder::{Cursor, Forwarder};
+use cursor::Cursor;
+use forwarder::Forwarder;
 use log::{Append, Limits, Shared};
 
 /// The ingress's handle on the spool. Cheap to clone.

@@ -1,0 +1,116 @@
+//! Reading the log for the forwarder: committed frames from a sequence number on, across
+//! segments, never past a segment's committed length (the writer publishes a length only
+//! after its fsync); and deleting segments the cursor has passed.
+
+use std::fs::{self, File};
+use std::io::{BufReader, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use super::frame::{self, Outcome, Spooled};
+use super::log::Shared;
+
+const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Where the forwarder reads: a segment, a byte offset in it, the sequence number there.
+pub(super) struct Position {
+    first: u64,
+    reader: BufReader<File>,
+    offset: u64,
+}
+
+/// Reads up to `max` committed records with sequence numbers from `next` on.
+pub(super) fn read_batch(
+    shared: &Shared,
+    position: &mut Option<Position>,
+    next: u64,
+    max: usize,
+) -> std::io::Result<Vec<Spooled>> {
+    let mut out: Vec<Spooled> = Vec::new();
+    let mut bytes = 0u64;
+    let mut segment: Option<u64> = None;
+    loop {
+        let want = next + out.len() as u64;
+        // The segment to read, how far it is committed, and whether a later one exists.
+        let (first, len, following, path) = {
+            let state = shared.lock();
+            let found = match segment {
+                Some(f) => state.segments.get_key_value(&f),
+                None => state
+                    .segments
+                    .range(..=want)
+                    .next_back()
+                    .or_else(|| state.segments.iter().next()),
+            };
+            let Some((&first, s)) = found else {
+                return Ok(out);
+            };
+            let following = state.segments.range(first + 1..).next().map(|(&f, _)| f);
+            (first, s.len, following, s.path.clone())
+        };
+        if position.as_ref().is_none_or(|p| p.first != first) {
+            *position = Some(Position {
+                first,
+                reader: BufReader::new(File::open(&path)?),
+                offset: 0,
+            });
+        }
+        let Some(pos) = position.as_mut() else {
+            return Ok(out);
+        };
+        // Seeking empties the read buffer, which may hold bytes of a frame that was still
+        // being written when it was filled.
+        pos.reader.seek(SeekFrom::Start(pos.offset))?;
+        while out.len() < max && bytes < MAX_BATCH_BYTES {
+            match frame::read(&mut pos.reader, len.saturating_sub(pos.offset))? {
+                Outcome::Frame(record, size) => {
+                    pos.offset += size;
+                    if record.seq >= next + out.len() as u64 {
+                        bytes += size;
+                        out.push(record);
+                    }
+                }
+                Outcome::End => break,
+                // Within the committed length a frame can only be torn by corruption (the
+                // writer publishes a length only after its fsync).
+                Outcome::Torn => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "a damaged record in {} at byte {} of {len} committed",
+                            path.display(),
+                            pos.offset
+                        ),
+                    ));
+                }
+            }
+        }
+        let full = out.len() >= max || bytes >= MAX_BATCH_BYTES;
+        match following {
+            // A sealed segment, read to its end: go on with the next one.
+            Some(f) if !full && pos.offset >= len => segment = Some(f),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Deletes sealed segments whose every record is below `next`.
+pub(super) fn reclaim(shared: &Shared, next: u64) -> std::io::Result<()> {
+    let doomed: Vec<(u64, PathBuf, u64)> = {
+        let state = shared.lock();
+        let last_first = state.segments.keys().next_back().copied();
+        state
+            .segments
+            .iter()
+            .filter(|(first, s)| Some(**first) != last_first && s.last_seq.is_none_or(|l| l < next))
+            .map(|(first, s)| (*first, s.path.clone(), s.len))
+            .collect()
+    };
+    for (first, path, len) in doomed {
+        fs::remove_file(&path)?;
+        let mut state = shared.lock();
+        state.segments.remove(&first);
+        state.bytes = state.bytes.saturating_sub(len);
+        state.full = false;
+    }
+    Ok(())
+}
