@@ -84,6 +84,20 @@ fn record(id: &str) -> Record<'_> {
     }
 }
 
+/// The spool in `dir` with the test settings, forwarding to `kafka`.
+fn start(dir: &std::path::Path, kafka: &Arc<FakeKafka>, m: &Metrics) -> (Spool, SpoolTasks) {
+    let kafka: Arc<dyn Deliver> = kafka.clone();
+    Spool::start(
+        &settings(dir),
+        kafka,
+        ready(),
+        m,
+        Duration::from_secs(5),
+        QUEUE,
+    )
+    .unwrap()
+}
+
 fn ready() -> tokio::sync::watch::Receiver<bool> {
     tokio::sync::watch::channel(true).1
 }
@@ -113,30 +127,14 @@ async fn keeps_acknowledged_events_across_a_restart_and_forwards_them_in_order()
     let kafka = Arc::new(FakeKafka::default());
     kafka.down.store(true, Ordering::SeqCst);
     let m = metrics();
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        kafka.clone(),
-        ready(),
-        &m,
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = start(dir.path(), &kafka, &m);
     assert_eq!(append(&spool, ids(0..5)).await, vec![0, 1, 2, 3, 4]);
     tasks.stop(Duration::from_secs(5)).await;
     drop(spool);
 
     let kafka = Arc::new(FakeKafka::default());
     let m = metrics();
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        kafka.clone(),
-        ready(),
-        &m,
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = start(dir.path(), &kafka, &m);
     assert_eq!(kafka.wait_for(5).await, ids(0..5));
     assert_eq!(m.spool.replayed.get(), 5);
     // New events continue the numbering.
@@ -150,15 +148,7 @@ async fn persists_the_cursor_so_a_restart_forwards_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let kafka = Arc::new(FakeKafka::default());
     let m = metrics();
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        kafka.clone(),
-        ready(),
-        &m,
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = start(dir.path(), &kafka, &m);
     append(&spool, ids(0..40)).await;
     assert_eq!(kafka.wait_for(40).await, ids(0..40));
     // The cursor is stored right after the ack is counted; wait for the file.
@@ -193,15 +183,7 @@ async fn discards_a_torn_last_record_counts_it_and_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let kafka = Arc::new(FakeKafka::default());
     kafka.down.store(true, Ordering::SeqCst);
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        kafka.clone(),
-        ready(),
-        &metrics(),
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
     append(&spool, ids(0..3)).await;
     tasks.stop(Duration::from_secs(5)).await;
     drop(spool);
@@ -216,15 +198,7 @@ async fn discards_a_torn_last_record_counts_it_and_keeps_the_rest() {
 
     let kafka = Arc::new(FakeKafka::default());
     let m = metrics();
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        kafka.clone(),
-        ready(),
-        &m,
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = start(dir.path(), &kafka, &m);
     assert_eq!(m.spool.torn_records.get(), 1);
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), intact as u64);
     assert_eq!(append(&spool, ids(3..4)).await, vec![3]);
@@ -238,15 +212,7 @@ async fn re_sends_from_the_first_failed_record_and_loses_none() {
     let kafka = Arc::new(FakeKafka::default());
     kafka.down.store(true, Ordering::SeqCst);
     kafka.fail_once.lock().unwrap().insert("e2".into());
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        kafka.clone(),
-        ready(),
-        &metrics(),
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
     append(&spool, ids(0..6)).await;
     kafka.down.store(false, Ordering::SeqCst);
     // e2 fails once: the forwarder re-sends from e2, so records after it in that batch may
@@ -373,15 +339,7 @@ async fn parks_an_event_kafka_refuses_outright_and_forwards_the_ones_behind_it()
     let kafka = Arc::new(FakeKafka::default());
     kafka.unacceptable.lock().unwrap().insert("e2".into());
     let m = metrics();
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        kafka.clone(),
-        ready(),
-        &m,
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = start(dir.path(), &kafka, &m);
     assert_eq!(append(&spool, ids(0..5)).await, vec![0, 1, 2, 3, 4]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while m.spool.parked.get() == 0 {
@@ -426,15 +384,7 @@ async fn parks_an_event_kafka_refuses_outright_and_forwards_the_ones_behind_it()
     // After a restart the parked event is not sent again, and new ones flow.
     kafka.unacceptable.lock().unwrap().clear();
     let before = kafka.got().len();
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        kafka.clone(),
-        ready(),
-        &metrics(),
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
     assert_eq!(append(&spool, ids(5..6)).await, vec![5]);
     let got = kafka.wait_for(before + 1).await;
     assert_eq!(got[before..], ["e5"]);
@@ -482,15 +432,7 @@ async fn refuses_appends_at_once_while_the_writer_is_behind_and_holds_no_more_th
 async fn appends_to_a_fresh_segment_once_a_failed_write_could_not_be_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let kafka = Arc::new(FakeKafka::default());
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        kafka.clone(),
-        ready(),
-        &metrics(),
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
     assert_eq!(append(&spool, ids(0..1)).await, vec![0]);
     // What the writer records when a write failed and truncating it failed too.
     spool.inner.shared.lock().active_damaged = true;
