@@ -116,7 +116,7 @@ impl SpoolMetrics {
             ),
             parked: IntCounter::new(
                 "qminder_bridge_spool_parked_total",
-                "Spooled events Kafka refuses outright (too large, invalid), moved to the spool's parked/ directory.",
+                "Spooled events moved to the spool's parked/ directory for an operator: refused outright by Kafka (too large, invalid), or damaged on disk (found at start-up).",
             )
             .expect("valid metric definition"),
         }

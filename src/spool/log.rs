@@ -4,19 +4,18 @@
 //! thread appends: it takes every append request waiting, writes them all, calls
 //! `fsync` (`File::sync_data`) once, and only then answers each request — so many concurrent
 //! webhooks share one fsync, and none is answered before its bytes are durable. A new
-//! segment's directory entry is fsynced too. On start-up every segment is scanned; a torn
-//! last frame (the process died mid-write, so it was never acknowledged) is cut off and counted.
+//! segment's directory entry is fsynced too. Start-up recovery of the segments: `recover.rs`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Write};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::{Notify, oneshot};
 
-use super::frame::{self, Outcome};
+use super::frame;
 use crate::metrics::SpoolMetrics;
 use crate::publisher::DeliveryError;
 
@@ -89,81 +88,8 @@ pub(crate) struct Append {
     pub reply: oneshot::Sender<Result<u64, DeliveryError>>,
 }
 
-/// What recovery found.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    pub records: u64,
-    pub torn: u64,
-}
-
 pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
-}
-
-/// Scans `dir` (creating it if needed), cuts torn tails, and returns the log's state.
-/// `floor` is the forwarder's cursor: the next record gets at least that number.
-pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)> {
-    fs::create_dir_all(dir)?;
-    let mut firsts: Vec<u64> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_suffix(".seg")?.parse::<u64>().ok()
-        })
-        .collect();
-    firsts.sort_unstable();
-    let mut recovered = Recovered::default();
-    let mut segments = BTreeMap::new();
-    let mut next_seq = floor;
-    for first in firsts {
-        let path = segment_path(dir, first);
-        let size = fs::metadata(&path)?.len();
-        let mut reader = BufReader::new(File::open(&path)?);
-        let mut good = 0u64;
-        let mut last_seq = None;
-        loop {
-            match frame::read(&mut reader, size - good)? {
-                Outcome::Frame(record, len) => {
-                    good += len;
-                    last_seq = Some(record.seq);
-                    next_seq = next_seq.max(record.seq.saturating_add(1));
-                    recovered.records += 1;
-                }
-                Outcome::End => break,
-                Outcome::Torn => {
-                    tracing::warn!(
-                        segment = %path.display(),
-                        kept_bytes = good,
-                        discarded_bytes = size - good,
-                        "Discarding a torn record at the end of a spool segment; it was never acknowledged."
-                    );
-                    OpenOptions::new().write(true).open(&path)?.set_len(good)?;
-                    recovered.torn += 1;
-                    break;
-                }
-            }
-        }
-        segments.insert(
-            first,
-            Segment {
-                path,
-                len: good,
-                last_seq,
-            },
-        );
-    }
-    let bytes = segments.values().map(|s| s.len).sum();
-    Ok((
-        LogState {
-            segments,
-            next_seq,
-            bytes,
-            healthy: true,
-            full: false,
-            active_damaged: false,
-        },
-        recovered,
-    ))
 }
 
 /// Limits the writer enforces.

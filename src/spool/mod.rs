@@ -13,6 +13,7 @@ pub mod forwarder;
 pub mod frame;
 pub mod log;
 mod read;
+mod recover;
 
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -70,8 +71,9 @@ impl Spool {
     ) -> std::io::Result<(Self, SpoolTasks)> {
         let cursor = Cursor::new(&settings.dir);
         let next = cursor.load()?;
-        let (state, recovered) = log::recover(&settings.dir, next)?;
+        let (state, recovered) = recover::recover(&settings.dir, next)?;
         metrics.spool.torn_records.inc_by(recovered.torn);
+        metrics.spool.parked.inc_by(recovered.damaged);
         let backlog = state.next_seq.saturating_sub(next);
         let replay_below = state.next_seq;
         tracing::info!(
@@ -79,6 +81,7 @@ impl Spool {
             records_on_disk = recovered.records,
             to_forward = backlog,
             torn_discarded = recovered.torn,
+            damaged_parked = recovered.damaged,
             "Opened the spool."
         );
         let shared = Arc::new(Shared {

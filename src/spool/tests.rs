@@ -446,3 +446,37 @@ async fn appends_to_a_fresh_segment_once_a_failed_write_could_not_be_cut_off() {
     assert_eq!(kafka.wait_for(2).await, ids(0..2));
     tasks.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_the_records_around_one_damaged_on_disk_and_parks_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    kafka.down.store(true, Ordering::SeqCst);
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
+    assert_eq!(append(&spool, ids(0..3)).await, vec![0, 1, 2]);
+    tasks.stop(Duration::from_secs(5)).await;
+    drop(spool);
+    // Flip a byte in the middle of the second record's value, as a bad block would.
+    let segment = log::segment_path(dir.path(), 0);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let third = bytes.len() / 3;
+    bytes[third + third / 2] ^= 0x55;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let kafka = Arc::new(FakeKafka::default());
+    let m = metrics();
+    let (spool, tasks) = start(dir.path(), &kafka, &m);
+    assert_eq!(kafka.wait_for(2).await, ["e0", "e2"]);
+    assert_eq!(m.spool.parked.get(), 1);
+    assert_eq!(m.spool.torn_records.get(), 0);
+    let parked: Vec<_> = std::fs::read_dir(dir.path().join("parked"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(parked.len(), 1);
+    assert!(parked[0].starts_with("damaged-"), "{parked:?}");
+    // New records go on after the highest intact one.
+    assert_eq!(append(&spool, ids(3..4)).await, vec![3]);
+    assert_eq!(kafka.wait_for(3).await, ["e0", "e2", "e3"]);
+    tasks.stop(Duration::from_secs(5)).await;
+}
