@@ -27,6 +27,8 @@ pub struct Health {
     /// True once the topics exist (at once when the bridge need not create them).
     topics_ready: watch::Sender<bool>,
     stopping: AtomicBool,
+    /// Wakes the probe loop at shutdown, so that it ends after its current probe.
+    stop_probing: tokio::sync::Notify,
     /// In spool mode readiness follows the spool's health, not the broker's.
     spool: Option<Spool>,
     metrics: Metrics,
@@ -52,6 +54,7 @@ impl Health {
             broker_reachable: AtomicBool::new(false),
             topics_ready,
             stopping: AtomicBool::new(false),
+            stop_probing: tokio::sync::Notify::new(),
             spool,
             metrics,
         })
@@ -69,6 +72,7 @@ impl Health {
     /// From now on, not ready (for good).
     pub fn begin_shutdown(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.stop_probing.notify_one();
         self.publish();
     }
 
@@ -92,7 +96,8 @@ impl Health {
     }
 }
 
-/// Probes the broker forever (until the task is dropped), creating topics first if asked.
+/// Probes the broker until shutdown begins, creating topics first if asked. It ends after
+/// the probe in progress, so that no Kafka client it made outlives the shutdown.
 pub async fn watch(
     health: Arc<Health>,
     publisher: Publisher,
@@ -102,7 +107,13 @@ pub async fn watch(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = health.stop_probing.notified() => return,
+        }
+        if health.stopping.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(setup) = &topics {
             let outcome = crate::topics::ensure(
                 &setup.admin,

@@ -312,7 +312,13 @@ impl Application {
         }
         server.await.map_err(std::io::Error::other)??;
         drop(ingress);
-        watcher.abort();
+        // The probe loop ends after the probe in progress (bounded by health_interval_ms);
+        // abort it only if that would overrun the deadline.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut watcher = watcher;
+        if tokio::time::timeout(remaining, &mut watcher).await.is_err() {
+            watcher.abort();
+        }
         if let Some(spool) = spool {
             spool
                 .stop(deadline.saturating_duration_since(Instant::now()))
