@@ -216,6 +216,7 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
                 }
             }
             Err(e) => {
+                let e = kafka.librdkafka.redact(&e.to_string());
                 eprintln!("qminder-bridge: cannot create topics: {e}");
                 return ExitCode::FAILURE;
             }
@@ -241,6 +242,7 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
             }
         }
         Err(e) => {
+            let e = kafka.librdkafka.redact(&e.to_string());
             eprintln!("qminder-bridge: cannot ask the broker for metadata: {e}");
             ExitCode::FAILURE
         }

@@ -38,6 +38,8 @@ pub struct Health {
 #[derive(Debug, Clone)]
 pub struct TopicSetup {
     pub admin: ClientConfig,
+    /// To redact credentials from librdkafka's errors before they are logged.
+    pub passthrough: crate::config::Passthrough,
     pub topics: Vec<String>,
     pub partitions: i32,
     pub replication_factor: i32,
@@ -134,6 +136,7 @@ pub async fn watch(
                     topics = None;
                 }
                 Err(error) => {
+                    let error = setup.passthrough.redact(&error.to_string());
                     tracing::warn!(%error, "Could not create topics yet; will retry.");
                 }
             }

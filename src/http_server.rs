@@ -46,7 +46,16 @@ pub fn serve(
         app.default_service(web::to(ingress::not_found))
     })
     .disable_signals()
-    .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000).max(1))
+    // The bridge drains requests in flight itself before it stops actix (startup.rs), so
+    // actix only finishes writing answers and closes idle connections: 2 s at most, and a
+    // graceful stop cannot be cut short once begun.
+    .shutdown_timeout(
+        settings
+            .server
+            .shutdown_timeout_ms
+            .div_ceil(1000)
+            .clamp(1, 2),
+    )
     .client_request_timeout(Duration::from_millis(
         settings.server.client_request_timeout_ms,
     ))

@@ -232,7 +232,6 @@ impl Inner {
             Some(
                 RDKafkaErrorCode::MessageSizeTooLarge
                 | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidMessage
                 | RDKafkaErrorCode::InvalidRecord
                 | RDKafkaErrorCode::InvalidTimestamp,
             ) => DeliveryError::Unacceptable(error.to_string()),

@@ -73,8 +73,8 @@ pub fn send(request: &SendRequest<'_>, secret: SecretString) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("qminder-bridge: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("qminder-bridge: cannot start the async runtime: {e}; nothing was sent");
+            return ExitCode::from(2);
         }
     };
     let verifier = Verifier::new(request.sign_url.unwrap_or(request.url), &[secret]);
@@ -118,7 +118,10 @@ pub fn send(request: &SendRequest<'_>, secret: SecretString) -> ExitCode {
 }
 
 fn client(request: &SendRequest<'_>) -> Result<reqwest::Client, String> {
+    // No redirects: a 301/302/303 would turn the POST into a GET without the body, and a
+    // 2xx from wherever it led would look like success. The answer is reported as it is.
     let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(request.timeout)
         .user_agent(concat!("qminder-bridge-send/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = request.ca_file {

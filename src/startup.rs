@@ -136,6 +136,7 @@ impl Application {
         .map_err(|e| StartupError::Producer(kafka.librdkafka.redact(&e.to_string())))?;
         let topics = (kafka.create_topics && embedded.is_none()).then(|| TopicSetup {
             admin: producer_config::admin(kafka, bootstrap),
+            passthrough: kafka.librdkafka.clone(),
             topics: router.topics(),
             partitions: kafka.partitions,
             replication_factor: kafka.replication_factor,

@@ -1,5 +1,5 @@
 //! `[kafka.librdkafka]`: librdkafka properties passed through as they are. Values of
-//! properties that hold credentials (`*password*`, `*secret*`, `ssl.key.pem`,
+//! properties that hold credentials (`*password*`, `*passphrase*`, `*secret*`, `*key.pem`,
 //! `sasl.oauthbearer.config`) print as `[redacted]` in `check-config` and `Debug`; the
 //! producer gets them unchanged. (`sasl.password` and `ssl.key.password` are refused
 //! outright: `[kafka.security]` owns them.)
@@ -19,8 +19,9 @@ const REDACTED: &str = "[redacted]";
 pub fn is_sensitive(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     key.contains("password")
+        || key.contains("passphrase")
         || key.contains("secret")
-        || key == "ssl.key.pem"
+        || key.ends_with("key.pem")
         || key == "sasl.oauthbearer.config"
 }
 
@@ -92,6 +93,14 @@ mod tests {
         p.insert("sasl.oauthbearer.client.secret".into(), "s3cr3t-1".into());
         p.insert("ssl.keystore.password".into(), "s3cr3t-2".into());
         p.insert("ssl.key.pem".into(), "s3cr3t-3".into());
+        p.insert(
+            "sasl.oauthbearer.assertion.private.key.passphrase".into(),
+            "s3cr3t-4".into(),
+        );
+        p.insert(
+            "sasl.oauthbearer.assertion.private.key.pem".into(),
+            "s3cr3t-5".into(),
+        );
         let shown = format!("{p:?} {}", toml::to_string(&p).unwrap());
         assert!(shown.contains("zstd"), "{shown}");
         assert!(shown.contains("sasl.oauthbearer.client.secret"), "{shown}");

@@ -147,6 +147,7 @@ impl Forwarder {
                             self.persist(next).await;
                             position = None;
                             refused = None;
+                            backoff = Duration::from_millis(100);
                             continue;
                         }
                     }

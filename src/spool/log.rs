@@ -252,6 +252,9 @@ fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Appen
             if let Err(cut) = active.1.set_len(start_len) {
                 tracing::error!(error = %cut, "Cannot cut a failed write off the spool segment; no more appends go to it.");
                 state.active_damaged = true;
+                // Its frames may still be on disk, numbered: never give those numbers again
+                // (and so the next segment gets a name of its own).
+                state.next_seq = seq;
             }
             drop(state);
             tracing::error!(%error, "Cannot write the spool; answering 503.");

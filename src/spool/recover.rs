@@ -1,10 +1,10 @@
 //! Start-up recovery: scan every segment, rebuild the log's state, and repair what is
 //! broken without dropping anything that may have been acknowledged.
 //!
-//! A frame that is cut short or fails its checksum *at the end* of a segment was being
-//! written when the process died: it was never acknowledged (acknowledgement waits for the
-//! fsync), so it is cut off and counted as torn. A damaged frame *followed by intact ones*
-//! is corruption of acknowledged data (a bad block, a flipped bit): recovery finds the next
+//! A frame that is cut short or fails its checksum *at the end of the last* segment was
+//! being written when the process died: it was never acknowledged (acknowledgement waits
+//! for the fsync), so it is cut off and counted as torn. A damaged frame *followed by intact
+//! ones*, or at the end of an earlier (sealed) segment, is corruption of acknowledged data (a bad block, a flipped bit): recovery finds the next
 //! intact frame (its checksum and a higher sequence number than the last good one), keeps
 //! every intact frame, copies the damaged bytes to `parked/damaged-<segment>-<offset>.bin`
 //! for an operator (counted with the parked events, logged at ERROR), and rewrites the
@@ -45,9 +45,16 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
     let mut recovered = Recovered::default();
     let mut segments = BTreeMap::new();
     let mut next_seq = floor;
+    let last = firsts.last().copied();
     for first in firsts {
         let path = segment_path(dir, first);
-        let scan = scan(&fs::read(&path)?);
+        let mut scan = scan(&fs::read(&path)?, first);
+        if Some(first) != last {
+            // Only the segment being written when the process died can have a torn tail.
+            if let Some(tail) = scan.torn.take() {
+                scan.damaged.push(tail);
+            }
+        }
         recovered.records += scan.records;
         if let Some(seq) = scan.last_seq {
             next_seq = next_seq.max(seq.saturating_add(1));
@@ -107,20 +114,28 @@ struct Scan {
     last_seq: Option<u64>,
 }
 
-fn scan(bytes: &[u8]) -> Scan {
+/// The smallest frame: the header and a payload of empty strings, no key, no headers.
+const MIN_FRAME: u64 = frame::HEADER_LEN + 8 + 8 + 4 + 4 + 4 + 1 + 4 + 4;
+
+/// Sorts the bytes of the segment whose first sequence number is `first`.
+fn scan(bytes: &[u8], first: u64) -> Scan {
     let mut out = Scan::default();
+    // Every frame's number lies between the last good one and what the segment could hold;
+    // checking that before the checksum keeps the search through damage cheap.
+    let highest = first.saturating_add(bytes.len() as u64 / MIN_FRAME);
     let mut at = 0;
     while at < bytes.len() {
-        match intact_frame(bytes, at) {
-            Some((seq, len)) if out.last_seq.is_none_or(|last| seq > last) => {
+        let lowest = out.last_seq.map_or(first, |l| l.saturating_add(1));
+        match intact_frame(bytes, at, lowest, highest) {
+            Some((seq, len)) => {
                 out.kept.push(at..at + len);
                 out.records += 1;
                 out.last_seq = Some(seq);
                 at += len;
             }
-            _ => match (at + 1..bytes.len()).find(|&o| {
-                intact_frame(bytes, o).is_some_and(|(seq, _)| out.last_seq.is_none_or(|l| seq > l))
-            }) {
+            None => match (at + 1..bytes.len())
+                .find(|&o| intact_frame(bytes, o, lowest, highest).is_some())
+            {
                 Some(next) => {
                     out.damaged.push(at..next);
                     at = next;
@@ -135,10 +150,16 @@ fn scan(bytes: &[u8]) -> Scan {
     out
 }
 
-/// The sequence number and length of an intact frame starting at `at`, if there is one.
-fn intact_frame(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
+/// The sequence number and length of an intact frame starting at `at` whose number is in
+/// `lowest..=highest`, if there is one.
+fn intact_frame(bytes: &[u8], at: usize, lowest: u64, highest: u64) -> Option<(u64, usize)> {
     let mut rest = bytes.get(at..)?;
     let available = rest.len() as u64;
+    // The payload starts with the sequence number: check it before reading and hashing.
+    let seq = u64::from_le_bytes(rest.get(8..16)?.try_into().ok()?);
+    if !(lowest..=highest).contains(&seq) {
+        return None;
+    }
     match frame::read(&mut rest, available).ok()? {
         Outcome::Frame(record, len) => Some((record.seq, usize::try_from(len).ok()?)),
         Outcome::End | Outcome::Torn => None,
@@ -203,7 +224,7 @@ mod tests {
         b[20] ^= 0xff;
         let torn = &frame(4)[..10];
         let bytes = [&a[..], &b[..], &c[..], torn].concat();
-        let scan = scan(&bytes);
+        let scan = scan(&bytes, 1);
         assert_eq!(scan.records, 2);
         assert_eq!(scan.last_seq, Some(3));
         let (ab, abc) = (a.len() + b.len(), a.len() + b.len() + c.len());
@@ -215,8 +236,48 @@ mod tests {
     #[test]
     fn an_intact_segment_is_all_kept() {
         let bytes = [frame(7), frame(8)].concat();
-        let scan = scan(&bytes);
+        let scan = scan(&bytes, 7);
         assert_eq!(scan.records, 2);
         assert!(scan.damaged.is_empty() && scan.torn.is_none());
+    }
+
+    #[test]
+    fn does_not_take_a_frame_numbered_out_of_place_for_an_intact_one() {
+        // Intact by checksum, but numbered below the segment's first: not this segment's.
+        let bytes = [frame(10), frame(3), frame(11)].concat();
+        let scan = scan(&bytes, 10);
+        assert_eq!(scan.records, 2);
+        assert_eq!(scan.damaged.len(), 1);
+    }
+
+    #[test]
+    fn parks_a_broken_tail_of_a_sealed_segment_and_cuts_only_the_last_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f1, f2) = (frame(1), frame(2));
+        // Segment 0: frame 0 and a broken frame 1 (it was acknowledged: segment 2 follows).
+        let sealed = [&frame(0)[..], &f1[..f1.len() - 5]].concat();
+        std::fs::write(segment_path(dir.path(), 0), &sealed).unwrap();
+        // Segment 2, the last: frame 2 and a torn frame 3 (a crash mid-write).
+        let active = [&f2[..], &frame(3)[..7]].concat();
+        std::fs::write(segment_path(dir.path(), 2), &active).unwrap();
+
+        let (state, recovered) = recover(dir.path(), 0).unwrap();
+        assert_eq!(
+            (recovered.records, recovered.damaged, recovered.torn),
+            (2, 1, 1)
+        );
+        assert_eq!(state.next_seq, 3);
+        let parked: Vec<_> = std::fs::read_dir(dir.path().join("parked"))
+            .unwrap()
+            .collect();
+        assert_eq!(parked.len(), 1);
+        let sizes: Vec<u64> = state.segments.values().map(|s| s.len).collect();
+        assert_eq!(sizes, [frame(0).len() as u64, f2.len() as u64]);
+        for (first, segment) in &state.segments {
+            let on_disk = std::fs::metadata(segment_path(dir.path(), *first))
+                .unwrap()
+                .len();
+            assert_eq!(on_disk, segment.len);
+        }
     }
 }
