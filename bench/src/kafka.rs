@@ -64,12 +64,7 @@ async fn run_async(
         config.set(key, value);
     }
     let producer: FutureProducer = config.create()?;
-    let start = Instant::now() + Duration::from_millis(20);
-    let window = Window {
-        start,
-        measure: start + plan.warmup,
-        end: start + plan.warmup + plan.duration,
-    };
+    let window = Window::starting_soon(plan.warmup, plan.duration);
     on_window(window);
     produce(plan, &producer, window).await
 }

@@ -71,6 +71,16 @@ pub struct Window {
 }
 
 impl Window {
+    /// Warm-up from 20 ms from now (time to set up), then `duration` measured.
+    pub fn starting_soon(warmup: Duration, duration: Duration) -> Self {
+        let start = Instant::now() + Duration::from_millis(20);
+        Self {
+            start,
+            measure: start + warmup,
+            end: start + warmup + duration,
+        }
+    }
+
     fn contains(&self, t: Instant) -> bool {
         t >= self.measure && t <= self.end
     }
@@ -113,12 +123,7 @@ pub fn run(
         for _ in 0..plan.connections {
             conns.push(Conn::open(target.addr).await?);
         }
-        let start = Instant::now() + Duration::from_millis(20);
-        let window = Window {
-            start,
-            measure: start + plan.warmup,
-            end: start + plan.warmup + plan.duration,
-        };
+        let window = Window::starting_soon(plan.warmup, plan.duration);
         on_window(window);
         let shared = Arc::new(Shared {
             target: target.clone(),
