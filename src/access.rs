@@ -79,6 +79,16 @@ impl AccessPolicy {
     }
 }
 
+/// Every `X-Forwarded-For` header line, in order, as one comma-separated list (RFC 9110
+/// §5.3): a proxy may append its own line after one the client sent, and the hop it
+/// appended is the one to believe. A line that is not text breaks the chain where it stands.
+pub fn forwarded_for<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let texts: Vec<&str> = lines
+        .map(|line| std::str::from_utf8(line).unwrap_or("not-an-address"))
+        .collect();
+    (!texts.is_empty()).then(|| texts.join(","))
+}
+
 /// `::ffff:10.1.2.3` → `10.1.2.3`, so IPv4 rules match dual-stack sockets.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -97,6 +107,16 @@ mod tests {
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn joins_every_forwarded_for_line_in_order_and_marks_what_is_not_text() {
+        let lines: [&[u8]; 3] = [b"192.0.2.5", b"198.51.100.1, 10.0.0.1", b"\xff"];
+        assert_eq!(
+            forwarded_for(lines.into_iter()).as_deref(),
+            Some("192.0.2.5,198.51.100.1, 10.0.0.1,not-an-address")
+        );
+        assert_eq!(forwarded_for(std::iter::empty()), None);
     }
 
     #[test]

@@ -44,24 +44,7 @@ pub enum Command {
     },
     /// Sign each FILE as Qminder would (secret from $QMINDER_SECRET) and POST it to URL;
     /// prints `<status> <file> <answer>` per file, exits 1 unless every answer is 2xx.
-    Send {
-        /// Where to POST, e.g. https://bridge.example.com/webhooks/qminder.
-        #[arg(long)]
-        url: String,
-        /// The URL the signature covers, if not --url: the endpoint's `url` as registered in
-        /// Qminder, when you reach the bridge another way (port-forward, internal address).
-        #[arg(long)]
-        sign_url: Option<String>,
-        /// PEM file with an extra CA certificate to trust (e.g. a self-signed [server.tls]).
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// Give up on a request after this long.
-        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-        timeout_ms: u64,
-        /// Webhook bodies, sent byte for byte in this order (examples/events/ has one per type).
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    Send(SendArgs),
     /// List the topics the configuration needs and whether the broker has them; exits 1 if
     /// any is missing (after creating them, with --create).
     Topics {
@@ -71,6 +54,26 @@ pub enum Command {
         #[arg(long)]
         create: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// Where to POST, e.g. https://bridge.example.com/webhooks/qminder.
+    #[arg(long)]
+    url: String,
+    /// The URL the signature covers, if not --url: the endpoint's `url` as registered in
+    /// Qminder, when you reach the bridge another way (port-forward, internal address).
+    #[arg(long)]
+    sign_url: Option<String>,
+    /// PEM file with an extra CA certificate to trust (e.g. a self-signed [server.tls]).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Give up on a request after this long.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: u64,
+    /// Webhook bodies, sent byte for byte in this order (examples/events/ has one per type).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -163,9 +166,16 @@ pub fn sign(url: &str, file: Option<&PathBuf>) -> ExitCode {
 }
 
 /// `send`
-pub fn send(request: &send::SendRequest<'_>) -> ExitCode {
+pub fn send(args: &SendArgs) -> ExitCode {
+    let request = send::SendRequest {
+        url: &args.url,
+        sign_url: args.sign_url.as_deref(),
+        ca_file: args.ca_file.as_deref(),
+        timeout: Duration::from_millis(args.timeout_ms),
+        files: &args.files,
+    };
     match secret_from_env() {
-        Ok(secret) => send::send(request, secret),
+        Ok(secret) => send::send(&request, secret),
         Err(code) => code,
     }
 }

@@ -2,11 +2,9 @@
 //! the bridge, run it until SIGTERM/SIGINT, and flush. Nothing else lives here.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use qminder_bridge::cli::{self, Cli, Command};
-use qminder_bridge::send::SendRequest;
 use qminder_bridge::startup::Application;
 use qminder_bridge::telemetry;
 
@@ -16,19 +14,7 @@ fn main() -> ExitCode {
         Command::Serve(arg) => serve(arg),
         Command::CheckConfig(arg) => cli::check_config(arg),
         Command::Sign { url, file } => cli::sign(url, file.as_ref()),
-        Command::Send {
-            url,
-            sign_url,
-            ca_file,
-            timeout_ms,
-            files,
-        } => cli::send(&SendRequest {
-            url,
-            sign_url: sign_url.as_deref(),
-            ca_file: ca_file.as_deref(),
-            timeout: Duration::from_millis(*timeout_ms),
-            files,
-        }),
+        Command::Send(args) => cli::send(args),
         Command::Topics { config, create } => cli::topics(config, *create),
     }
 }

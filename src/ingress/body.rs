@@ -1,31 +1,13 @@
 //! Reading a webhook's body within `server.max_body_bytes`: the declared Content-Length is
 //! checked before anything is read, and the running total while chunks arrive (a chunked
 //! body declares no length). A body that arrives in one chunk, the usual case, is kept
-//! as actix's `Bytes` without a copy. Also: the request's `X-Forwarded-For` chain.
+//! as actix's `Bytes` without a copy.
 
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::errors::IngressError;
-
-/// Every `X-Forwarded-For` line, in order, as one comma-separated list (RFC 9110 §5.3): a
-/// proxy may append its own line after one the client sent, and the hop it appended is the
-/// one to believe. A line that is not text breaks the chain where it stands.
-pub(super) fn forwarded_for(request: &HttpRequest) -> Option<String> {
-    let mut joined: Option<String> = None;
-    for line in request.headers().get_all("x-forwarded-for") {
-        let text = line.to_str().unwrap_or("not-an-address");
-        match &mut joined {
-            Some(list) => {
-                list.push(',');
-                list.push_str(text);
-            }
-            None => joined = Some(text.to_owned()),
-        }
-    }
-    joined
-}
 
 /// The Content-Length header, if any; a malformed one is a 400.
 pub(super) fn content_length(request: &HttpRequest) -> Result<Option<usize>, IngressError> {

@@ -1,12 +1,13 @@
 //! Stages 1 and 7 of the data path: the actix handler for `POST <endpoint.path>`.
 //!
-//! In order, cheapest refusal first: the IP allowlist (403), the `max_in_flight` slot (else 503 at once), the
-//! Content-Length against `max_body_bytes` (else 413 before reading), the signature header's
-//! presence and shape (else 401 before reading), then the body, read within
-//! `request_timeout_ms − delivery_timeout_ms` (else 408; so that with Kafka's bounded wait
-//! after it no request outlasts `request_timeout_ms`) and capped at `max_body_bytes` as it
-//! arrives (chunked bodies carry no length). Then verify → parse → route → encode → deliver, and answer 200 (or 202 for a
-//! dead-lettered body) only with Kafka's partition and offset in hand.
+//! In order, cheapest refusal first: the IP allowlist (403), the `max_in_flight` slot
+//! (else 503 at once), the Content-Length against `max_body_bytes` (else 413 before
+//! reading), the signature header's presence and shape (else 401 before reading), then the
+//! body, read within `request_timeout_ms − delivery_timeout_ms` (else 408; so that with
+//! Kafka's bounded wait after it no request outlasts `request_timeout_ms`) and capped at
+//! `max_body_bytes` as it arrives (chunked bodies carry no length). Then verify → parse →
+//! route → encode → deliver, and answer 200 (or 202 for a dead-lettered body) only with
+//! Kafka's partition and offset in hand.
 //! actix runs each worker on one thread, so the handler future need not be `Send`.
 //! Reading the body: `body.rs`; the success answers: `answer.rs`.
 
@@ -142,7 +143,8 @@ impl Ingress {
         endpoint: &Endpoint,
     ) -> Result<HttpResponse, IngressError> {
         if self.access.restricts() {
-            let forwarded_for = body::forwarded_for(request);
+            let lines = request.headers().get_all("x-forwarded-for");
+            let forwarded_for = crate::access::forwarded_for(lines.map(|v| v.as_bytes()));
             let peer = request.peer_addr().map(|a| a.ip());
             if !self.access.allows(peer, forwarded_for.as_deref()) {
                 return Err(IngressError::Forbidden);

@@ -1,9 +1,8 @@
 //! The forwarder's durable cursor: the first sequence number Kafka has not acknowledged,
-//! in one small file replaced atomically (write a temporary file, fsync, rename, fsync the
-//! directory), so a crash leaves either the old cursor or the new one.
+//! in one small file replaced atomically (`durable.rs`), so a crash leaves either the old
+//! cursor or the new one.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The durable cursor file.
@@ -35,14 +34,6 @@ impl Cursor {
 
     /// Durably replaces the cursor.
     pub fn store(&self, next: u64) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(format!("{next}\n").as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        super::durable::replace(&self.path, &[format!("{next}\n").as_bytes()])
     }
 }

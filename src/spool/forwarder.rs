@@ -15,8 +15,7 @@
 //! in the spool directory (fsynced), counted in `spool_parked_total` and logged as an
 //! error, and the cursor moves past it: kept for an operator, never silently dropped.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,11 +73,7 @@ impl Forwarder {
                     // Forwarding stops here until it can read on: the events behind stay
                     // spooled (spool_oldest_age_seconds grows, and its alert fires).
                     tracing::error!(%error, next, retry_in_ms = backoff.as_millis(), "Cannot read the spool; forwarding is stuck until it can.");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    back_off(&mut backoff, &mut stop).await;
                     position = None;
                     continue;
                 }
@@ -155,11 +150,7 @@ impl Forwarder {
                 }
                 // Re-read from the first record that was not acknowledged.
                 position = None;
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                back_off(&mut backoff, &mut stop).await;
             } else {
                 backoff = Duration::from_millis(100);
             }
@@ -234,16 +225,19 @@ impl Forwarder {
     }
 }
 
-/// Writes one frame to `dir/<seq>.frame` (write, fsync, rename, fsync the directory).
+/// Waits `backoff` (or until stopped), then doubles it, up to 5 s.
+async fn back_off(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        () = tokio::time::sleep(*backoff) => {}
+        _ = stop.changed() => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+}
+
+/// Writes one frame to `dir/<seq>.frame`, durably.
 fn park_frame(dir: &Path, seq: u64, payload: &[u8]) -> std::io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let path = dir.join(format!("{seq:020}.frame"));
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(&frame::header(payload))?;
-    file.write_all(payload)?;
-    file.sync_all()?;
-    fs::rename(&tmp, &path)?;
-    File::open(dir)?.sync_all()?;
+    super::durable::replace(&path, &[&frame::header(payload), payload])?;
     Ok(path)
 }

@@ -9,6 +9,7 @@
 //! silent drop. At-least-once: after a crash, records past the cursor are sent again.
 
 mod cursor;
+mod durable;
 pub mod forwarder;
 pub mod frame;
 pub mod log;

@@ -8,14 +8,14 @@
 //! intact frame (its checksum and a higher sequence number than the last good one), keeps
 //! every intact frame, copies the damaged bytes to `parked/damaged-<segment>-<offset>.bin`
 //! for an operator (counted with the parked events, logged at ERROR), and rewrites the
-//! segment without them (temporary file, fsync, rename, fsync the directory).
+//! segment without them (`durable.rs`).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, OpenOptions};
 use std::ops::Range;
 use std::path::Path;
 
+use super::durable;
 use super::frame::{self, Outcome};
 use super::log::{LogState, Segment, segment_path};
 
@@ -173,7 +173,7 @@ fn repair(dir: &Path, first: u64, path: &Path, scan: &Scan) -> std::io::Result<(
     fs::create_dir_all(&parked)?;
     for range in &scan.damaged {
         let file = parked.join(format!("damaged-{first:020}-{}.bin", range.start));
-        write_durably(&file, &[&bytes[range.clone()]])?;
+        durable::replace(&file, &[&bytes[range.clone()]])?;
         tracing::error!(
             segment = %path.display(),
             offset = range.start,
@@ -182,20 +182,8 @@ fn repair(dir: &Path, first: u64, path: &Path, scan: &Scan) -> std::io::Result<(
             "A spooled record is damaged on disk; kept the intact ones around it and parked its bytes for an operator."
         );
     }
-    File::open(&parked)?.sync_all()?;
     let kept: Vec<&[u8]> = scan.kept.iter().map(|r| &bytes[r.clone()]).collect();
-    let tmp = path.with_extension("repair");
-    write_durably(&tmp, &kept)?;
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
-}
-
-fn write_durably(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
-    let mut file = File::create(path)?;
-    for part in parts {
-        file.write_all(part)?;
-    }
-    file.sync_all()
+    durable::replace(path, &kept)
 }
 
 #[cfg(test)]

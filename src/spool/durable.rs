@@ -1,0 +1,36 @@
+//! The spool's one way to write a whole file so that a crash leaves either the old file or
+//! the complete new one: write a temporary file beside it, fsync it, rename it into place,
+//! fsync the directory. Used for the cursor, parked records and repaired segments.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+/// Durably creates or replaces `path` with `parts`, concatenated.
+pub(super) fn replace(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    for part in parts {
+        file.write_all(part)?;
+    }
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_the_whole_file_and_leaves_no_temporary_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        super::replace(&path, &[b"old"]).unwrap();
+        super::replace(&path, &[b"new ", b"parts"]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new parts");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+}
