@@ -11,11 +11,10 @@ use secrecy::SecretString;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::producer_config;
+use crate::delivery::kafka::{self, TopicOutcome};
 use crate::routing::Router;
 use crate::send;
 use crate::signature::Verifier;
-use crate::topics::{self, TopicOutcome};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,17 +97,7 @@ pub fn check_config(arg: &ConfigArg) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    // librdkafka knows its own property names; ask it (no connection is made).
-    let bootstrap = if settings.kafka.is_embedded() {
-        "127.0.0.1:1"
-    } else {
-        &settings.kafka.bootstrap_servers
-    };
-    if let Err(e) =
-        producer_config::producer(&settings.kafka, bootstrap, settings.server.max_body_bytes)
-            .create::<rdkafka::producer::BaseProducer>()
-    {
-        let e = settings.kafka.librdkafka.redact(&e.to_string());
+    if let Err(e) = kafka::check_properties(&settings) {
         eprintln!("qminder-bridge: invalid configuration:\n  - kafka.librdkafka: {e}");
         return ExitCode::from(2);
     }
@@ -200,7 +189,6 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
         &kafka.dead_letter_topic(),
     );
     let names = router.topics();
-    let admin = producer_config::admin(kafka, &kafka.bootstrap_servers);
     let timeout = Duration::from_secs(10);
     if create {
         let runtime = match tokio::runtime::Runtime::new() {
@@ -210,14 +198,7 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let created = runtime.block_on(topics::ensure(
-            &admin,
-            &names,
-            kafka.partitions,
-            kafka.replication_factor,
-            timeout,
-        ));
-        match created {
+        match runtime.block_on(kafka::create_topics(kafka, &names, timeout)) {
             Ok(outcomes) => {
                 for (name, outcome) in outcomes {
                     if outcome == TopicOutcome::Created {
@@ -226,35 +207,36 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
                 }
             }
             Err(e) => {
-                let e = kafka.librdkafka.redact(&e.to_string());
                 eprintln!("qminder-bridge: cannot create topics: {e}");
                 return ExitCode::FAILURE;
             }
         }
     }
-    match topics::describe(&admin, &names, timeout) {
-        Ok(described) => {
-            let mut missing = 0;
-            for (name, partitions) in described {
-                match partitions {
-                    Some(n) => println!("exists   {name} ({n} partitions)"),
-                    None => {
-                        missing += 1;
-                        println!("missing  {name}");
-                    }
-                }
-            }
-            if missing == 0 {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("qminder-bridge: {missing} topic(s) missing; create them with --create");
-                ExitCode::from(1)
-            }
-        }
+    match kafka::describe_topics(kafka, &names, timeout) {
+        Ok(described) => print_topics(&described),
         Err(e) => {
-            let e = kafka.librdkafka.redact(&e.to_string());
             eprintln!("qminder-bridge: cannot ask the broker for metadata: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One line per topic; exit 1 if any is missing.
+fn print_topics(described: &[(String, Option<usize>)]) -> ExitCode {
+    let mut missing = 0;
+    for (name, partitions) in described {
+        match partitions {
+            Some(n) => println!("exists   {name} ({n} partitions)"),
+            None => {
+                missing += 1;
+                println!("missing  {name}");
+            }
+        }
+    }
+    if missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("qminder-bridge: {missing} topic(s) missing; create them with --create");
+        ExitCode::from(1)
     }
 }

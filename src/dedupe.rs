@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::publisher::Delivered;
+use crate::delivery::Delivered;
 
 /// What was answered for an acknowledged event.
 #[derive(Debug, Clone, PartialEq, Eq)]

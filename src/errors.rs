@@ -9,7 +9,7 @@ use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 
-use crate::publisher::DeliveryError;
+use crate::delivery::DeliveryError;
 use crate::signature::SignatureError;
 
 /// Why a webhook request was not answered 2xx.
@@ -65,11 +65,42 @@ impl IngressError {
             Self::ShuttingDown => "shutting_down",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::Delivery(DeliveryError::Timeout) => "kafka_timeout",
-            Self::Delivery(DeliveryError::SpoolFull) => "spool_full",
-            Self::Delivery(DeliveryError::SpoolUnavailable(_)) => "spool_unavailable",
-            Self::Delivery(_) => "kafka_unavailable",
+            Self::Delivery(error) => error.failure().code,
         }
+    }
+
+    /// Every rejection: the errors a request can get before its event is accepted (all but
+    /// [`Delivery`](Self::Delivery)). Their codes are the `reason` label of
+    /// `events_rejected_total`.
+    pub const REJECTIONS: [Self; 11] = [
+        Self::Forbidden,
+        Self::MissingSignature,
+        Self::InvalidSignature,
+        Self::BodyTooLarge,
+        Self::HeadersTooLarge,
+        Self::BadRequest(None),
+        Self::RequestTimeout,
+        Self::Overloaded,
+        Self::ShuttingDown,
+        Self::MethodNotAllowed,
+        Self::NotFound,
+    ];
+
+    /// The rejection codes, for pre-creating `events_rejected_total` series.
+    pub fn reject_codes() -> Vec<&'static str> {
+        Self::REJECTIONS.iter().map(Self::code).collect()
+    }
+
+    /// Every code an error answer can carry: the rejections', then the delivery
+    /// failures' (several failures share `kafka_unavailable`), without duplicates.
+    pub fn all_codes() -> Vec<&'static str> {
+        let mut codes = Self::reject_codes();
+        for failure in crate::delivery::FAILURES {
+            if !codes.contains(&failure.code) {
+                codes.push(failure.code);
+            }
+        }
+        codes
     }
 
     pub fn status(&self) -> StatusCode {
@@ -181,5 +212,70 @@ mod tests {
                 assert_eq!(retry, "7");
             }
         }
+    }
+
+    /// The codes in backticks in the first cell of the README's answer table, for the rows
+    /// whose status is 4xx or 5xx.
+    fn readme_error_codes() -> Vec<String> {
+        let readme = include_str!("../README.md");
+        let mut codes = Vec::new();
+        for line in readme.lines().filter(|l| l.starts_with("| **")) {
+            let first_cell = line.split('|').nth(1).unwrap_or_default();
+            let is_error = first_cell.contains("**4") || first_cell.contains("**5");
+            if !is_error {
+                continue;
+            }
+            let mut parts = first_cell.split('`');
+            parts.next();
+            while let (Some(code), _) = (parts.next(), parts.next()) {
+                if code.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    codes.push(code.to_owned());
+                }
+            }
+        }
+        codes.sort();
+        codes
+    }
+
+    #[test]
+    fn the_readme_answer_table_lists_exactly_the_codes_the_bridge_answers_with() {
+        let mut ours: Vec<String> = IngressError::all_codes()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        ours.sort();
+        assert_eq!(readme_error_codes(), ours);
+    }
+
+    #[test]
+    fn every_rejection_code_is_distinct_and_the_readme_maps_every_failure_as_the_code_does() {
+        let mut codes = IngressError::reject_codes();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), IngressError::REJECTIONS.len());
+        let readme = include_str!("../README.md");
+        let mut documented: Vec<(&str, &str)> = readme
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let (reason, code) = (cells.get(1)?, cells.get(2)?);
+                let unquote = |c: &&str| c.strip_prefix('`')?.strip_suffix('`').map(str::to_owned);
+                let known = crate::delivery::FAILURES
+                    .iter()
+                    .any(|f| Some(f.reason.to_owned()) == unquote(reason));
+                known.then(|| (*reason, *code))
+            })
+            .collect();
+        documented.sort_unstable();
+        let mut ours: Vec<(String, String)> = crate::delivery::FAILURES
+            .iter()
+            .map(|f| (format!("`{}`", f.reason), format!("`{}`", f.code)))
+            .collect();
+        ours.sort_unstable();
+        let documented: Vec<(String, String)> = documented
+            .into_iter()
+            .map(|(r, c)| (r.to_owned(), c.to_owned()))
+            .collect();
+        assert_eq!(documented, ours);
     }
 }

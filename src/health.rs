@@ -1,8 +1,8 @@
 //! Liveness and readiness.
 //!
 //! `GET /healthz` answers 200 while the process serves HTTP. `GET /readyz` answers 200 only
-//! when the broker answered the latest metadata request (asked every
-//! `kafka.health_interval_ms`, bounded by the same), the topics exist if the bridge was asked
+//! when the broker answered the latest metadata request (the probe in
+//! `delivery/kafka/probe.rs` asks every `kafka.health_interval_ms`, bounded by the same), the topics exist if the bridge was asked
 //! to create them, and the bridge is not shutting down; 503 otherwise. Readiness never
 //! gates webhook requests themselves: those get an honest answer from the delivery.
 //! In spool mode, readiness follows the spool instead (writable and not full): webhooks are
@@ -10,75 +10,63 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use rdkafka::ClientConfig;
 use tokio::sync::watch;
 
+use crate::delivery::spool::Spool;
 use crate::metrics::Metrics;
-use crate::publisher::Publisher;
-use crate::spool::Spool;
+use crate::shutdown::Stopping;
 
 /// The bridge's view of its own readiness.
 #[derive(Debug)]
 pub struct Health {
     broker_reachable: AtomicBool,
     /// True once the topics exist (at once when the bridge need not create them).
-    topics_ready: watch::Sender<bool>,
-    stopping: AtomicBool,
-    /// Wakes the probe loop at shutdown, so that it ends after its current probe.
-    stop_probing: tokio::sync::Notify,
+    topics_ready: watch::Receiver<bool>,
+    /// The bridge's one shutdown flag: once set, not ready for good.
+    stopping: Arc<Stopping>,
     /// In spool mode readiness follows the spool's health, not the broker's.
     spool: Option<Spool>,
     metrics: Metrics,
 }
 
-/// Topics to create before the bridge calls itself ready.
-#[derive(Debug, Clone)]
-pub struct TopicSetup {
-    pub admin: ClientConfig,
-    /// To redact credentials from librdkafka's errors before they are logged.
-    pub passthrough: crate::config::Passthrough,
-    pub topics: Vec<String>,
-    pub partitions: i32,
-    pub replication_factor: i32,
-}
-
 impl Health {
-    /// `topics_ready` starts false when the bridge must create topics first.
+    /// `topics_ready` starts false when the bridge must create topics first; the broker
+    /// counts as unreachable until the first probe says otherwise.
     pub fn new(
         metrics: Metrics,
-        topics_ready: watch::Sender<bool>,
+        stopping: Arc<Stopping>,
+        topics_ready: watch::Receiver<bool>,
         spool: Option<Spool>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let health = Arc::new(Self {
             broker_reachable: AtomicBool::new(false),
             topics_ready,
-            stopping: AtomicBool::new(false),
-            stop_probing: tokio::sync::Notify::new(),
+            stopping,
             spool,
             metrics,
-        })
+        });
+        health.publish();
+        health
     }
 
     pub fn is_ready(&self) -> bool {
         if let Some(spool) = &self.spool {
-            return spool.is_healthy() && !self.stopping.load(Ordering::Acquire);
+            return spool.is_healthy() && !self.stopping.is_set();
         }
         self.broker_reachable.load(Ordering::Acquire)
             && *self.topics_ready.borrow()
-            && !self.stopping.load(Ordering::Acquire)
+            && !self.stopping.is_set()
     }
 
-    /// From now on, not ready (for good).
-    pub fn begin_shutdown(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.stop_probing.notify_one();
+    /// Shutdown has begun ([`Stopping::begin`]): publish the not-ready gauge at once.
+    pub fn stop(&self) {
         self.publish();
     }
 
-    fn set_broker_reachable(&self, reachable: bool) {
+    /// What the latest broker probe found (`delivery/kafka/probe.rs`).
+    pub fn set_broker_reachable(&self, reachable: bool) {
         let was = self.broker_reachable.swap(reachable, Ordering::AcqRel);
         if was != reachable {
             if reachable {
@@ -98,58 +86,6 @@ impl Health {
     }
 }
 
-/// Probes the broker until shutdown begins, creating topics first if asked. It ends after
-/// the probe in progress, so that no Kafka client it made outlives the shutdown.
-pub async fn watch(
-    health: Arc<Health>,
-    publisher: Publisher,
-    interval: Duration,
-    mut topics: Option<TopicSetup>,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = health.stop_probing.notified() => return,
-        }
-        if health.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        if let Some(setup) = &topics {
-            let outcome = crate::topics::ensure(
-                &setup.admin,
-                &setup.topics,
-                setup.partitions,
-                setup.replication_factor,
-                interval.max(Duration::from_secs(5)),
-            )
-            .await;
-            match outcome {
-                Ok(outcomes) => {
-                    let created = outcomes
-                        .iter()
-                        .filter(|(_, o)| *o == crate::topics::TopicOutcome::Created)
-                        .count();
-                    tracing::info!(created, total = outcomes.len(), "Topics are in place.");
-                    health.topics_ready.send_replace(true);
-                    topics = None;
-                }
-                Err(error) => {
-                    let error = setup.passthrough.redact(&error.to_string());
-                    tracing::warn!(%error, "Could not create topics yet; will retry.");
-                }
-            }
-        }
-        let probe = publisher.clone();
-        let reachable = tokio::task::spawn_blocking(move || probe.probe(interval))
-            .await
-            .map(|r| r.is_ok())
-            .unwrap_or(false);
-        health.set_broker_reachable(reachable);
-    }
-}
-
 /// `GET /healthz`
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "alive"}))
@@ -161,5 +97,66 @@ pub async fn readyz(health: web::Data<Arc<Health>>) -> HttpResponse {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not_ready"}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(topics_ready: bool) -> (Arc<Health>, Arc<Stopping>, watch::Sender<bool>) {
+        let stopping = Arc::new(Stopping::default());
+        let (topics, ready_rx) = watch::channel(topics_ready);
+        let metrics = Metrics::new(&crate::metrics::Labels::default());
+        let health = Health::new(metrics, Arc::clone(&stopping), ready_rx, None);
+        (health, stopping, topics)
+    }
+
+    fn gauge(health: &Health) -> i64 {
+        health.metrics.ready.get()
+    }
+
+    #[test]
+    fn is_not_ready_until_the_broker_answers_and_follows_it() {
+        let (health, _stopping, _topics) = health(true);
+        assert!(!health.is_ready());
+        assert_eq!(gauge(&health), 0);
+        health.set_broker_reachable(true);
+        assert!(health.is_ready());
+        assert_eq!(gauge(&health), 1);
+        health.set_broker_reachable(false);
+        assert!(!health.is_ready());
+        assert_eq!(gauge(&health), 0);
+    }
+
+    #[test]
+    fn waits_for_the_topics_it_must_create() {
+        let (health, _stopping, topics) = health(false);
+        health.set_broker_reachable(true);
+        assert!(!health.is_ready());
+        topics.send_replace(true);
+        assert!(health.is_ready());
+    }
+
+    #[test]
+    fn is_not_ready_for_good_once_shutdown_begins() {
+        let (health, stopping, _topics) = health(true);
+        health.set_broker_reachable(true);
+        stopping.begin();
+        health.stop();
+        assert!(!health.is_ready());
+        assert_eq!(gauge(&health), 0);
+        health.set_broker_reachable(true);
+        assert!(!health.is_ready());
+    }
+
+    #[actix_web::test]
+    async fn answers_readyz_with_200_or_503_and_healthz_always_200() {
+        let (health, _stopping, _topics) = health(true);
+        let data = web::Data::new(Arc::clone(&health));
+        assert_eq!(readyz(data.clone()).await.status().as_u16(), 503);
+        health.set_broker_reachable(true);
+        assert_eq!(readyz(data).await.status().as_u16(), 200);
+        assert_eq!(healthz().await.status().as_u16(), 200);
     }
 }

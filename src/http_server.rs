@@ -1,13 +1,20 @@
 //! The HTTP server: actix-web's `HttpServer` with the bridge's routes (the webhook
 //! endpoints, `/healthz`, `/readyz`, `/metrics`), connection limits and timeouts, optional
-//! TLS, and the signals that start a graceful shutdown. actix's own signal handling is off:
-//! `startup` decides the order of shutdown (readiness first).
+//! TLS, and the signals that start a graceful shutdown; and stopping it. actix's own
+//! signal handling is off: `startup` decides the order of shutdown (readiness first, then
+//! the ingress drains, then [`stop`] here).
+//!
+//! Relies on actix-web's `ServerHandle::stop(graceful)`: a graceful stop waits for
+//! connections up to the server's `shutdown_timeout` (seconds, whole) and cannot be cut
+//! short once begun, so that timeout is capped at 2 s: by then the bridge has already
+//! drained the requests in flight itself, and actix only finishes writing answers and
+//! closes idle keep-alive connections.
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, HttpServer, web};
 
 use crate::config::Settings;
@@ -46,9 +53,7 @@ pub fn serve(
         app.default_service(web::to(ingress::not_found))
     })
     .disable_signals()
-    // The bridge drains requests in flight itself before it stops actix (startup.rs), so
-    // actix only finishes writing answers and closes idle connections: 2 s at most, and a
-    // graceful stop cannot be cut short once begun.
+    // See the module's header: 2 s at most.
     .shutdown_timeout(
         settings
             .server
@@ -72,6 +77,28 @@ pub fn serve(
         None => server.listen(listener)?,
     };
     Ok(server.run())
+}
+
+/// Stops the server within what is left until `deadline`: gracefully (idle keep-alive
+/// connections, answers being written) if `graceful` and there is time, else at once; then
+/// waits for its task to end. `graceful` is false when requests were still in flight at
+/// the deadline: they are dropped unanswered.
+pub async fn stop(
+    handle: ServerHandle,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    graceful: bool,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if !graceful
+        || remaining.is_zero()
+        || tokio::time::timeout(remaining, handle.stop(true))
+            .await
+            .is_err()
+    {
+        handle.stop(false).await;
+    }
+    server.await.map_err(std::io::Error::other)?
 }
 
 async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {

@@ -1,8 +1,9 @@
 //! Every metric the bridge exports, defined once, on the service's own `Registry`.
 //!
 //! Names follow `qminder_bridge_<name>_<unit>[_total]`. Label values come only from fixed
-//! sets: endpoint paths and topics from the configuration, event types from the router's
-//! labels, reasons from the `&'static str` codes below. Known combinations are created at
+//! sets, all given in [`Labels`] by `startup`: endpoint paths and topics from the
+//! configuration, event types and routes from the router, reasons from the code tables of
+//! `errors.rs` (rejections) and `delivery` (failures). Known combinations are created at
 //! zero on start-up, so dashboards and alerts see a series before the first event.
 //! Imports nothing of the domain; whoever counts imports this.
 
@@ -10,31 +11,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-/// Why a request was turned away before its event was accepted (`reason` label).
-pub const REJECT_REASONS: &[&str] = &[
-    "ip_not_allowed",
-    "missing_signature",
-    "invalid_signature",
-    "body_too_large",
-    "headers_too_large",
-    "bad_request",
-    "request_timeout",
-    "overloaded",
-    "shutting_down",
-    "method_not_allowed",
-    "not_found",
-];
-
-/// Why an accepted event did not reach Kafka (`reason` label of `events_failed_total`).
-pub const FAILURE_REASONS: &[&str] = &[
-    "timeout",
-    "queue_full",
-    "refused",
-    "unavailable",
-    "spool_full",
-    "spool_error",
-];
 
 /// Endpoint label for requests to no configured path.
 pub const NO_ENDPOINT: &str = "none";
@@ -72,53 +48,47 @@ pub struct SpoolMetrics {
     pub replayed: IntCounter,
     pub torn_records: IntCounter,
     pub parked: IntCounter,
-    /// Forwarding attempts Kafka did not acknowledge, by `FAILURE_REASONS` (retried).
+    /// Forwarding attempts Kafka did not acknowledge, by failure reason (retried).
     pub forward_failures: IntCounterVec,
 }
 
 impl SpoolMetrics {
     fn new() -> Self {
         Self {
-            bytes: IntGauge::new(
+            bytes: int_gauge(
                 "qminder_bridge_spool_bytes",
                 "Bytes of spool segments on disk.",
-            )
-            .expect("valid metric definition"),
-            events: IntGauge::new(
+            ),
+            events: int_gauge(
                 "qminder_bridge_spool_events",
                 "Spooled events not yet acknowledged by Kafka.",
-            )
-            .expect("valid metric definition"),
+            ),
             oldest_age: prometheus::Gauge::new(
                 "qminder_bridge_spool_oldest_age_seconds",
                 "Age of the oldest spooled event not yet acknowledged by Kafka (0 when none).",
             )
             .expect("valid metric definition"),
-            forwarded: IntCounter::new(
+            forwarded: int_counter(
                 "qminder_bridge_spool_forwarded_total",
                 "Spooled events forwarded to Kafka and acknowledged.",
-            )
-            .expect("valid metric definition"),
-            replayed: IntCounter::new(
+            ),
+            replayed: int_counter(
                 "qminder_bridge_spool_replayed_total",
                 "Spooled events found unforwarded at start-up (after a crash or stop) and forwarded since.",
-            )
-            .expect("valid metric definition"),
-            torn_records: IntCounter::new(
+            ),
+            torn_records: int_counter(
                 "qminder_bridge_spool_torn_records_total",
                 "Incomplete records at a spool segment's end, discarded at start-up (never acknowledged).",
-            )
-            .expect("valid metric definition"),
+            ),
             forward_failures: counter_vec(
                 "spool_forward_failures_total",
                 "Attempts to forward a spooled event that Kafka did not acknowledge (the event stays spooled and is retried, or parked), by reason.",
                 &["reason"],
             ),
-            parked: IntCounter::new(
+            parked: int_counter(
                 "qminder_bridge_spool_parked_total",
                 "Spooled events moved to the spool's parked/ directory for an operator: refused outright by Kafka (too large, invalid), or damaged on disk (found at start-up).",
-            )
-            .expect("valid metric definition"),
+            ),
         }
     }
 
@@ -143,12 +113,15 @@ pub struct Labels<'a> {
     pub event_types: Vec<&'a str>,
     /// (event type label, topic) pairs the router can produce.
     pub routes: Vec<(&'a str, &'a str)>,
+    /// The `reason`s of `events_rejected_total` (the rejection codes).
+    pub reject_reasons: Vec<&'a str>,
+    /// The `reason`s of `events_failed_total` and `spool_forward_failures_total`.
+    pub failure_reasons: Vec<&'a str>,
 }
 
 impl Metrics {
     /// Creates and registers every metric; pre-creates the series for `labels`.
     pub fn new(labels: &Labels<'_>) -> Self {
-        let registry = Registry::new();
         let m = Self {
             events_accepted: counter_vec(
                 "events_accepted_total",
@@ -176,54 +149,46 @@ impl Metrics {
                 &["endpoint"],
             ),
             request_duration: HistogramVec::new(
-                HistogramOpts::new(
+                latency_histogram(
                     "qminder_bridge_request_duration_seconds",
                     "Time from receiving a webhook request to answering it, by endpoint.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+                ),
                 &["endpoint"],
             )
             .expect("valid metric definition"),
-            delivery_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "qminder_bridge_kafka_delivery_duration_seconds",
-                    "Time from handing a record to the producer to Kafka's acknowledgement.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            )
+            delivery_duration: Histogram::with_opts(latency_histogram(
+                "qminder_bridge_kafka_delivery_duration_seconds",
+                "Time from handing a record to the producer to Kafka's acknowledgement.",
+            ))
             .expect("valid metric definition"),
-            requests_in_flight: IntGauge::new(
+            requests_in_flight: int_gauge(
                 "qminder_bridge_requests_in_flight",
                 "Webhook requests being handled now.",
-            )
-            .expect("valid metric definition"),
-            producer_restarts: IntCounter::new(
+            ),
+            producer_restarts: int_counter(
                 "qminder_bridge_producer_restarts_total",
                 "Kafka producers replaced because they could no longer deliver.",
-            )
-            .expect("valid metric definition"),
-            late_deliveries: IntCounter::new(
+            ),
+            late_deliveries: int_counter(
                 "qminder_bridge_events_delivered_after_timeout_total",
                 "Records answered 503 (timeout) that Kafka acknowledged later: expect a duplicate if the sender retries.",
-            )
-            .expect("valid metric definition"),
-            ready: IntGauge::new(
+            ),
+            ready: int_gauge(
                 "qminder_bridge_ready",
                 "1 when the bridge is ready to take webhooks (broker reachable, not stopping).",
-            )
-            .expect("valid metric definition"),
+            ),
             build_info: IntGaugeVec::new(
-                Opts::new("qminder_bridge_build_info", "Always 1; labels say which build runs."),
+                Opts::new(
+                    "qminder_bridge_build_info",
+                    "Always 1; labels say which build runs.",
+                ),
                 &["version"],
             )
             .expect("valid metric definition"),
             spool: SpoolMetrics::new(),
-            registry,
+            registry: Registry::new(),
         };
         m.register_all();
-        m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
         m.precreate(labels);
         m
     }
@@ -258,6 +223,9 @@ impl Metrics {
     }
 
     fn precreate(&self, labels: &Labels<'_>) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for endpoint in &labels.endpoints {
             self.request_duration.with_label_values(&[endpoint]);
             self.events_deduplicated.with_label_values(&[endpoint]);
@@ -265,7 +233,7 @@ impl Metrics {
                 self.events_accepted
                     .with_label_values(&[endpoint, event_type]);
             }
-            for reason in REJECT_REASONS {
+            for reason in &labels.reject_reasons {
                 self.events_rejected.with_label_values(&[endpoint, reason]);
             }
         }
@@ -276,11 +244,11 @@ impl Metrics {
                 .with_label_values(&[event_type, topic]);
         }
         for event_type in &labels.event_types {
-            for reason in FAILURE_REASONS {
+            for reason in &labels.failure_reasons {
                 self.events_failed.with_label_values(&[event_type, reason]);
             }
         }
-        for reason in FAILURE_REASONS {
+        for reason in &labels.failure_reasons {
             self.spool.forward_failures.with_label_values(&[reason]);
         }
     }
@@ -292,6 +260,18 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+fn int_gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("valid metric definition")
+}
+
+fn int_counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid metric definition")
+}
+
+fn latency_histogram(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -309,6 +289,8 @@ mod tests {
             endpoints: vec!["/hook"],
             event_types: vec!["ticket_created"],
             routes: vec![("ticket_created", "qminder.ticket_created")],
+            reject_reasons: vec!["invalid_signature"],
+            failure_reasons: vec!["timeout"],
         });
         let text = m.render();
         for line in [

@@ -1,4 +1,4 @@
-//! Stage 4 of the data path: encode an event as a Kafka record in CloudEvents 1.0 form.
+//! Stage 5 of the data path: encode an event as a Kafka record in CloudEvents 1.0 form.
 //!
 //! `structured` (default): the value is a CloudEvents JSON event whose `data` member is the
 //! request's `data` bytes spliced in unchanged, with header
@@ -76,70 +76,88 @@ pub fn encode<'a>(
         None => Cow::Owned(format_time(ctx.received_at)),
     };
     let key = event.entity_id.as_deref();
-    match format {
-        RecordFormat::Structured => {
-            let mut value = Vec::with_capacity(event.data.len() + 400);
-            value.extend_from_slice(br#"{"specversion":"1.0","id":"#);
-            push_json_str(&mut value, verified.id());
-            value.extend_from_slice(br#","source":"#);
-            push_json_str(&mut value, ctx.source);
-            value.extend_from_slice(br#","type":""#);
-            value.extend_from_slice(TYPE_PREFIX.as_bytes());
-            // The escaped type, without its opening quote (the prefix's quote stands).
-            let start = value.len();
-            push_json_str(&mut value, &event.event_type);
-            value.remove(start);
-            if let Some(subject) = key {
-                value.extend_from_slice(br#","subject":"#);
-                push_json_str(&mut value, subject);
-            }
-            value.extend_from_slice(br#","time":"#);
-            push_json_str(&mut value, &time);
-            value.extend_from_slice(br#","datacontenttype":"application/json""#);
-            if let Some(partition_key) = key {
-                value.extend_from_slice(br#","partitionkey":"#);
-                push_json_str(&mut value, partition_key);
-            }
-            value.extend_from_slice(br#","data":"#);
-            value.extend_from_slice(event.data.as_bytes());
-            value.push(b'}');
-            Record {
-                topic,
-                label: &route.label,
-                key,
-                value: Cow::Owned(value),
-                headers: vec![("content-type", Cow::Borrowed(STRUCTURED_CONTENT_TYPE))],
-                id: verified.id(),
-            }
-        }
-        RecordFormat::Binary => {
-            let mut headers = vec![
-                ("ce_specversion", Cow::Borrowed("1.0")),
-                ("ce_id", Cow::Borrowed(verified.id())),
-                ("ce_source", Cow::Borrowed(ctx.source)),
-                (
-                    "ce_type",
-                    Cow::Owned(format!("{TYPE_PREFIX}{}", event.event_type)),
-                ),
-            ];
-            if let Some(subject) = key {
-                headers.push(("ce_subject", Cow::Borrowed(subject)));
-            }
-            headers.push(("ce_time", time));
-            if let Some(partition_key) = key {
-                headers.push(("ce_partitionkey", Cow::Borrowed(partition_key)));
-            }
-            headers.push(("content-type", Cow::Borrowed("application/json")));
-            Record {
-                topic,
-                label: &route.label,
-                key,
-                value: Cow::Borrowed(event.data.as_bytes()),
-                headers,
-                id: verified.id(),
-            }
-        }
+    let (value, headers) = match format {
+        RecordFormat::Structured => (
+            Cow::Owned(structured_value(verified, event, ctx, key, &time)),
+            vec![("content-type", Cow::Borrowed(STRUCTURED_CONTENT_TYPE))],
+        ),
+        RecordFormat::Binary => (
+            Cow::Borrowed(event.data.as_bytes()),
+            binary_headers(verified, event, ctx, key, time),
+        ),
+    };
+    Record {
+        topic,
+        label: &route.label,
+        key,
+        value,
+        headers,
+        id: verified.id(),
     }
+}
+
+/// The structured mode's value: the CloudEvents JSON, `data` spliced in unchanged.
+fn structured_value(
+    verified: &Verified,
+    event: &Event<'_>,
+    ctx: Context<'_>,
+    key: Option<&str>,
+    time: &str,
+) -> Vec<u8> {
+    let mut value = Vec::with_capacity(event.data.len() + 400);
+    value.extend_from_slice(br#"{"specversion":"1.0","id":"#);
+    push_json_str(&mut value, verified.id());
+    value.extend_from_slice(br#","source":"#);
+    push_json_str(&mut value, ctx.source);
+    value.extend_from_slice(br#","type":""#);
+    value.extend_from_slice(TYPE_PREFIX.as_bytes());
+    // The escaped type, without its opening quote (the prefix's quote stands).
+    let start = value.len();
+    push_json_str(&mut value, &event.event_type);
+    value.remove(start);
+    if let Some(subject) = key {
+        value.extend_from_slice(br#","subject":"#);
+        push_json_str(&mut value, subject);
+    }
+    value.extend_from_slice(br#","time":"#);
+    push_json_str(&mut value, time);
+    value.extend_from_slice(br#","datacontenttype":"application/json""#);
+    if let Some(partition_key) = key {
+        value.extend_from_slice(br#","partitionkey":"#);
+        push_json_str(&mut value, partition_key);
+    }
+    value.extend_from_slice(br#","data":"#);
+    value.extend_from_slice(event.data.as_bytes());
+    value.push(b'}');
+    value
+}
+
+/// The binary mode's headers: the CloudEvents attributes as `ce_*`.
+fn binary_headers<'a>(
+    verified: &'a Verified,
+    event: &Event<'_>,
+    ctx: Context<'a>,
+    key: Option<&'a str>,
+    time: Cow<'a, str>,
+) -> Vec<(&'static str, Cow<'a, str>)> {
+    let mut headers = vec![
+        ("ce_specversion", Cow::Borrowed("1.0")),
+        ("ce_id", Cow::Borrowed(verified.id())),
+        ("ce_source", Cow::Borrowed(ctx.source)),
+        (
+            "ce_type",
+            Cow::Owned(format!("{TYPE_PREFIX}{}", event.event_type)),
+        ),
+    ];
+    if let Some(subject) = key {
+        headers.push(("ce_subject", Cow::Borrowed(subject)));
+    }
+    headers.push(("ce_time", time));
+    if let Some(partition_key) = key {
+        headers.push(("ce_partitionkey", Cow::Borrowed(partition_key)));
+    }
+    headers.push(("content-type", Cow::Borrowed("application/json")));
+    headers
 }
 
 /// Encodes an authenticated body that is not an event, for the dead-letter topic: the

@@ -1,4 +1,4 @@
-//! Stage 5 of the data path: which topic an event goes to.
+//! Stage 4 of the data path: which topic an event goes to.
 //!
 //! Each of the 9 known types has its topic, `<topic_prefix>.<type>` unless overridden in
 //! `[kafka.topics]` (which may also name types Qminder adds later). Every other type goes to
@@ -90,6 +90,19 @@ impl Router {
         all.into_iter().cloned().collect()
     }
 
+    /// Every (label, topic) pair the router can produce, sorted, without duplicates: the
+    /// known types, `[kafka.topics]` overrides (also of types only they name), unknown and
+    /// dead letters. The `events_forwarded_total` series are created from these.
+    pub fn routes(&self) -> Vec<(&str, &str)> {
+        let all: BTreeSet<(&str, &str)> = self
+            .by_type
+            .values()
+            .chain([&self.unknown, &self.dead_letter])
+            .map(|r| (r.label.as_str(), r.topic.as_str()))
+            .collect();
+        all.into_iter().collect()
+    }
+
     /// Every `event_type` label the bridge may use, for pre-registering metrics.
     pub fn labels(&self) -> Vec<&str> {
         let all: BTreeSet<&str> = self
@@ -164,5 +177,19 @@ mod tests {
         assert!(topics.contains(&"qminder.unknown".to_owned()));
         assert!(!topics.contains(&"qminder.ticket_created".to_owned()));
         assert_eq!(r.labels().len(), 11);
+    }
+
+    #[test]
+    fn lists_a_route_for_a_type_that_only_an_override_names() {
+        let r = router(&[("ticket_moved", "tickets.moved")]);
+        let routes = r.routes();
+        assert!(
+            routes.contains(&("ticket_moved", "tickets.moved")),
+            "{routes:?}"
+        );
+        assert!(routes.contains(&("ticket_created", "qminder.ticket_created")));
+        assert!(routes.contains(&(UNKNOWN_LABEL, "qminder.unknown")));
+        assert!(routes.contains(&(MALFORMED_LABEL, "qminder.deadletter")));
+        assert_eq!(routes.len(), KNOWN_EVENT_TYPES.len() + 3);
     }
 }

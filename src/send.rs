@@ -78,34 +78,7 @@ pub fn send(request: &SendRequest<'_>, secret: SecretString) -> ExitCode {
         }
     };
     let verifier = Verifier::new(request.sign_url.unwrap_or(request.url), &[secret]);
-    let mut refused = 0_usize;
-    runtime.block_on(async {
-        for (path, body) in request.files.iter().zip(bodies) {
-            let signature = verifier.sign(&body);
-            let answer = client
-                .post(url.clone())
-                .header("content-type", "application/json")
-                .header("x-qminder-signature", signature)
-                .body(body)
-                .send()
-                .await;
-            let (status, text) = match answer {
-                Ok(response) => {
-                    let status = response.status();
-                    let text = response.text().await.unwrap_or_else(|e| e.to_string());
-                    if !status.is_success() {
-                        refused += 1;
-                    }
-                    (status.as_u16().to_string(), text)
-                }
-                Err(e) => {
-                    refused += 1;
-                    ("error".to_owned(), error_chain(&e))
-                }
-            };
-            println!("{status}\t{}\t{}", path.display(), one_line(&text));
-        }
-    });
+    let refused = runtime.block_on(post_all(&client, &url, &verifier, request.files, bodies));
     if refused == 0 {
         ExitCode::SUCCESS
     } else {
@@ -115,6 +88,43 @@ pub fn send(request: &SendRequest<'_>, secret: SecretString) -> ExitCode {
         );
         ExitCode::from(1)
     }
+}
+
+/// POSTs each body, signed, printing one line per answer; how many were not 2xx.
+async fn post_all(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    verifier: &Verifier,
+    files: &[PathBuf],
+    bodies: Vec<Vec<u8>>,
+) -> usize {
+    let mut refused = 0_usize;
+    for (path, body) in files.iter().zip(bodies) {
+        let signature = verifier.sign(&body);
+        let answer = client
+            .post(url.clone())
+            .header("content-type", "application/json")
+            .header("x-qminder-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let (status, text) = match answer {
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_else(|e| e.to_string());
+                if !status.is_success() {
+                    refused += 1;
+                }
+                (status.as_u16().to_string(), text)
+            }
+            Err(e) => {
+                refused += 1;
+                ("error".to_owned(), error_chain(&e))
+            }
+        };
+        println!("{status}\t{}\t{}", path.display(), one_line(&text));
+    }
+    refused
 }
 
 fn client(request: &SendRequest<'_>) -> Result<reqwest::Client, String> {

@@ -1,5 +1,5 @@
 //! Logging: `tracing` to stdout, the level from `RUST_LOG` (default `info`), the layout from
-//! `log.format` (`text` or `json`). librdkafka's own logs arrive through `kafka_context`.
+//! `log.format` (`text` or `json`). librdkafka's own logs arrive through `delivery/kafka/context.rs`.
 
 use tracing_subscriber::EnvFilter;
 

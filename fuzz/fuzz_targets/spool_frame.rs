@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use qminder_bridge::record::Record;
-use qminder_bridge::spool::frame::{self, HEADER_LEN, Outcome, Spooled};
+use qminder_bridge::delivery::spool::frame::{self, HEADER_LEN, Outcome, Spooled};
 
 #[derive(Arbitrary, Debug)]
 struct Rec {

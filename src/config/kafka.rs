@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::passthrough::Passthrough;
+use super::passthrough::{Passthrough, check_passthrough};
+use super::security::{KafkaSecurity, check_security};
 use super::{EMBEDDED, Settings};
 use crate::record::RecordFormat;
-use crate::secret::SecretSpec;
 
 /// `[kafka]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,78 +44,6 @@ pub struct KafkaSettings {
     pub librdkafka: Passthrough,
     /// TLS and SASL to the brokers.
     pub security: KafkaSecurity,
-}
-
-/// `[kafka.security]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaSecurity {
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub protocol: SecurityProtocol,
-    /// PEM file of the CA(s) that signed the brokers' certificates (default: the system's).
-    pub ca_file: Option<std::path::PathBuf>,
-    /// PEM client certificate, for brokers that authenticate clients by TLS.
-    pub cert_file: Option<std::path::PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<std::path::PathBuf>,
-    /// Password of `key_file`, if it is encrypted: literal, `env:NAME` or `file:PATH`.
-    pub key_password: Option<SecretSpec>,
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    pub sasl_mechanism: Option<SaslMechanism>,
-    /// SASL user name.
-    pub sasl_username: Option<String>,
-    /// SASL password: literal, `env:NAME` or `file:PATH`.
-    pub sasl_password: Option<SecretSpec>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SecurityProtocol {
-    #[default]
-    Plaintext,
-    Ssl,
-    SaslPlaintext,
-    SaslSsl,
-}
-
-impl SecurityProtocol {
-    /// librdkafka's `security.protocol` value.
-    pub fn as_librdkafka(self) -> &'static str {
-        match self {
-            Self::Plaintext => "plaintext",
-            Self::Ssl => "ssl",
-            Self::SaslPlaintext => "sasl_plaintext",
-            Self::SaslSsl => "sasl_ssl",
-        }
-    }
-
-    pub fn uses_tls(self) -> bool {
-        matches!(self, Self::Ssl | Self::SaslSsl)
-    }
-
-    pub fn uses_sasl(self) -> bool {
-        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SaslMechanism {
-    #[serde(rename = "PLAIN")]
-    Plain,
-    #[serde(rename = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[serde(rename = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl SaslMechanism {
-    pub fn as_librdkafka(self) -> &'static str {
-        match self {
-            Self::Plain => "PLAIN",
-            Self::ScramSha256 => "SCRAM-SHA-256",
-            Self::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
 }
 
 impl Default for KafkaSettings {
@@ -195,8 +123,8 @@ impl Settings {
                 problems.push(format!("{key} gives topic {topic:?}, which {why}"));
             }
         }
-        crate::producer_config::check_passthrough(k, problems);
-        crate::producer_config::check_security(&k.security, problems);
+        check_passthrough(&k.librdkafka, problems);
+        check_security(&k.security, problems);
     }
 }
 

@@ -15,11 +15,13 @@ use crate::secret::SecretSpec;
 mod kafka;
 mod options;
 mod passthrough;
+mod security;
 mod server;
 
-pub use kafka::{KafkaSecurity, KafkaSettings, SaslMechanism, SecurityProtocol};
+pub use kafka::KafkaSettings;
 pub use options::{DedupeSettings, LogFormat, LogSettings, PrivacySettings, SpoolSettings};
 pub use passthrough::Passthrough;
+pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use server::{ServerSettings, TlsSettings};
 
 /// `bootstrap_servers` value that starts librdkafka's in-process mock cluster.
@@ -168,3 +170,6 @@ impl Settings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

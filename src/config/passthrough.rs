@@ -82,6 +82,58 @@ impl std::fmt::Debug for Passthrough {
     }
 }
 
+/// Properties that a typed key owns: passthrough must not set them.
+const OWNED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "kafka.bootstrap_servers"),
+    ("metadata.broker.list", "kafka.bootstrap_servers"),
+    ("message.timeout.ms", "kafka.delivery_timeout_ms"),
+    ("delivery.timeout.ms", "kafka.delivery_timeout_ms"),
+    (
+        "test.mock.num.brokers",
+        "kafka.bootstrap_servers = \"embedded\"",
+    ),
+    ("security.protocol", "[kafka.security] protocol"),
+    ("ssl.ca.location", "[kafka.security] ca_file"),
+    ("ssl.certificate.location", "[kafka.security] cert_file"),
+    ("ssl.key.location", "[kafka.security] key_file"),
+    ("ssl.key.password", "[kafka.security] key_password"),
+    ("sasl.mechanism", "[kafka.security] sasl_mechanism"),
+    ("sasl.mechanisms", "[kafka.security] sasl_mechanism"),
+    ("sasl.username", "[kafka.security] sasl_username"),
+    ("sasl.password", "[kafka.security] sasl_password"),
+];
+
+/// Checks `[kafka.librdkafka]`, adding one problem per offending property.
+pub fn check_passthrough(passthrough: &Passthrough, problems: &mut Vec<String>) {
+    for (key, value) in passthrough {
+        let at = format!("kafka.librdkafka.\"{key}\"");
+        let v = value.trim().to_ascii_lowercase();
+        if let Some((_, typed)) = OWNED.iter().find(|(k, _)| k == key) {
+            problems.push(format!(
+                "{at} is set by {typed}; set that instead and remove this"
+            ));
+            continue;
+        }
+        let weakens = match key.as_str() {
+            "acks" | "request.required.acks" => v != "all" && v != "-1",
+            "enable.idempotence" => v != "true",
+            "max.in.flight.requests.per.connection" | "max.in.flight" => {
+                !matches!(v.parse::<u32>(), Ok(1..=5))
+            }
+            "retries" | "message.send.max.retries" => v == "0",
+            "transactional.id" => true,
+            _ => false,
+        };
+        if weakens {
+            problems.push(format!(
+                "{at} = {value:?} would weaken delivery: the bridge answers 2xx only for \
+                 records Kafka acknowledged with acks=all from an idempotent producer \
+                 (at most 5 requests in flight, retries on, no transactions); remove it"
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +165,53 @@ mod tests {
         // The producer still gets them.
         let given: Vec<_> = p.iter().map(|(_, v)| v.as_str()).collect();
         assert!(given.contains(&"s3cr3t-1"));
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
+        let mut passthrough = Passthrough::default();
+        for (k, v) in pairs {
+            passthrough.insert((*k).into(), (*v).into());
+        }
+        let mut problems = Vec::new();
+        check_passthrough(&passthrough, &mut problems);
+        problems
+    }
+
+    #[test]
+    fn refuses_settings_that_weaken_delivery() {
+        for (k, v) in [
+            ("acks", "1"),
+            ("acks", "0"),
+            ("request.required.acks", "1"),
+            ("enable.idempotence", "false"),
+            ("max.in.flight.requests.per.connection", "6"),
+            ("max.in.flight", "0"),
+            ("retries", "0"),
+            ("transactional.id", "x"),
+            ("bootstrap.servers", "elsewhere:9092"),
+            ("message.timeout.ms", "300000"),
+            ("security.protocol", "ssl"),
+            ("sasl.password", "x"),
+        ] {
+            assert_eq!(problems(&[(k, v)]).len(), 1, "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn passes_harmless_and_strengthening_settings() {
+        let ok = [
+            ("acks", "all"),
+            ("acks", "-1"),
+            ("enable.idempotence", "true"),
+            ("compression.type", "zstd"),
+            ("linger.ms", "2"),
+            ("max.in.flight.requests.per.connection", "5"),
+        ];
+        assert!(problems(&ok).is_empty());
     }
 }

@@ -5,7 +5,7 @@
 use actix_web::HttpResponse;
 use serde::Serialize;
 
-use crate::publisher::Delivered;
+use crate::delivery::Delivered;
 
 /// A successful answer: where Kafka put the record, or that it is spooled.
 #[derive(Debug, Serialize)]

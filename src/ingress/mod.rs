@@ -9,12 +9,12 @@
 //! route → encode → deliver, and answer 200 (or 202 for a dead-lettered body) only with
 //! Kafka's partition and offset in hand.
 //! actix runs each worker on one thread, so the handler future need not be `Send`.
-//! Reading the body: `body.rs`; the success answers: `answer.rs`.
+//! Reading the body: `body.rs`; the success answers: `answer.rs`; building and draining:
+//! `build.rs`; the handler's unit tests, with a fake delivery: `tests.rs`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -24,51 +24,58 @@ use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
 use crate::dedupe::{Dedupe, Remembered};
+use crate::delivery::{Deliver, Delivered};
 use crate::errors::IngressError;
 use crate::event;
 use crate::metrics::{Metrics, NO_ENDPOINT};
 use crate::privacy::Privacy;
-use crate::publisher::{Deliver, Delivered};
 use crate::record::{self, Context, Record, RecordFormat};
 use crate::routing::{Route, Router};
-use crate::signature::{SIGNATURE_HEADER, Signature, Verifier};
+use crate::shutdown::Stopping;
+use crate::signature::{SIGNATURE_HEADER, Signature, Verified, Verifier};
 
 mod answer;
 mod body;
+mod build;
+#[cfg(test)]
+mod tests;
 
 use answer::answer;
 use body::{content_length, read_capped};
+pub use build::Parts;
 
 /// One configured webhook: where it is served, how it is verified, how it is named.
 #[derive(Debug)]
 pub struct Endpoint {
     pub path: String,
-    pub verifier: Verifier,
-    pub source: String,
+    verifier: Verifier,
+    source: String,
     /// Its metric children, resolved once: `accepted` by event-type label.
-    pub accepted: HashMap<String, IntCounter>,
-    pub duration: Histogram,
+    accepted: HashMap<String, IntCounter>,
+    duration: Histogram,
 }
 
-/// What every webhook request shares.
+/// What every webhook request shares. Built by [`Ingress::new`] (`build.rs`).
 pub struct Ingress {
-    pub deliver: Arc<dyn Deliver>,
-    pub router: Router,
-    pub metrics: Metrics,
-    pub format: RecordFormat,
-    pub max_body_bytes: usize,
-    pub max_header_bytes: usize,
+    deliver: Arc<dyn Deliver>,
+    router: Router,
+    metrics: Metrics,
+    format: RecordFormat,
+    max_body_bytes: usize,
+    max_header_bytes: usize,
     /// How long the body may take to arrive: `request_timeout_ms − delivery_timeout_ms`.
-    pub body_timeout: Duration,
-    pub retry_after_s: u32,
-    pub in_flight: Semaphore,
-    pub dedupe: Option<Dedupe>,
-    pub privacy: Option<Privacy>,
-    pub access: AccessPolicy,
+    body_timeout: Duration,
+    retry_after_s: u32,
+    /// One permit per request being handled; [`Ingress::drain`] takes them all.
+    in_flight: Semaphore,
+    max_in_flight: u32,
+    dedupe: Option<Dedupe>,
+    privacy: Option<Privacy>,
+    access: AccessPolicy,
     /// `events_forwarded` children by event-type label (each label has one topic).
-    pub forwarded: HashMap<String, IntCounter>,
+    forwarded: HashMap<String, IntCounter>,
     /// Set at shutdown: new webhooks are refused while those in flight finish.
-    pub stopping: AtomicBool,
+    stopping: Arc<Stopping>,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -131,17 +138,35 @@ fn reject(ingress: &Ingress, endpoint: &str, error: IngressError) -> HttpRespons
 }
 
 impl Ingress {
-    /// From now on, new webhook requests get 503 `shutting_down`.
-    pub fn begin_shutdown(&self) {
-        self.stopping.store(true, Ordering::Release);
-    }
-
     async fn handle(
         &self,
         request: &HttpRequest,
         payload: web::Payload,
         endpoint: &Endpoint,
     ) -> Result<HttpResponse, IngressError> {
+        self.admit(request)?;
+        let _slot = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| IngressError::Overloaded)?;
+        let _gauge = InFlight::enter(&self.metrics);
+        let (signature, length) = self.check_head(request)?;
+        let body = tokio::time::timeout(
+            self.body_timeout,
+            read_capped(payload, self.max_body_bytes, length),
+        )
+        .await
+        .map_err(|_| IngressError::RequestTimeout)??;
+        let verified = endpoint.verifier.verify_decoded(&signature, body)?;
+        if let Some(answer) = self.replayed(&verified, endpoint) {
+            return Ok(answer);
+        }
+        self.publish_verified(&verified, endpoint).await
+    }
+
+    /// The refusals that need nothing of the request but its origin: the allowlist (403)
+    /// and shutdown (503).
+    fn admit(&self, request: &HttpRequest) -> Result<(), IngressError> {
         if self.access.restricts() {
             let lines = request.headers().get_all("x-forwarded-for");
             let forwarded_for = crate::access::forwarded_for(lines.map(|v| v.as_bytes()));
@@ -150,15 +175,18 @@ impl Ingress {
                 return Err(IngressError::Forbidden);
             }
         }
-        if self.stopping.load(Ordering::Acquire) {
+        if self.stopping.is_set() {
             return Err(IngressError::ShuttingDown);
         }
-        let _slot = self
-            .in_flight
-            .try_acquire()
-            .map_err(|_| IngressError::Overloaded)?;
-        let _gauge = InFlight::enter(&self.metrics);
+        Ok(())
+    }
 
+    /// The checks made before the body is read: header size (431), Content-Length (400,
+    /// 413), the signature header's presence and shape (401).
+    fn check_head(
+        &self,
+        request: &HttpRequest,
+    ) -> Result<(Signature, Option<usize>), IngressError> {
         let header_bytes: usize = request
             .headers()
             .iter()
@@ -167,7 +195,6 @@ impl Ingress {
         if header_bytes > self.max_header_bytes {
             return Err(IngressError::HeadersTooLarge);
         }
-
         let length = content_length(request)?;
         if length.is_some_and(|n| n > self.max_body_bytes) {
             return Err(IngressError::BodyTooLarge);
@@ -176,36 +203,37 @@ impl Ingress {
             None => return Err(IngressError::MissingSignature),
             Some(value) => Signature::from_header(value.as_bytes())?,
         };
-        let body = tokio::time::timeout(
-            self.body_timeout,
-            read_capped(payload, self.max_body_bytes, length),
-        )
-        .await
-        .map_err(|_| IngressError::RequestTimeout)??;
+        Ok((signature, length))
+    }
 
-        let verified = endpoint.verifier.verify_decoded(&signature, body)?;
-        if let Some(remembered) = self
-            .dedupe
-            .as_ref()
-            .and_then(|d| d.seen(verified.id(), Instant::now()))
-        {
-            self.metrics
-                .events_deduplicated
-                .with_label_values(&[&endpoint.path])
-                .inc();
-            return Ok(answer(
-                verified.id(),
-                &remembered.topic,
-                remembered.delivered,
-                remembered.dead_letter_reason,
-                true,
-            ));
-        }
+    /// With `[dedupe]`: the first answer again, for an event acknowledged before.
+    fn replayed(&self, verified: &Verified, endpoint: &Endpoint) -> Option<HttpResponse> {
+        let remembered = self.dedupe.as_ref()?.seen(verified.id(), Instant::now())?;
+        self.metrics
+            .events_deduplicated
+            .with_label_values(&[&endpoint.path])
+            .inc();
+        Some(answer(
+            verified.id(),
+            &remembered.topic,
+            remembered.delivered,
+            remembered.dead_letter_reason,
+            true,
+        ))
+    }
+
+    /// Parse → route → encode → deliver; a body that is not an event goes to the
+    /// dead-letter topic.
+    async fn publish_verified(
+        &self,
+        verified: &Verified,
+        endpoint: &Endpoint,
+    ) -> Result<HttpResponse, IngressError> {
         let ctx = Context {
             source: &endpoint.source,
             received_at: OffsetDateTime::now_utc(),
         };
-        match event::parse(&verified) {
+        match event::parse(verified) {
             Ok(mut event) => {
                 if let Some(privacy) = &self.privacy {
                     if let Cow::Owned(data) = privacy.apply(&event.data) {
@@ -214,7 +242,7 @@ impl Ingress {
                 }
                 let route = self.router.route(&event.event_type);
                 self.count_accepted(endpoint, route);
-                let record = record::encode(self.format, &verified, &event, route, ctx);
+                let record = record::encode(self.format, verified, &event, route, ctx);
                 let delivered = self.publish(&record, route, None).await?;
                 Ok(answer(record.id, record.topic, delivered, None, false))
             }
@@ -226,7 +254,7 @@ impl Ingress {
                     reason = malformed.code(),
                     "Sending an authenticated body that is not an event to the dead-letter topic."
                 );
-                let record = record::encode_dead_letter(&verified, malformed, route, ctx);
+                let record = record::encode_dead_letter(verified, malformed, route, ctx);
                 let reason = Some(malformed.code());
                 let delivered = self.publish(&record, route, reason).await?;
                 Ok(answer(record.id, record.topic, delivered, reason, false))

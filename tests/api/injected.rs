@@ -9,7 +9,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use qminder_bridge::config::Settings;
-use qminder_bridge::spool::forwarder::PARK_AFTER;
+use qminder_bridge::delivery::spool::forwarder::PARK_AFTER;
 
 use crate::helpers::{TestApp, spawn_app_with};
 

@@ -22,8 +22,8 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::SpoolSettings;
+use crate::delivery::{Deliver, Delivered, DeliveryError, Pending};
 use crate::metrics::Metrics;
-use crate::publisher::{Deliver, Delivered, DeliveryError, Pending};
 use crate::record::Record;
 use cursor::Cursor;
 use forwarder::Forwarder;
@@ -113,7 +113,7 @@ impl Spool {
                 batch: settings.forward_batch,
                 replay_below,
                 topics_ready,
-                parked_dir: settings.dir.join("parked"),
+                parked_dir: log::parked_dir(&settings.dir),
             }
             .run(next, stopped),
         );
@@ -137,10 +137,7 @@ impl Spool {
 
 impl Deliver for Spool {
     fn deliver(&self, record: &Record<'_>) -> Pending {
-        let received_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let payload = frame::encode_payload(record, received_ms);
+        let payload = frame::encode_payload(record, frame::now_ms());
         let (reply, answer) = oneshot::channel();
         let why = match self.inner.requests.try_send(Append { payload, reply }) {
             Ok(()) => None,

@@ -30,22 +30,14 @@ pub(super) fn read_batch(
     let mut segment: Option<u64> = None;
     loop {
         let want = next + out.len() as u64;
-        // The segment to read, how far it is committed, and whether a later one exists.
-        let (first, len, following, path) = {
-            let state = shared.lock();
-            let found = match segment {
-                Some(f) => state.segments.get_key_value(&f),
-                None => state
-                    .segments
-                    .range(..=want)
-                    .next_back()
-                    .or_else(|| state.segments.iter().next()),
-            };
-            let Some((&first, s)) = found else {
-                return Ok(out);
-            };
-            let following = state.segments.range(first + 1..).next().map(|(&f, _)| f);
-            (first, s.len, following, s.path.clone())
+        let Some(Located {
+            first,
+            len,
+            following,
+            path,
+        }) = locate(shared, segment, want)
+        else {
+            return Ok(out);
         };
         if position.as_ref().is_none_or(|p| p.first != first) {
             *position = Some(Position {
@@ -91,6 +83,35 @@ pub(super) fn read_batch(
             _ => return Ok(out),
         }
     }
+}
+
+/// The segment to read, how far it is committed, and the one after it, if any.
+struct Located {
+    first: u64,
+    len: u64,
+    following: Option<u64>,
+    path: PathBuf,
+}
+
+/// `segment` if given, else the one holding `want` (or the oldest, if `want` is older).
+fn locate(shared: &Shared, segment: Option<u64>, want: u64) -> Option<Located> {
+    let state = shared.lock();
+    let found = match segment {
+        Some(f) => state.segments.get_key_value(&f),
+        None => state
+            .segments
+            .range(..=want)
+            .next_back()
+            .or_else(|| state.segments.iter().next()),
+    };
+    let (&first, s) = found?;
+    let following = state.segments.range(first + 1..).next().map(|(&f, _)| f);
+    Some(Located {
+        first,
+        len: s.len,
+        following,
+        path: s.path.clone(),
+    })
 }
 
 /// Deletes sealed segments whose every record is below `next`.

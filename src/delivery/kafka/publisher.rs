@@ -1,6 +1,6 @@
 //! Stage 6 of the data path: hand a record to Kafka and wait, within a bound, for its ack.
 //!
-//! One rdkafka `FutureProducer` (acks=all, idempotent; see `producer_config`). `send_result`
+//! One rdkafka `FutureProducer` (acks=all, idempotent; see `config.rs`). `send_result`
 //! enqueues without ever sleeping (a full queue is an immediate error); the wait for the
 //! delivery report is bounded by `delivery_timeout_ms`, which is also librdkafka's
 //! `message.timeout.ms`. When we stop waiting, a watcher keeps the report's receiver alive
@@ -8,12 +8,10 @@
 //!
 //! A producer that can no longer deliver is replaced: a fatal librdkafka error, or a
 //! fencing error after librdkafka bumped its idempotent epoch on a timed-out record
-//! (tansu then answers `PRODUCER_FENCED` forever; see `shared/spec/test-broker.md`).
+//! (tansu then answers `PRODUCER_FENCED` forever; see `docs/testing.md`).
 //! The old producer is flushed off-thread before it is dropped, because dropping a
 //! producer purges what it has not sent. Knows records and topics, never HTTP.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,61 +20,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use crate::kafka_context::BridgeContext;
+use super::context::BridgeContext;
+use crate::delivery::{Deliver, Delivered, DeliveryError, Pending};
 use crate::metrics::Metrics;
 use crate::record::Record;
-
-/// What became of a record handed to a [`Deliver`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivered {
-    /// Kafka acknowledged it here.
-    Kafka { partition: i32, offset: i64 },
-    /// It is durable in the local spool, to be forwarded to Kafka in the background.
-    Spooled { sequence: u64 },
-}
-
-/// Why a record is not known to be in Kafka. Every variant is answered 503 + Retry-After.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeliveryError {
-    #[error("Kafka did not acknowledge the record within the delivery timeout")]
-    Timeout,
-    #[error("the producer's queue is full")]
-    QueueFull,
-    #[error("Kafka refused the record: {0}")]
-    Refused(String),
-    /// Kafka refuses this record itself (too large, invalid): sending it again cannot help.
-    #[error("Kafka refuses this record itself: {0}")]
-    Unacceptable(String),
-    #[error("the producer was replaced or is stopping")]
-    Unavailable,
-    #[error("the spool is full (spool.max_bytes)")]
-    SpoolFull,
-    #[error("the spool cannot be written: {0}")]
-    SpoolUnavailable(String),
-}
-
-impl DeliveryError {
-    /// The `reason` label of `events_failed_total`; one of `metrics::FAILURE_REASONS`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::QueueFull => "queue_full",
-            Self::Refused(_) | Self::Unacceptable(_) => "refused",
-            Self::Unavailable => "unavailable",
-            Self::SpoolFull => "spool_full",
-            Self::SpoolUnavailable(_) => "spool_error",
-        }
-    }
-}
-
-/// A delivery in progress; owns nothing of the request.
-pub type Pending = Pin<Box<dyn Future<Output = Result<Delivered, DeliveryError>> + Send>>;
-
-/// What the ingress needs from a publisher: deliver one record.
-pub trait Deliver: Send + Sync + 'static {
-    /// Enqueues `record` (copying it) and returns the bounded wait for its ack.
-    fn deliver(&self, record: &Record<'_>) -> Pending;
-}
 
 struct Generation {
     number: u64,
@@ -139,11 +86,6 @@ impl Publisher {
     /// Waits up to `timeout` for every queued record to be acknowledged. Blocks.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.inner.current().producer.flush(timeout)
-    }
-
-    /// How many producers have been created so far (1 + restarts).
-    pub fn generation(&self) -> u64 {
-        self.inner.current().number
     }
 }
 

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::{Notify, oneshot};
 
 use super::frame;
+use crate::delivery::DeliveryError;
 use crate::metrics::SpoolMetrics;
-use crate::publisher::DeliveryError;
 
 /// One segment file.
 #[derive(Debug, Clone)]
@@ -90,6 +90,11 @@ pub(crate) struct Append {
 
 pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
+}
+
+/// Where records Kafka refuses outright, and damaged bytes, are kept for an operator.
+pub fn parked_dir(dir: &Path) -> PathBuf {
+    dir.join("parked")
 }
 
 /// Limits the writer enforces.
@@ -166,19 +171,48 @@ fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Appen
             Err(error) => {
                 drop(state);
                 tracing::error!(%error, "Cannot start a new spool segment after a failed write; answering 503.");
-                for append in batch {
-                    let _ = append
-                        .reply
-                        .send(Err(DeliveryError::SpoolUnavailable(error.to_string())));
-                }
+                refuse(batch.into_iter().map(|a| a.reply), &error);
                 return;
             }
         }
     }
-    let start_len = state.segments.get(&active.0).map_or(0, |s| s.len);
-    let mut buffer = Vec::new();
-    let mut accepted = Vec::with_capacity(batch.len());
-    let mut seq = state.next_seq;
+    let framed = frame_batch(&mut state, limits, active.0, batch);
+    if framed.accepted.is_empty() {
+        return;
+    }
+    // The lock is released for the write and fsync: readers only look at committed lengths.
+    drop(state);
+    let written = active
+        .1
+        .write_all(&framed.buffer)
+        .and_then(|()| active.1.sync_data());
+    match written {
+        Ok(()) => publish(shared, limits, active, framed),
+        Err(error) => cut_off(shared, active, framed, &error),
+    }
+}
+
+/// A batch framed and numbered, not yet written.
+struct Framed {
+    /// The frames, back to back.
+    buffer: Vec<u8>,
+    /// Each accepted append's number and where to answer it.
+    accepted: Vec<(u64, oneshot::Sender<Result<u64, DeliveryError>>)>,
+    /// The number after the last accepted one.
+    next_seq: u64,
+    /// The active segment's committed length before this batch.
+    start_len: u64,
+}
+
+/// Numbers and frames every append that fits; refuses the others at once (larger than a
+/// frame may be, or beyond `max_bytes`), marking the spool full.
+fn frame_batch(state: &mut LogState, limits: Limits, active: u64, batch: Vec<Append>) -> Framed {
+    let mut framed = Framed {
+        buffer: Vec::new(),
+        accepted: Vec::with_capacity(batch.len()),
+        next_seq: state.next_seq,
+        start_len: state.segments.get(&active).map_or(0, |s| s.len),
+    };
     let mut bytes = state.bytes;
     let mut refused = false;
     for mut append in batch {
@@ -195,11 +229,13 @@ fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Appen
             refused = true;
             continue;
         }
-        frame::set_seq(&mut append.payload, seq);
-        buffer.extend_from_slice(&frame::header(&append.payload));
-        buffer.extend_from_slice(&append.payload);
-        accepted.push((seq, append.reply));
-        seq += 1;
+        frame::set_seq(&mut append.payload, framed.next_seq);
+        framed
+            .buffer
+            .extend_from_slice(&frame::header(&append.payload));
+        framed.buffer.extend_from_slice(&append.payload);
+        framed.accepted.push((framed.next_seq, append.reply));
+        framed.next_seq += 1;
         bytes += size;
     }
     if refused && !state.full {
@@ -209,58 +245,61 @@ fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Appen
             "The spool is full; answering 503 until forwarding to Kafka frees room."
         );
     }
-    if accepted.is_empty() {
-        return;
-    }
-    // The lock is released for the write and fsync: readers only look at committed lengths.
-    drop(state);
-    let written = active
-        .1
-        .write_all(&buffer)
-        .and_then(|()| active.1.sync_data());
+    framed
+}
+
+/// The batch is durable: publish its length to readers, start a new segment if this one
+/// is full, then answer every append with its number.
+fn publish(shared: &Shared, limits: Limits, active: &mut Active, framed: Framed) {
     let mut state = shared.lock();
-    match written {
-        Ok(()) => {
-            let last = seq - 1;
-            state.next_seq = seq;
-            // Added, not assigned: the forwarder may have reclaimed segments meanwhile.
-            state.bytes += buffer.len() as u64;
-            state.healthy = true;
-            if let Some(segment) = state.segments.get_mut(&active.0) {
-                segment.len = start_len + buffer.len() as u64;
-                segment.last_seq = Some(last);
-            }
-            let full = start_len + buffer.len() as u64 >= limits.segment_bytes;
-            if full {
-                match new_segment(&shared.dir, &mut state) {
-                    Ok(next) => *active = next,
-                    Err(error) => {
-                        tracing::error!(%error, "Cannot start a new spool segment; keeping the current one.");
-                    }
-                }
-            }
-            drop(state);
-            shared.update_gauges();
-            shared.committed.notify_one();
-            for (seq, reply) in accepted {
-                let _ = reply.send(Ok(seq));
+    let written = framed.buffer.len() as u64;
+    state.next_seq = framed.next_seq;
+    // Added, not assigned: the forwarder may have reclaimed segments meanwhile.
+    state.bytes += written;
+    state.healthy = true;
+    if let Some(segment) = state.segments.get_mut(&active.0) {
+        segment.len = framed.start_len + written;
+        segment.last_seq = Some(framed.next_seq - 1);
+    }
+    if framed.start_len + written >= limits.segment_bytes {
+        match new_segment(&shared.dir, &mut state) {
+            Ok(next) => *active = next,
+            Err(error) => {
+                tracing::error!(%error, "Cannot start a new spool segment; keeping the current one.");
             }
         }
-        Err(error) => {
-            state.healthy = false;
-            // Cut off whatever part of the batch reached the file: none of it is acknowledged.
-            if let Err(cut) = active.1.set_len(start_len) {
-                tracing::error!(error = %cut, "Cannot cut a failed write off the spool segment; no more appends go to it.");
-                state.active_damaged = true;
-                // Its frames may still be on disk, numbered: never give those numbers again
-                // (and so the next segment gets a name of its own).
-                state.next_seq = seq;
-            }
-            drop(state);
-            tracing::error!(%error, "Cannot write the spool; answering 503.");
-            for (_, reply) in accepted {
-                let _ = reply.send(Err(DeliveryError::SpoolUnavailable(error.to_string())));
-            }
-        }
+    }
+    drop(state);
+    shared.update_gauges();
+    shared.committed.notify_one();
+    for (seq, reply) in framed.accepted {
+        let _ = reply.send(Ok(seq));
+    }
+}
+
+/// The write or fsync failed: cut off whatever part of the batch reached the file (none
+/// of it is acknowledged) and answer every append 503.
+fn cut_off(shared: &Shared, active: &mut Active, framed: Framed, error: &std::io::Error) {
+    let mut state = shared.lock();
+    state.healthy = false;
+    if let Err(cut) = active.1.set_len(framed.start_len) {
+        tracing::error!(error = %cut, "Cannot cut a failed write off the spool segment; no more appends go to it.");
+        state.active_damaged = true;
+        // Its frames may still be on disk, numbered: never give those numbers again
+        // (and so the next segment gets a name of its own).
+        state.next_seq = framed.next_seq;
+    }
+    drop(state);
+    tracing::error!(%error, "Cannot write the spool; answering 503.");
+    refuse(framed.accepted.into_iter().map(|(_, reply)| reply), error);
+}
+
+/// Answers each of `replies` 503 `spool_unavailable` with `error`.
+fn refuse(
+    replies: impl Iterator<Item = oneshot::Sender<Result<u64, DeliveryError>>>,
+    error: &std::io::Error,
+) {
+    for reply in replies {
+        let _ = reply.send(Err(DeliveryError::SpoolUnavailable(error.to_string())));
     }
 }

@@ -13,6 +13,11 @@ use crate::record::Record;
 
 /// Bytes before the payload.
 pub const HEADER_LEN: u64 = 8;
+/// The smallest payload: sequence number, receive time, three empty strings (id, topic,
+/// label), no key, an empty value, no headers. See [`encode_payload`].
+pub const MIN_PAYLOAD: u64 = 8 + 8 + 4 + 4 + 4 + 1 + 4 + 4;
+/// The smallest frame on disk.
+pub const MIN_FRAME: u64 = HEADER_LEN + MIN_PAYLOAD;
 /// No frame is larger; a larger length field means a torn or corrupt frame.
 pub const MAX_PAYLOAD: u32 = 64 * 1024 * 1024;
 
@@ -75,6 +80,20 @@ pub fn encode_payload(record: &Record<'_>, received_ms: u64) -> Vec<u8> {
     out
 }
 
+/// The sequence number of the frame that starts at `bytes[0]`, read without checking
+/// the frame (the payload starts with it); `None` if too few bytes.
+pub fn peek_seq(bytes: &[u8]) -> Option<u64> {
+    let at = HEADER_LEN as usize;
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Milliseconds since the Unix epoch: the clock of `received_ms`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Writes the sequence number into an encoded payload.
 pub fn set_seq(payload: &mut [u8], seq: u64) {
     payload[..8].copy_from_slice(&seq.to_le_bytes());
@@ -131,7 +150,7 @@ pub fn read(reader: &mut impl Read, available: u64) -> io::Result<Outcome> {
 }
 
 fn decode(payload: &[u8]) -> Option<Spooled> {
-    let mut r = Cursor {
+    let mut r = PayloadReader {
         buf: payload,
         at: 0,
     };
@@ -172,12 +191,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     put_bytes(out, s.as_bytes());
 }
 
-struct Cursor<'a> {
+/// Reads a payload's fields in order.
+struct PayloadReader<'a> {
     buf: &'a [u8],
     at: usize,
 }
 
-impl<'a> Cursor<'a> {
+impl<'a> PayloadReader<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.at.checked_add(n)?;
         let slice = self.buf.get(self.at..end)?;
@@ -217,6 +237,26 @@ mod tests {
         let mut frame = header(&payload).to_vec();
         frame.extend_from_slice(&payload);
         frame
+    }
+
+    #[test]
+    fn the_smallest_payload_is_min_payload_long_and_starts_with_its_number() {
+        let empty = Record {
+            topic: "",
+            key: None,
+            value: Cow::Borrowed(b""),
+            headers: Vec::new(),
+            id: "",
+            label: "",
+        };
+        let mut payload = encode_payload(&empty, 0);
+        assert_eq!(payload.len() as u64, MIN_PAYLOAD);
+        set_seq(&mut payload, 42);
+        let mut frame = header(&payload).to_vec();
+        frame.extend_from_slice(&payload);
+        assert_eq!(frame.len() as u64, MIN_FRAME);
+        assert_eq!(peek_seq(&frame), Some(42));
+        assert_eq!(peek_seq(&frame[..15]), None);
     }
 
     #[test]

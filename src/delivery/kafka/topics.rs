@@ -2,7 +2,7 @@
 //!
 //! Uses librdkafka's Admin API (CreateTopics), which tansu and Apache Kafka both serve.
 //! A topic that already exists is fine. Used at start-up when `kafka.create_topics` is on
-//! (retried by the health loop until the broker answers) and by `qminder-bridge topics`.
+//! (retried by the broker probe, `probe.rs`, until the broker answers) and by `qminder-bridge topics`.
 
 use std::time::Duration;
 
@@ -10,7 +10,48 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::kafka_context::BridgeContext;
+use super::context::BridgeContext;
+use crate::config::Passthrough;
+
+/// Topics to create before the bridge calls itself ready (`kafka.create_topics`).
+#[derive(Debug, Clone)]
+pub struct TopicSetup {
+    pub admin: ClientConfig,
+    /// To redact credentials from librdkafka's errors before they are logged.
+    pub passthrough: Passthrough,
+    pub topics: Vec<String>,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+impl TopicSetup {
+    /// Creates the missing topics; true once all are in place (logged either way).
+    pub async fn run(&self, timeout: Duration) -> bool {
+        let outcome = ensure(
+            &self.admin,
+            &self.topics,
+            self.partitions,
+            self.replication_factor,
+            timeout,
+        )
+        .await;
+        match outcome {
+            Ok(outcomes) => {
+                let created = outcomes
+                    .iter()
+                    .filter(|(_, o)| *o == TopicOutcome::Created)
+                    .count();
+                tracing::info!(created, total = outcomes.len(), "Topics are in place.");
+                true
+            }
+            Err(error) => {
+                let error = self.passthrough.redact(&error.to_string());
+                tracing::warn!(%error, "Could not create topics yet; will retry.");
+                false
+            }
+        }
+    }
+}
 
 /// What became of one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]

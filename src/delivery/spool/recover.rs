@@ -17,7 +17,7 @@ use std::path::Path;
 
 use super::durable;
 use super::frame::{self, Outcome};
-use super::log::{LogState, Segment, segment_path};
+use super::log::{LogState, Segment, parked_dir, segment_path};
 
 /// What recovery found.
 #[derive(Debug, Default)]
@@ -114,15 +114,12 @@ struct Scan {
     last_seq: Option<u64>,
 }
 
-/// The smallest frame: the header and a payload of empty strings, no key, no headers.
-const MIN_FRAME: u64 = frame::HEADER_LEN + 8 + 8 + 4 + 4 + 4 + 1 + 4 + 4;
-
 /// Sorts the bytes of the segment whose first sequence number is `first`.
 fn scan(bytes: &[u8], first: u64) -> Scan {
     let mut out = Scan::default();
     // Every frame's number lies between the last good one and what the segment could hold;
     // checking that before the checksum keeps the search through damage cheap.
-    let highest = first.saturating_add(bytes.len() as u64 / MIN_FRAME);
+    let highest = first.saturating_add(bytes.len() as u64 / frame::MIN_FRAME);
     let mut at = 0;
     while at < bytes.len() {
         let lowest = out.last_seq.map_or(first, |l| l.saturating_add(1));
@@ -156,7 +153,7 @@ fn intact_frame(bytes: &[u8], at: usize, lowest: u64, highest: u64) -> Option<(u
     let mut rest = bytes.get(at..)?;
     let available = rest.len() as u64;
     // The payload starts with the sequence number: check it before reading and hashing.
-    let seq = u64::from_le_bytes(rest.get(8..16)?.try_into().ok()?);
+    let seq = frame::peek_seq(rest)?;
     if !(lowest..=highest).contains(&seq) {
         return None;
     }
@@ -169,7 +166,7 @@ fn intact_frame(bytes: &[u8], at: usize, lowest: u64, highest: u64) -> Option<(u
 /// Parks the damaged stretches and rewrites the segment with its intact frames only.
 fn repair(dir: &Path, first: u64, path: &Path, scan: &Scan) -> std::io::Result<()> {
     let bytes = fs::read(path)?;
-    let parked = dir.join("parked");
+    let parked = parked_dir(dir);
     fs::create_dir_all(&parked)?;
     for range in &scan.damaged {
         let file = parked.join(format!("damaged-{first:020}-{}.bin", range.start));

@@ -26,8 +26,8 @@ use super::cursor::Cursor;
 use super::frame::{self, Spooled};
 use super::log::Shared;
 use super::read::{Position, read_batch, reclaim};
+use crate::delivery::{Deliver, Delivered, DeliveryError};
 use crate::metrics::Metrics;
-use crate::publisher::{Deliver, Delivered, DeliveryError};
 /// Refusals of one record in a row (each after a back-off) before it is parked.
 pub const PARK_AFTER: u32 = 3;
 
@@ -46,40 +46,48 @@ pub(crate) struct Forwarder {
     pub parked_dir: PathBuf,
 }
 
+/// The first back-off after a failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where the forwarder stands.
+struct Progress {
+    /// The first sequence number Kafka has not acknowledged (the cursor).
+    next: u64,
+    /// Where the reader stands; `None` to look up `next` afresh.
+    position: Option<Position>,
+    backoff: Duration,
+    /// The record Kafka last refused outright, and how many times in a row.
+    refused: Option<(u64, u32)>,
+}
+
 impl Forwarder {
-    /// Runs until `stop` turns true (finishing the batch in hand).
-    pub async fn run(mut self, mut next: u64, mut stop: watch::Receiver<bool>) {
+    /// Runs until `stop` turns true (finishing the batch in hand): read a batch, forward
+    /// it, back off after a failure, wait for the writer when there is nothing to read.
+    pub async fn run(mut self, next: u64, mut stop: watch::Receiver<bool>) {
         self.update_gauges(next, None);
         tokio::select! {
             _ = self.topics_ready.wait_for(|ready| *ready) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        let mut position: Option<Position> = None;
-        let mut backoff = Duration::from_millis(100);
-        // The record Kafka last refused outright, and how many times in a row.
-        let mut refused: Option<(u64, u32)> = None;
+        let mut progress = Progress {
+            next,
+            position: None,
+            backoff: FIRST_BACKOFF,
+            refused: None,
+        };
         while !*stop.borrow() {
-            self.update_gauges(next, None);
-            let shared = Arc::clone(&self.shared);
-            let batch = self.batch;
-            let read = tokio::task::spawn_blocking(move || {
-                let batch = read_batch(&shared, &mut position, next, batch);
-                (batch, position)
-            })
-            .await;
-            let (records, returned) = match read {
-                Ok((Ok(records), p)) => (records, p),
-                Ok((Err(error), _)) => {
+            self.update_gauges(progress.next, None);
+            let records = match self.read(&mut progress).await {
+                Ok(records) => records,
+                Err(error) => {
                     // Forwarding stops here until it can read on: the events behind stay
                     // spooled (spool_oldest_age_seconds grows, and its alert fires).
-                    tracing::error!(%error, next, retry_in_ms = backoff.as_millis(), "Cannot read the spool; forwarding is stuck until it can.");
-                    back_off(&mut backoff, &mut stop).await;
-                    position = None;
+                    tracing::error!(%error, next = progress.next, retry_in_ms = progress.backoff.as_millis(), "Cannot read the spool; forwarding is stuck until it can.");
+                    back_off(&mut progress.backoff, &mut stop).await;
                     continue;
                 }
-                Err(_) => (Vec::new(), None),
             };
-            position = returned;
             if records.is_empty() {
                 tokio::select! {
                     () = self.shared.committed.notified() => {}
@@ -88,74 +96,99 @@ impl Forwarder {
                 }
                 continue;
             }
-            self.update_gauges(next, records.first().map(|r| r.received_ms));
-            tracing::debug!(
-                first = records[0].seq,
-                count = records.len(),
-                "Forwarding spooled events."
-            );
-            let pending: Vec<_> = records
-                .iter()
-                .map(|r| self.deliver.deliver(&r.record()))
-                .collect();
-            let results = futures_util::future::join_all(pending).await;
-            let acked = results
-                .iter()
-                .take_while(|r| matches!(r, Ok(Delivered::Kafka { .. })))
-                .count();
-            tracing::debug!(
-                acked,
-                of = records.len(),
-                "Kafka answered for spooled events."
-            );
-            for record in &records[..acked] {
-                self.metrics
-                    .events_forwarded
-                    .with_label_values(&[&record.label, &record.topic])
-                    .inc();
-                self.metrics.spool.forwarded.inc();
-                if record.seq < self.replay_below {
-                    self.metrics.spool.replayed.inc();
-                }
-            }
-            if acked > 0 {
-                next = records[acked - 1].seq.saturating_add(1);
-                self.persist(next).await;
-                self.update_gauges(next, records.get(acked).map(|r| r.received_ms));
-            }
-            if acked < records.len() {
-                let failed = &records[acked];
-                if let Some(Err(error)) = results.get(acked) {
-                    self.metrics
-                        .spool
-                        .forward_failures
-                        .with_label_values(&[error.reason()])
-                        .inc();
-                    if let DeliveryError::Unacceptable(_) = error {
-                        let times = match refused {
-                            Some((seq, n)) if seq == failed.seq => n + 1,
-                            _ => 1,
-                        };
-                        refused = Some((failed.seq, times));
-                        if times >= PARK_AFTER && self.park(failed).await {
-                            next = failed.seq.saturating_add(1);
-                            self.persist(next).await;
-                            position = None;
-                            refused = None;
-                            backoff = Duration::from_millis(100);
-                            continue;
-                        }
-                    }
-                    tracing::warn!(%error, seq = failed.seq, retry_in_ms = backoff.as_millis(), "Could not forward a spooled event; will retry.");
-                }
-                // Re-read from the first record that was not acknowledged.
-                position = None;
-                back_off(&mut backoff, &mut stop).await;
-            } else {
-                backoff = Duration::from_millis(100);
+            if self.forward(&mut progress, &records).await {
+                back_off(&mut progress.backoff, &mut stop).await;
             }
         }
-        self.update_gauges(next, None);
+        self.update_gauges(progress.next, None);
+    }
+
+    /// The next batch of committed records from `progress.next` on (off the runtime:
+    /// file reads block).
+    async fn read(&self, progress: &mut Progress) -> std::io::Result<Vec<Spooled>> {
+        let shared = Arc::clone(&self.shared);
+        let (next, batch) = (progress.next, self.batch);
+        let mut position = progress.position.take();
+        let read = tokio::task::spawn_blocking(move || {
+            let records = read_batch(&shared, &mut position, next, batch);
+            (records, position)
+        })
+        .await;
+        match read {
+            Ok((Ok(records), position)) => {
+                progress.position = position;
+                Ok(records)
+            }
+            Ok((Err(error), _)) => Err(error),
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Hands `records` to Kafka in order and moves the cursor past the acknowledged run.
+    /// True when a record failed and is to be retried after a back-off (false also when
+    /// it was parked instead).
+    async fn forward(&self, progress: &mut Progress, records: &[Spooled]) -> bool {
+        self.update_gauges(progress.next, records.first().map(|r| r.received_ms));
+        tracing::debug!(
+            first = records[0].seq,
+            count = records.len(),
+            "Forwarding spooled events."
+        );
+        let pending: Vec<_> = records
+            .iter()
+            .map(|r| self.deliver.deliver(&r.record()))
+            .collect();
+        let results = futures_util::future::join_all(pending).await;
+        let acked = results
+            .iter()
+            .take_while(|r| matches!(r, Ok(Delivered::Kafka { .. })))
+            .count();
+        tracing::debug!(
+            acked,
+            of = records.len(),
+            "Kafka answered for spooled events."
+        );
+        self.count_forwarded(&records[..acked]);
+        if acked > 0 {
+            progress.next = records[acked - 1].seq.saturating_add(1);
+            self.persist(progress.next).await;
+            self.update_gauges(progress.next, records.get(acked).map(|r| r.received_ms));
+        }
+        let Some(failed) = records.get(acked) else {
+            progress.backoff = FIRST_BACKOFF;
+            return false;
+        };
+        // Re-read from the first record that was not acknowledged.
+        progress.position = None;
+        if let Some(Err(error)) = results.get(acked) {
+            self.metrics
+                .spool
+                .forward_failures
+                .with_label_values(&[error.reason()])
+                .inc();
+            if refused_enough(progress, failed, error) && self.park(failed).await {
+                progress.next = failed.seq.saturating_add(1);
+                self.persist(progress.next).await;
+                progress.refused = None;
+                progress.backoff = FIRST_BACKOFF;
+                return false;
+            }
+            tracing::warn!(%error, seq = failed.seq, retry_in_ms = progress.backoff.as_millis(), "Could not forward a spooled event; will retry.");
+        }
+        true
+    }
+
+    fn count_forwarded(&self, records: &[Spooled]) {
+        for record in records {
+            self.metrics
+                .events_forwarded
+                .with_label_values(&[&record.label, &record.topic])
+                .inc();
+            self.metrics.spool.forwarded.inc();
+            if record.seq < self.replay_below {
+                self.metrics.spool.replayed.inc();
+            }
+        }
     }
 
     /// Keeps a record Kafka refuses outright in `parked/`, durably. False if it could not
@@ -214,9 +247,7 @@ impl Forwarder {
             .store(next, std::sync::atomic::Ordering::Release);
         self.shared.update_gauges();
         if let Some(ms) = oldest_ms {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let now = frame::now_ms();
             self.metrics
                 .spool
                 .oldest_age
@@ -225,13 +256,26 @@ impl Forwarder {
     }
 }
 
-/// Waits `backoff` (or until stopped), then doubles it, up to 5 s.
+/// Whether Kafka has now refused `failed` itself [`PARK_AFTER`] times in a row.
+fn refused_enough(progress: &mut Progress, failed: &Spooled, error: &DeliveryError) -> bool {
+    if !matches!(error, DeliveryError::Unacceptable(_)) {
+        return false;
+    }
+    let times = match progress.refused {
+        Some((seq, n)) if seq == failed.seq => n + 1,
+        _ => 1,
+    };
+    progress.refused = Some((failed.seq, times));
+    times >= PARK_AFTER
+}
+
+/// Waits `backoff` (or until stopped), then doubles it, up to [`MAX_BACKOFF`].
 async fn back_off(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) {
     tokio::select! {
         () = tokio::time::sleep(*backoff) => {}
         _ = stop.changed() => {}
     }
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }
 
 /// Writes one frame to `dir/<seq>.frame`, durably.

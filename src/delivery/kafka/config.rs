@@ -1,0 +1,132 @@
+//! librdkafka properties for the producer, the admin client and the readiness probe.
+//!
+//! The producer always runs with `acks=all` and `enable.idempotence=true` (no duplicates
+//! from librdkafka's own retries, per-partition order kept), and `message.timeout.ms` equal
+//! to `kafka.delivery_timeout_ms`, so librdkafka stops trying a record when the bridge stops
+//! waiting for it. `[kafka.librdkafka]` passes other properties through; ones that weaken
+//! those guarantees, or that have a typed key of their own, are configuration errors.
+
+use rdkafka::ClientConfig;
+
+use secrecy::ExposeSecret;
+
+use crate::config::KafkaSettings;
+
+/// The producer's properties. librdkafka's own record size limit is raised to fit the
+/// largest body the bridge accepts plus its CloudEvents attributes (the broker's limit
+/// still applies, and a refusal is an honest 503).
+pub fn producer(kafka: &KafkaSettings, bootstrap: &str, max_body_bytes: usize) -> ClientConfig {
+    let mut config = base(kafka, bootstrap);
+    let max_record = (max_body_bytes + 64 * 1024).max(1_000_000);
+    config
+        .set("message.max.bytes", max_record.to_string())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string());
+    for (key, value) in &kafka.librdkafka {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Properties for clients other than the producer (topic creation): connection and
+/// security settings only, so librdkafka does not warn about producer-only properties.
+pub fn admin(kafka: &KafkaSettings, bootstrap: &str) -> ClientConfig {
+    let mut config = base(kafka, bootstrap);
+    for (key, value) in &kafka.librdkafka {
+        let shared = [
+            "security.",
+            "ssl.",
+            "sasl.",
+            "socket.",
+            "broker.",
+            "client.",
+        ]
+        .iter()
+        .any(|prefix| key.starts_with(prefix));
+        if shared {
+            config.set(key, value);
+        }
+    }
+    config
+}
+
+fn base(kafka: &KafkaSettings, bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", "qminder-bridge");
+    let sec = &kafka.security;
+    config.set("security.protocol", sec.protocol.as_librdkafka());
+    let paths = [
+        ("ssl.ca.location", &sec.ca_file),
+        ("ssl.certificate.location", &sec.cert_file),
+        ("ssl.key.location", &sec.key_file),
+    ];
+    for (key, path) in paths {
+        if let Some(path) = path {
+            config.set(key, path.display().to_string());
+        }
+    }
+    // Secrets were checked by validation; one that vanished since simply stays unset,
+    // and librdkafka reports the failed authentication.
+    if let Some(password) = sec.key_password.as_ref().and_then(|s| s.resolve().ok()) {
+        config.set("ssl.key.password", password.expose_secret());
+    }
+    if let Some(mechanism) = sec.sasl_mechanism {
+        config.set("sasl.mechanism", mechanism.as_librdkafka());
+    }
+    if let Some(username) = &sec.sasl_username {
+        config.set("sasl.username", username);
+    }
+    if let Some(password) = sec.sasl_password.as_ref().and_then(|s| s.resolve().ok()) {
+        config.set("sasl.password", password.expose_secret());
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_forces_acks_all_and_idempotence_and_ties_the_timeout() {
+        let kafka = KafkaSettings {
+            delivery_timeout_ms: 1234,
+            ..KafkaSettings::default()
+        };
+        let c = producer(&kafka, "b:1", 2_000_000);
+        assert_eq!(c.get("message.max.bytes"), Some("2065536"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("message.timeout.ms"), Some("1234"));
+        assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+    use crate::config::{KafkaSecurity, SaslMechanism, SecurityProtocol};
+    use crate::secret::SecretSpec;
+
+    #[test]
+    fn maps_sasl_over_tls_to_librdkafka_properties_for_every_client() {
+        let kafka = KafkaSettings {
+            security: KafkaSecurity {
+                protocol: SecurityProtocol::SaslSsl,
+                sasl_mechanism: Some(SaslMechanism::ScramSha512),
+                sasl_username: Some("bridge".into()),
+                sasl_password: Some(SecretSpec::parse("s3cret")),
+                ..KafkaSecurity::default()
+            },
+            ..KafkaSettings::default()
+        };
+        for c in [producer(&kafka, "b:1", 1000), admin(&kafka, "b:1")] {
+            assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+            assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+            assert_eq!(c.get("sasl.username"), Some("bridge"));
+            assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Kafka's side of the bridge, the only code that names rdkafka (with `startup`, which
+//! wires it): the producer ([`Publisher`]), its librdkafka properties (`config.rs`), the
+//! context that routes librdkafka's logs to `tracing` (`context.rs`), topic creation
+//! (`topics.rs`), the broker probe behind readiness (`probe.rs`) and the embedded try-out
+//! broker (`embedded.rs`, librdkafka's mock cluster).
+//!
+//! [`Kafka`] is the component `startup` builds and stops: embedded broker (if configured),
+//! producer, probe task. Stopping waits for the probe in progress, then flushes the producer
+//! within the deadline — dropping an rdkafka producer purges what it has not sent — and only
+//! then stops the embedded broker.
+
+mod config;
+mod context;
+mod embedded;
+mod probe;
+mod publisher;
+mod topics;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use embedded::EmbeddedBroker;
+pub use probe::Probe;
+pub use publisher::Publisher;
+pub use topics::{TopicOutcome, TopicSetup};
+
+use crate::config::{KafkaSettings, Settings};
+use crate::metrics::Metrics;
+use crate::shutdown::Stopping;
+
+/// Why Kafka's side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the embedded broker did not start: {0}")]
+    Embedded(String),
+    /// librdkafka's message, credentials of `[kafka.librdkafka]` redacted.
+    #[error("librdkafka refused the producer configuration: {0}")]
+    Producer(String),
+}
+
+/// The running Kafka side: producer, optional embedded broker, broker probe.
+#[derive(Debug)]
+pub struct Kafka {
+    publisher: Publisher,
+    embedded: Option<EmbeddedBroker>,
+    /// Topics still to create (taken by the probe).
+    topics: Option<TopicSetup>,
+    topics_ready: watch::Sender<bool>,
+    probe: Option<JoinHandle<()>>,
+}
+
+impl Kafka {
+    /// Starts the embedded broker (with `topics` created) when `bootstrap_servers` says
+    /// so, then the producer. An unreachable broker is not an error: librdkafka connects
+    /// in the background.
+    pub fn start(
+        settings: &Settings,
+        topics: Vec<String>,
+        metrics: &Metrics,
+    ) -> Result<Self, StartError> {
+        let kafka = &settings.kafka;
+        let embedded = if kafka.is_embedded() {
+            let broker = EmbeddedBroker::start(topics.clone(), kafka.partitions)
+                .map_err(StartError::Embedded)?;
+            tracing::warn!(
+                bootstrap_servers = broker.bootstrap_servers(),
+                "Started the embedded Kafka broker, for trying the bridge out: nothing persists. \
+                 Read with: kcat -b {} -C -t {}.ticket_created",
+                broker.bootstrap_servers(),
+                kafka.topic_prefix,
+            );
+            Some(broker)
+        } else {
+            None
+        };
+        let bootstrap = embedded
+            .as_ref()
+            .map_or(kafka.bootstrap_servers.as_str(), |b| b.bootstrap_servers());
+        let publisher = Publisher::new(
+            config::producer(kafka, bootstrap, settings.server.max_body_bytes),
+            Duration::from_millis(kafka.delivery_timeout_ms),
+            metrics.clone(),
+        )
+        .map_err(|e| StartError::Producer(kafka.librdkafka.redact(&e.to_string())))?;
+        let topics = (kafka.create_topics && embedded.is_none()).then(|| TopicSetup {
+            admin: config::admin(kafka, bootstrap),
+            passthrough: kafka.librdkafka.clone(),
+            topics,
+            partitions: kafka.partitions,
+            replication_factor: kafka.replication_factor,
+        });
+        let (topics_ready, _) = watch::channel(topics.is_none());
+        Ok(Self {
+            publisher,
+            embedded,
+            topics,
+            topics_ready,
+            probe: None,
+        })
+    }
+
+    /// The producer, to deliver through.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// Turns true once the topics exist (at once when the bridge need not create them).
+    pub fn topics_ready(&self) -> watch::Receiver<bool> {
+        self.topics_ready.subscribe()
+    }
+
+    /// Starts the broker probe (creating topics first, if asked), which calls `report`
+    /// after every probe until `stopping` is set.
+    pub fn spawn_probe(
+        &mut self,
+        interval: Duration,
+        stopping: Arc<Stopping>,
+        report: impl Fn(bool) + Send + 'static,
+    ) {
+        let probe = Probe {
+            publisher: self.publisher.clone(),
+            interval,
+            topics: self.topics.take(),
+            topics_ready: self.topics_ready.clone(),
+            stopping,
+        };
+        self.probe = Some(tokio::spawn(probe.run(report)));
+    }
+
+    /// Waits for the probe in progress, flushes the producer, stops the embedded broker;
+    /// all by `deadline`. Call after [`Stopping::begin`] and after the last delivery.
+    pub async fn stop(self, deadline: Instant) {
+        if let Some(mut probe) = self.probe {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(remaining, &mut probe).await.is_err() {
+                probe.abort();
+            }
+        }
+        let publisher = self.publisher;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::task::spawn_blocking(move || publisher.flush(remaining)).await {
+            Ok(Ok(())) => tracing::info!("Flushed the Kafka producer; stopped."),
+            Ok(Err(error)) => tracing::warn!(
+                %error,
+                "Kafka did not take every queued record before the shutdown timeout; \
+                 their requests were not answered 2xx."
+            ),
+            Err(error) => tracing::warn!(%error, "The final flush did not run."),
+        }
+        drop(self.embedded);
+    }
+}
+
+/// `check-config`: asks librdkafka whether it accepts the producer's properties (it knows
+/// its own property names; no connection is made). The error is redacted.
+pub fn check_properties(settings: &Settings) -> Result<(), String> {
+    let kafka = &settings.kafka;
+    let bootstrap = if kafka.is_embedded() {
+        "127.0.0.1:1"
+    } else {
+        &kafka.bootstrap_servers
+    };
+    config::producer(kafka, bootstrap, settings.server.max_body_bytes)
+        .create::<rdkafka::producer::BaseProducer>()
+        .map(|_| ())
+        .map_err(|e| kafka.librdkafka.redact(&e.to_string()))
+}
+
+/// `topics --create`: creates the missing `names`. Errors are redacted.
+pub async fn create_topics(
+    kafka: &KafkaSettings,
+    names: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, TopicOutcome)>, String> {
+    let admin = config::admin(kafka, &kafka.bootstrap_servers);
+    topics::ensure(
+        &admin,
+        names,
+        kafka.partitions,
+        kafka.replication_factor,
+        timeout,
+    )
+    .await
+    .map_err(|e| kafka.librdkafka.redact(&e.to_string()))
+}
+
+/// `topics`: which of `names` the broker knows, with their partition counts. Errors are
+/// redacted.
+pub fn describe_topics(
+    kafka: &KafkaSettings,
+    names: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, Option<usize>)>, String> {
+    let admin = config::admin(kafka, &kafka.bootstrap_servers);
+    topics::describe(&admin, names, timeout).map_err(|e| kafka.librdkafka.redact(&e.to_string()))
+}
