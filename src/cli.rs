@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::delivery::kafka::{self, TopicOutcome};
 use crate::routing::Router;
 use crate::send;
-use crate::signature::Verifier;
+use crate::signature::Signer;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -150,7 +150,7 @@ pub fn sign(url: &str, file: Option<&PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("{}", Verifier::new(url, &[secret]).sign(&body));
+    println!("{}", Signer::new(url, &secret).sign(&body));
     ExitCode::SUCCESS
 }
 

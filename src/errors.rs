@@ -263,7 +263,7 @@ mod tests {
                 let known = crate::delivery::FAILURES
                     .iter()
                     .any(|f| Some(f.reason.to_owned()) == unquote(reason));
-                known.then(|| (*reason, *code))
+                known.then_some((*reason, *code))
             })
             .collect();
         documented.sort_unstable();

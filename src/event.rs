@@ -175,12 +175,12 @@ fn rfc3339(raw: &RawValue) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::Verifier;
+    use crate::signature::{Signer, Verifier};
     use bytes::Bytes;
 
     fn verified(body: &str) -> Verified {
         let verifier = Verifier::new("https://example.com/hook", &["secret".into()]);
-        let sig = verifier.sign(body.as_bytes());
+        let sig = Signer::new("https://example.com/hook", &"secret".into()).sign(body.as_bytes());
         verifier
             .verify(Some(sig.as_bytes()), Bytes::from(body.to_owned()))
             .unwrap()
@@ -355,7 +355,7 @@ mod tests {
         }
         let not_utf8 = b"{\"type\":\"\xff\",\"data\":{}}";
         let verifier = Verifier::new("u", &["s".into()]);
-        let sig = verifier.sign(not_utf8);
+        let sig = Signer::new("u", &"s".into()).sign(not_utf8);
         let v = verifier
             .verify(Some(sig.as_bytes()), Bytes::from_static(not_utf8))
             .unwrap();

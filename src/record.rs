@@ -200,7 +200,7 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
     use crate::event;
-    use crate::signature::Verifier;
+    use crate::signature::{Signer, Verifier};
     use bytes::Bytes;
     use serde_json::Value;
 
@@ -208,7 +208,7 @@ mod tests {
 
     fn verified(body: &str) -> Verified {
         let v = Verifier::new(URL, &["s".into()]);
-        let sig = v.sign(body.as_bytes());
+        let sig = Signer::new(URL, &"s".into()).sign(body.as_bytes());
         v.verify(Some(sig.as_bytes()), Bytes::from(body.to_owned()))
             .unwrap()
     }

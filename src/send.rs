@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::signature::Verifier;
+use crate::signature::Signer;
 
 /// What `send` needs, parsed by `cli`.
 #[derive(Debug)]
@@ -77,8 +77,8 @@ pub fn send(request: &SendRequest<'_>, secret: SecretString) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let verifier = Verifier::new(request.sign_url.unwrap_or(request.url), &[secret]);
-    let refused = runtime.block_on(post_all(&client, &url, &verifier, request.files, bodies));
+    let signer = Signer::new(request.sign_url.unwrap_or(request.url), &secret);
+    let refused = runtime.block_on(post_all(&client, &url, &signer, request.files, bodies));
     if refused == 0 {
         ExitCode::SUCCESS
     } else {
@@ -94,13 +94,13 @@ pub fn send(request: &SendRequest<'_>, secret: SecretString) -> ExitCode {
 async fn post_all(
     client: &reqwest::Client,
     url: &reqwest::Url,
-    verifier: &Verifier,
+    signer: &Signer,
     files: &[PathBuf],
     bodies: Vec<Vec<u8>>,
 ) -> usize {
     let mut refused = 0_usize;
     for (path, body) in files.iter().zip(bodies) {
-        let signature = verifier.sign(&body);
+        let signature = signer.sign(&body);
         let answer = client
             .post(url.clone())
             .header("content-type", "application/json")

@@ -42,13 +42,40 @@ impl Signature {
     }
 }
 
+/// Signs as Qminder does, for one registered URL and one secret (`sign`, `send`, tests).
+#[derive(Clone)]
+pub struct Signer(HmacSha256);
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// HMAC-SHA256 keyed with `secret` and already fed `url`'s bytes.
+    pub fn new(url: &str, secret: &SecretString) -> Self {
+        let mut mac = HmacSha256::new_from_slice(secret.expose_secret().as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(url.as_bytes());
+        Self(mac)
+    }
+
+    /// The signature Qminder would send for `body`: lower-case hex.
+    pub fn sign(&self, body: &[u8]) -> String {
+        let mut mac = self.0.clone();
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
 /// Checks signatures for one registered URL and its secrets.
 ///
 /// Keying HMAC and hashing the URL are done once here; each request clones that state.
 #[derive(Clone)]
 pub struct Verifier {
     /// One HMAC state per secret, already keyed and fed the URL bytes.
-    keyed: Vec<HmacSha256>,
+    keyed: Vec<Signer>,
     /// SHA-256 state already fed the URL bytes, for the event id.
     id_prefix: Sha256,
 }
@@ -68,15 +95,7 @@ impl Verifier {
     /// Never: HMAC accepts keys of any length. `secrets` must not be empty; configuration
     /// validation guarantees that, and an empty list simply authenticates nothing.
     pub fn new(url: &str, secrets: &[SecretString]) -> Self {
-        let keyed = secrets
-            .iter()
-            .map(|secret| {
-                let mut mac = HmacSha256::new_from_slice(secret.expose_secret().as_bytes())
-                    .expect("HMAC takes keys of any length");
-                mac.update(url.as_bytes());
-                mac
-            })
-            .collect();
+        let keyed = secrets.iter().map(|s| Signer::new(url, s)).collect();
         let mut id_prefix = Sha256::new();
         id_prefix.update(url.as_bytes());
         Self { keyed, id_prefix }
@@ -100,7 +119,7 @@ impl Verifier {
     ) -> Result<Verified, SignatureError> {
         let mut matched = false;
         for keyed in &self.keyed {
-            let mut mac = keyed.clone();
+            let mut mac = keyed.0.clone();
             mac.update(&body);
             matched |= mac.verify_slice(&signature.0).is_ok();
         }
@@ -113,13 +132,6 @@ impl Verifier {
         // 32 bytes always fit 64 hex digits.
         let _ = hex::encode_to_slice(id.finalize(), &mut id_hex);
         Ok(Verified { id_hex, body })
-    }
-
-    /// The signature Qminder would send for `body`, signed with the first secret.
-    pub fn sign(&self, body: &[u8]) -> String {
-        let mut mac = self.keyed[0].clone();
-        mac.update(body);
-        hex::encode(mac.finalize().into_bytes())
     }
 }
 
@@ -149,14 +161,31 @@ impl Verified {
 mod tests {
     use super::*;
 
-    const SEED_SECRET: &str = "71dX4IUKcJMDOaMHeA5IACBSHJkS4LzYNXlZPleg";
-    const SEED_URL: &str = "https://example.com/webhooks";
-    const SEED_BODY: &str = "{ \"statusCode\": 200 }";
-    const SEED_SIGNATURE: &str = "cc316996bed6b481bfe539a643159a25bc8db08be2402e89be25b48e4935fde4";
+    // Qminder's webhook page signs `{ "statusCode": 200 }` for https://example.com/webhooks
+    // with this secret in its Node.js example (quoted in docs/testing.md); this is what
+    // that example prints: the known-answer vector.
+    const QMINDER_EXAMPLE_SECRET: &str = "71dX4IUKcJMDOaMHeA5IACBSHJkS4LzYNXlZPleg";
+    const QMINDER_EXAMPLE_URL: &str = "https://example.com/webhooks";
+    const QMINDER_EXAMPLE_BODY: &str = "{ \"statusCode\": 200 }";
+    const QMINDER_EXAMPLE_SIGNATURE: &str =
+        "cc316996bed6b481bfe539a643159a25bc8db08be2402e89be25b48e4935fde4";
 
     fn verifier(url: &str, secrets: &[&str]) -> Verifier {
         let secrets: Vec<SecretString> = secrets.iter().map(|s| (*s).into()).collect();
         Verifier::new(url, &secrets)
+    }
+
+    fn signer(url: &str, secret: &str) -> Signer {
+        Signer::new(url, &secret.into())
+    }
+
+    #[test]
+    fn an_empty_list_of_secrets_authenticates_nothing() {
+        let none = verifier(QMINDER_EXAMPLE_URL, &[]);
+        assert_eq!(
+            check(&none, QMINDER_EXAMPLE_SIGNATURE, QMINDER_EXAMPLE_BODY).unwrap_err(),
+            SignatureError::Invalid
+        );
     }
 
     fn check(v: &Verifier, header: &str, body: &str) -> Result<Verified, SignatureError> {
@@ -164,22 +193,30 @@ mod tests {
     }
 
     #[test]
-    fn signs_the_seed_example_as_the_seed_documents() {
+    fn signs_qminder_s_own_example_as_its_webhook_page_documents() {
         assert_eq!(
-            verifier(SEED_URL, &[SEED_SECRET]).sign(SEED_BODY.as_bytes()),
-            SEED_SIGNATURE
+            signer(QMINDER_EXAMPLE_URL, QMINDER_EXAMPLE_SECRET)
+                .sign(QMINDER_EXAMPLE_BODY.as_bytes()),
+            QMINDER_EXAMPLE_SIGNATURE
         );
     }
 
     #[test]
-    fn accepts_the_seed_known_answer_in_either_hex_case() {
-        let v = verifier(SEED_URL, &[SEED_SECRET]);
-        assert!(check(&v, SEED_SIGNATURE, SEED_BODY).is_ok());
-        assert!(check(&v, &SEED_SIGNATURE.to_uppercase(), SEED_BODY).is_ok());
+    fn accepts_the_known_answer_in_either_hex_case() {
+        let v = verifier(QMINDER_EXAMPLE_URL, &[QMINDER_EXAMPLE_SECRET]);
+        assert!(check(&v, QMINDER_EXAMPLE_SIGNATURE, QMINDER_EXAMPLE_BODY).is_ok());
+        assert!(
+            check(
+                &v,
+                &QMINDER_EXAMPLE_SIGNATURE.to_uppercase(),
+                QMINDER_EXAMPLE_BODY
+            )
+            .is_ok()
+        );
     }
 
     #[test]
-    fn rejects_the_seed_signature_for_every_other_registered_url() {
+    fn rejects_the_known_answer_signature_for_every_other_registered_url() {
         for url in [
             "https://example.com/webhooks/",
             "http://example.com/webhooks",
@@ -188,9 +225,9 @@ mod tests {
             "https://EXAMPLE.com/webhooks",
             "",
         ] {
-            let v = verifier(url, &[SEED_SECRET]);
+            let v = verifier(url, &[QMINDER_EXAMPLE_SECRET]);
             assert_eq!(
-                check(&v, SEED_SIGNATURE, SEED_BODY).unwrap_err(),
+                check(&v, QMINDER_EXAMPLE_SIGNATURE, QMINDER_EXAMPLE_BODY).unwrap_err(),
                 SignatureError::Invalid,
                 "{url}"
             );
@@ -199,43 +236,53 @@ mod tests {
 
     #[test]
     fn rejects_a_signature_over_the_body_alone() {
-        let body_only = verifier("", &[SEED_SECRET]).sign(SEED_BODY.as_bytes());
-        let v = verifier(SEED_URL, &[SEED_SECRET]);
+        let body_only = signer("", QMINDER_EXAMPLE_SECRET).sign(QMINDER_EXAMPLE_BODY.as_bytes());
+        let v = verifier(QMINDER_EXAMPLE_URL, &[QMINDER_EXAMPLE_SECRET]);
         assert_eq!(
-            check(&v, &body_only, SEED_BODY).unwrap_err(),
+            check(&v, &body_only, QMINDER_EXAMPLE_BODY).unwrap_err(),
             SignatureError::Invalid
         );
     }
 
     #[test]
     fn rejects_a_body_changed_by_one_byte() {
-        let v = verifier(SEED_URL, &[SEED_SECRET]);
-        assert!(check(&v, SEED_SIGNATURE, "{ \"statusCode\": 201 }").is_err());
-        assert!(check(&v, SEED_SIGNATURE, "{ \"statusCode\": 200 } ").is_err());
-        assert!(check(&v, SEED_SIGNATURE, "{\"statusCode\": 200 }").is_err());
+        let v = verifier(QMINDER_EXAMPLE_URL, &[QMINDER_EXAMPLE_SECRET]);
+        assert!(check(&v, QMINDER_EXAMPLE_SIGNATURE, "{ \"statusCode\": 201 }").is_err());
+        assert!(check(&v, QMINDER_EXAMPLE_SIGNATURE, "{ \"statusCode\": 200 } ").is_err());
+        assert!(check(&v, QMINDER_EXAMPLE_SIGNATURE, "{\"statusCode\": 200 }").is_err());
     }
 
     #[test]
     fn accepts_any_of_several_secrets_and_no_other() {
-        let v = verifier(SEED_URL, &["old-secret", SEED_SECRET]);
-        assert!(check(&v, SEED_SIGNATURE, SEED_BODY).is_ok());
-        let by_old = verifier(SEED_URL, &["old-secret"]).sign(SEED_BODY.as_bytes());
-        assert!(check(&v, &by_old, SEED_BODY).is_ok());
-        let by_other = verifier(SEED_URL, &["another"]).sign(SEED_BODY.as_bytes());
-        assert!(check(&v, &by_other, SEED_BODY).is_err());
+        let v = verifier(QMINDER_EXAMPLE_URL, &["old-secret", QMINDER_EXAMPLE_SECRET]);
+        assert!(check(&v, QMINDER_EXAMPLE_SIGNATURE, QMINDER_EXAMPLE_BODY).is_ok());
+        let by_old =
+            signer(QMINDER_EXAMPLE_URL, "old-secret").sign(QMINDER_EXAMPLE_BODY.as_bytes());
+        assert!(check(&v, &by_old, QMINDER_EXAMPLE_BODY).is_ok());
+        let by_other = signer(QMINDER_EXAMPLE_URL, "another").sign(QMINDER_EXAMPLE_BODY.as_bytes());
+        assert!(check(&v, &by_other, QMINDER_EXAMPLE_BODY).is_err());
     }
 
     #[test]
     fn rejects_malformed_signature_headers() {
-        let v = verifier(SEED_URL, &[SEED_SECRET]);
+        let v = verifier(QMINDER_EXAMPLE_URL, &[QMINDER_EXAMPLE_SECRET]);
         let cases = [
             ("empty", String::new()),
-            ("one digit short", SEED_SIGNATURE[..63].to_owned()),
-            ("one byte short", SEED_SIGNATURE[..62].to_owned()),
-            ("one byte long", format!("{SEED_SIGNATURE}00")),
-            ("non-hex digit", format!("{}g", &SEED_SIGNATURE[..63])),
-            ("sha256= prefix", format!("sha256={SEED_SIGNATURE}")),
-            ("surrounding space", format!(" {SEED_SIGNATURE}")),
+            (
+                "one digit short",
+                QMINDER_EXAMPLE_SIGNATURE[..63].to_owned(),
+            ),
+            ("one byte short", QMINDER_EXAMPLE_SIGNATURE[..62].to_owned()),
+            ("one byte long", format!("{QMINDER_EXAMPLE_SIGNATURE}00")),
+            (
+                "non-hex digit",
+                format!("{}g", &QMINDER_EXAMPLE_SIGNATURE[..63]),
+            ),
+            (
+                "sha256= prefix",
+                format!("sha256={QMINDER_EXAMPLE_SIGNATURE}"),
+            ),
+            ("surrounding space", format!(" {QMINDER_EXAMPLE_SIGNATURE}")),
             (
                 "base64",
                 "zDFplr7UtIG/5TmmQxWaJbyNsIviQC6JviW0jkk1/eQ=".to_owned(),
@@ -243,13 +290,13 @@ mod tests {
         ];
         for (name, header) in cases {
             assert_eq!(
-                check(&v, &header, SEED_BODY).unwrap_err(),
+                check(&v, &header, QMINDER_EXAMPLE_BODY).unwrap_err(),
                 SignatureError::Invalid,
                 "{name}"
             );
         }
         assert_eq!(
-            v.verify(None, Bytes::from_static(SEED_BODY.as_bytes()))
+            v.verify(None, Bytes::from_static(QMINDER_EXAMPLE_BODY.as_bytes()))
                 .unwrap_err(),
             SignatureError::Missing
         );
@@ -257,16 +304,20 @@ mod tests {
 
     #[test]
     fn gives_the_same_id_to_the_same_delivery_and_another_to_any_other() {
-        let v = verifier(SEED_URL, &[SEED_SECRET]);
-        let a = check(&v, SEED_SIGNATURE, SEED_BODY).unwrap();
-        let b = check(&v, SEED_SIGNATURE, SEED_BODY).unwrap();
+        let v = verifier(QMINDER_EXAMPLE_URL, &[QMINDER_EXAMPLE_SECRET]);
+        let a = check(&v, QMINDER_EXAMPLE_SIGNATURE, QMINDER_EXAMPLE_BODY).unwrap();
+        let b = check(&v, QMINDER_EXAMPLE_SIGNATURE, QMINDER_EXAMPLE_BODY).unwrap();
         assert_eq!(a.id(), b.id());
         let mut expected = Sha256::new();
-        expected.update(SEED_URL.as_bytes());
-        expected.update(SEED_BODY.as_bytes());
+        expected.update(QMINDER_EXAMPLE_URL.as_bytes());
+        expected.update(QMINDER_EXAMPLE_BODY.as_bytes());
         assert_eq!(a.id(), hex::encode(expected.finalize()));
-        let other_url = verifier("https://example.com/other", &[SEED_SECRET]);
-        let sig = other_url.sign(SEED_BODY.as_bytes());
-        assert_ne!(check(&other_url, &sig, SEED_BODY).unwrap().id(), a.id());
+        let other_url = verifier("https://example.com/other", &[QMINDER_EXAMPLE_SECRET]);
+        let sig = signer("https://example.com/other", QMINDER_EXAMPLE_SECRET)
+            .sign(QMINDER_EXAMPLE_BODY.as_bytes());
+        assert_ne!(
+            check(&other_url, &sig, QMINDER_EXAMPLE_BODY).unwrap().id(),
+            a.id()
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::record::Record;
 use crate::routing::Router;
 use crate::secret::SecretSpec;
 use crate::shutdown::Stopping;
-use crate::signature::Verifier;
+use crate::signature::Signer;
 
 const PATH: &str = "/hook";
 const URL: &str = "https://bridge.example/hook";
@@ -83,7 +83,7 @@ fn settings() -> Settings {
 }
 
 fn sign(body: &str) -> String {
-    Verifier::new(URL, &[SecretString::from(SECRET)]).sign(body.as_bytes())
+    Signer::new(URL, &SecretString::from(SECRET)).sign(body.as_bytes())
 }
 
 fn signed(body: &str) -> TestRequest {
