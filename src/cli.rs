@@ -182,12 +182,7 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let router = Router::new(
-        &kafka.topic_prefix,
-        &kafka.topics,
-        &kafka.unknown_topic(),
-        &kafka.dead_letter_topic(),
-    );
+    let router = Router::from_settings(kafka);
     let names = router.topics();
     let timeout = Duration::from_secs(10);
     if create {

@@ -208,20 +208,8 @@ impl Application {
 
 /// Everything that only reads the configuration and can fail: done before anything starts.
 fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
-    let kafka = &settings.kafka;
-    let router = Router::new(
-        &kafka.topic_prefix,
-        &kafka.topics,
-        &kafka.unknown_topic(),
-        &kafka.dead_letter_topic(),
-    );
-    let metrics = Metrics::new(&Labels {
-        endpoints: settings.endpoints.iter().map(|e| e.path.as_str()).collect(),
-        event_types: router.labels(),
-        routes: router.routes(),
-        reject_reasons: IngressError::reject_codes(),
-        failure_reasons: DeliveryError::reasons(),
-    });
+    let router = Router::from_settings(&settings.kafka);
+    let metrics = metrics(settings, &router);
     let endpoints = settings
         .endpoints
         .iter()
@@ -246,6 +234,17 @@ struct Delivery {
     deliver: Arc<dyn Deliver>,
     /// In spool mode: the spool (readiness follows it) and its background tasks.
     spool: Option<(Spool, SpoolTasks)>,
+}
+
+/// The bridge's metrics, with a series at zero for every label the configuration allows.
+pub(crate) fn metrics(settings: &Settings, router: &Router) -> Metrics {
+    Metrics::new(&Labels {
+        endpoints: settings.endpoints.iter().map(|e| e.path.as_str()).collect(),
+        event_types: router.labels(),
+        routes: router.routes(),
+        reject_reasons: IngressError::reject_codes(),
+        failure_reasons: DeliveryError::reasons(),
+    })
 }
 
 /// What the ingress delivers through: the Kafka producer, or the spool in front of it.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Histogram, IntCounter, IntCounterVec};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
@@ -263,14 +263,13 @@ impl Ingress {
     }
 
     fn count_accepted(&self, endpoint: &Endpoint, route: &Route) {
-        match endpoint.accepted.get(&route.label) {
-            Some(counter) => counter.inc(),
-            None => self
-                .metrics
-                .events_accepted
-                .with_label_values(&[&endpoint.path, &route.label])
-                .inc(),
-        }
+        let labels = [endpoint.path.as_str(), &route.label];
+        inc(
+            &endpoint.accepted,
+            &route.label,
+            &self.metrics.events_accepted,
+            &labels,
+        );
     }
 
     /// Delivers `record`, counts the outcome, and remembers an acknowledged one for
@@ -292,14 +291,13 @@ impl Ingress {
                     dedupe.remember(record.id, remembered, Instant::now());
                 }
                 if let Delivered::Kafka { .. } = delivered {
-                    match self.forwarded.get(&route.label) {
-                        Some(counter) => counter.inc(),
-                        None => self
-                            .metrics
-                            .events_forwarded
-                            .with_label_values(&[&route.label, &route.topic])
-                            .inc(),
-                    }
+                    let labels = [route.label.as_str(), &route.topic];
+                    inc(
+                        &self.forwarded,
+                        &route.label,
+                        &self.metrics.events_forwarded,
+                        &labels,
+                    );
                 }
                 Ok(delivered)
             }
@@ -318,6 +316,15 @@ impl Ingress {
                 Err(error.into())
             }
         }
+    }
+}
+
+/// Increments the child resolved at start-up for `label` (every route has one), or else
+/// the child of `vec` for `labels`.
+fn inc(children: &HashMap<String, IntCounter>, label: &str, vec: &IntCounterVec, labels: &[&str]) {
+    match children.get(label) {
+        Some(counter) => counter.inc(),
+        None => vec.with_label_values(labels).inc(),
     }
 }
 

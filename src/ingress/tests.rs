@@ -14,8 +14,7 @@ use super::{Endpoint, Ingress, Parts};
 use crate::access::AccessPolicy;
 use crate::config::{EndpointSettings, Settings};
 use crate::delivery::{Deliver, Delivered, DeliveryError, Pending};
-use crate::errors::IngressError;
-use crate::metrics::{Labels, Metrics};
+use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::routing::Router;
 use crate::secret::SecretSpec;
@@ -110,19 +109,8 @@ async fn exchange(
     requests: Vec<TestRequest>,
 ) -> (Vec<Answer>, Metrics) {
     let k = &settings.kafka;
-    let router = Router::new(
-        &k.topic_prefix,
-        &k.topics,
-        &k.unknown_topic(),
-        &k.dead_letter_topic(),
-    );
-    let metrics = Metrics::new(&Labels {
-        endpoints: vec![PATH],
-        event_types: router.labels(),
-        routes: router.routes(),
-        reject_reasons: IngressError::reject_codes(),
-        failure_reasons: DeliveryError::reasons(),
-    });
+    let router = Router::from_settings(k);
+    let metrics = crate::startup::metrics(settings, &router);
     let endpoint =
         web::Data::new(Endpoint::new(&settings.endpoints[0], &metrics, &router).unwrap());
     let allow = settings.server.allow_cidrs.iter();
