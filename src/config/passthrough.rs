@@ -34,10 +34,6 @@ impl Passthrough {
         self.0.insert(key, value)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// `text` (e.g. librdkafka's error about a property) with every credential value of
     /// these properties replaced by `[redacted]`.
     pub fn redact(&self, text: &str) -> String {

@@ -132,3 +132,44 @@ async fn a_request_in_flight_at_sigterm_is_still_delivered_and_the_bridge_exits_
     .expect("reader");
     assert_eq!(record.key_str(), Some("55"));
 }
+
+/// The shutdown deadline counts from the signal, not from start-up: a bridge that has run
+/// for longer than `shutdown_timeout_ms` still waits for the request in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_that_ran_longer_than_its_shutdown_timeout_still_finishes_requests_in_flight() {
+    let broker = Tansu::start();
+    let bridge = BridgeProcess::start(&broker.bootstrap(), |s| {
+        s.kafka.delivery_timeout_ms = 3000;
+        s.server.request_timeout_ms = 4000;
+        s.server.shutdown_timeout_ms = 4000;
+    });
+    let started = Instant::now();
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    // What is tested is the bridge's age at the signal: make it older than the timeout.
+    let age = Duration::from_millis(4500);
+    tokio::time::sleep(age.saturating_sub(started.elapsed())).await;
+
+    broker.freeze();
+    let pending = tokio::spawn(bridge.post_signed(BODY));
+    bridge.wait_in_flight(1, Duration::from_secs(10)).await;
+    bridge.terminate();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bridge.readyz().await == 200 {
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.thaw();
+    let (status, _) = match pending.await {
+        Ok(answer) => answer,
+        Err(e) => panic!(
+            "the request in flight was dropped ({e}); the bridge's log:\n{}",
+            bridge.log()
+        ),
+    };
+    assert_eq!(status, 200);
+    assert_eq!(
+        bridge.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "exit status"
+    );
+}
