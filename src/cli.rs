@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::delivery::kafka::{self, TopicOutcome};
-use crate::routing::Router;
 use crate::send;
 use crate::signature::Signer;
 
@@ -182,7 +181,7 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let router = Router::from_settings(kafka);
+    let router = kafka.router();
     let names = router.topics();
     let timeout = Duration::from_secs(10);
     if create {

@@ -69,17 +69,6 @@ impl Router {
         }
     }
 
-    /// The router `[kafka]` configures: `topic_prefix`, `topics`, `unknown_topic`,
-    /// `dead_letter_topic`.
-    pub fn from_settings(kafka: &crate::config::KafkaSettings) -> Self {
-        Self::new(
-            &kafka.topic_prefix,
-            &kafka.topics,
-            &kafka.unknown_topic(),
-            &kafka.dead_letter_topic(),
-        )
-    }
-
     /// The route for an event of `event_type`.
     pub fn route(&self, event_type: &str) -> &Route {
         self.by_type.get(event_type).unwrap_or(&self.unknown)

@@ -208,7 +208,7 @@ impl Application {
 
 /// Everything that only reads the configuration and can fail: done before anything starts.
 fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
-    let router = Router::from_settings(&settings.kafka);
+    let router = settings.kafka.router();
     let metrics = metrics(settings, &router);
     let endpoints = settings
         .endpoints

@@ -79,6 +79,17 @@ impl KafkaSettings {
             .unwrap_or_else(|| format!("{}.deadletter", self.topic_prefix))
     }
 
+    /// The router this section configures: `topic_prefix`, `topics`, `unknown_topic`,
+    /// `dead_letter_topic`.
+    pub fn router(&self) -> crate::routing::Router {
+        crate::routing::Router::new(
+            &self.topic_prefix,
+            &self.topics,
+            &self.unknown_topic(),
+            &self.dead_letter_topic(),
+        )
+    }
+
     pub fn is_embedded(&self) -> bool {
         self.bootstrap_servers == EMBEDDED
     }

@@ -16,7 +16,6 @@ use crate::config::{EndpointSettings, Settings};
 use crate::delivery::{Deliver, Delivered, DeliveryError, Pending};
 use crate::metrics::Metrics;
 use crate::record::Record;
-use crate::routing::Router;
 use crate::secret::SecretSpec;
 use crate::shutdown::Stopping;
 use crate::signature::Signer;
@@ -109,7 +108,7 @@ async fn exchange(
     requests: Vec<TestRequest>,
 ) -> (Vec<Answer>, Metrics) {
     let k = &settings.kafka;
-    let router = Router::from_settings(k);
+    let router = k.router();
     let metrics = crate::startup::metrics(settings, &router);
     let endpoint =
         web::Data::new(Endpoint::new(&settings.endpoints[0], &metrics, &router).unwrap());
