@@ -177,14 +177,11 @@ impl Metrics {
                 "qminder_bridge_ready",
                 "1 when the bridge is ready to take webhooks (broker reachable, not stopping).",
             ),
-            build_info: IntGaugeVec::new(
-                Opts::new(
-                    "qminder_bridge_build_info",
-                    "Always 1; labels say which build runs.",
-                ),
+            build_info: gauge_vec(
+                "build_info",
+                "Always 1; labels say which build runs.",
                 &["version"],
-            )
-            .expect("valid metric definition"),
+            ),
             spool: SpoolMetrics::new(),
             registry: Registry::new(),
         };
@@ -272,6 +269,11 @@ fn int_counter(name: &str, help: &str) -> IntCounter {
 
 fn latency_histogram(name: &str, help: &str) -> HistogramOpts {
     HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(format!("qminder_bridge_{name}"), help), labels)
+        .expect("valid metric definition")
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
