@@ -95,13 +95,8 @@ async fn a_request_in_flight_at_sigterm_is_still_delivered_and_the_bridge_exits_
     broker.freeze();
     let pending = tokio::spawn(bridge.post_signed(BODY));
     bridge.wait_in_flight(1, Duration::from_secs(10)).await;
-    bridge.terminate();
     // Not ready at once, new webhooks refused, and the request stays in flight ...
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while bridge.readyz().await == 200 {
-        assert!(Instant::now() < deadline, "still ready after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    terminate_and_wait_until_not_ready(&bridge).await;
     let (status, refused) = bridge.post_signed(BODY).await;
     assert_eq!(
         (status, refused),
@@ -152,12 +147,7 @@ async fn a_bridge_that_ran_longer_than_its_shutdown_timeout_still_finishes_reque
     broker.freeze();
     let pending = tokio::spawn(bridge.post_signed(BODY));
     bridge.wait_in_flight(1, Duration::from_secs(10)).await;
-    bridge.terminate();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while bridge.readyz().await == 200 {
-        assert!(Instant::now() < deadline, "still ready after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    terminate_and_wait_until_not_ready(&bridge).await;
     broker.thaw();
     let (status, _) = match pending.await {
         Ok(answer) => answer,
@@ -172,4 +162,14 @@ async fn a_bridge_that_ran_longer_than_its_shutdown_timeout_still_finishes_reque
         Some(0),
         "exit status"
     );
+}
+
+/// Sends SIGTERM and polls `/readyz` until it is no longer 200 (at most 10 s).
+async fn terminate_and_wait_until_not_ready(bridge: &BridgeProcess) {
+    bridge.terminate();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bridge.readyz().await == 200 {
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
