@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod events;
 pub mod http;
 pub mod kafka;
+pub mod light;
 pub mod load;
 pub mod procfs;
 pub mod report;

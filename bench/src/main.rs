@@ -10,11 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use qminder_bridge_bench::delivery;
 use qminder_bridge_bench::events::{Signer, SizeRange};
 use qminder_bridge_bench::load::{self, Plan, Shape, Target};
 use qminder_bridge_bench::stats::Percentiles;
 use qminder_bridge_bench::suite::{self, SuiteArgs};
+use qminder_bridge_bench::{delivery, light};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +33,9 @@ enum Cmd {
     Suite(SuiteArgs),
     /// Send signed webhooks to a running server and report what came back.
     Load(LoadArgs),
+    /// The light closed loop: wrk replays pre-signed webhooks against the baseline and the
+    /// bridge at 64 and 256 connections; prints the ratios.
+    Light(light::LightArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +92,16 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Load(args) => load_once(&args),
+        Cmd::Light(args) => match light::run(&args) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("qminder-bridge-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

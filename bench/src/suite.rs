@@ -30,7 +30,7 @@ use crate::report::{Report, RunResult};
 /// The endpoint URL configured in the bridge, and signed: not the address connected to.
 pub const ENDPOINT_URL: &str = "https://bridge.example.com/webhooks/qminder";
 pub const ENDPOINT_PATH: &str = "/webhooks/qminder";
-const SECRET: &str = "bench-secret-7f3c9a";
+pub(crate) const SECRET: &str = "bench-secret-7f3c9a";
 
 /// Which runs to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -108,12 +108,12 @@ pub struct SuiteArgs {
     pub note: Vec<String>,
 }
 
-struct Suite<'a> {
-    args: &'a SuiteArgs,
-    dir: &'a Path,
-    bootstrap: String,
-    broker_pid: u32,
-    target_sizes: SizeRange,
+pub(crate) struct Suite<'a> {
+    pub(crate) args: &'a SuiteArgs,
+    pub(crate) dir: &'a Path,
+    pub(crate) bootstrap: String,
+    pub(crate) broker_pid: u32,
+    pub(crate) target_sizes: SizeRange,
 }
 
 /// Runs the suite; the report, or what went wrong.
@@ -182,7 +182,7 @@ pub fn run(args: &SuiteArgs) -> Result<Report> {
     Ok(report)
 }
 
-fn start_tansu(args: &SuiteArgs, dir: &Path, port: u16) -> Result<Running> {
+pub(crate) fn start_tansu(args: &SuiteArgs, dir: &Path, port: u16) -> Result<Running> {
     let binary = args.tansu.clone().unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
         home.filter(|p| p.exists())
@@ -241,7 +241,7 @@ impl Suite<'_> {
         }
     }
 
-    fn target(&self, port: u16) -> Target {
+    pub(crate) fn target(&self, port: u16) -> Target {
         Target {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             path: ENDPOINT_PATH.to_owned(),
@@ -282,7 +282,8 @@ impl Suite<'_> {
         Ok((result, tally.ids))
     }
 
-    fn baseline(&self) -> Result<RunResult> {
+    /// Starts the baseline server on a free port and waits until it accepts connections.
+    pub(crate) fn start_baseline(&self) -> Result<(Running, Target)> {
         let port = free_port()?;
         let mut command = Command::new(sibling(
             self.args.baseline.as_ref(),
@@ -302,6 +303,11 @@ impl Suite<'_> {
         )?;
         let target = self.target(port);
         server.wait_for(Duration::from_secs(20), || children::accepts(target.addr))?;
+        Ok((server, target))
+    }
+
+    fn baseline(&self) -> Result<RunResult> {
+        let (mut server, target) = self.start_baseline()?;
         let (mut result, _) = self.measure("baseline", &server, &target, Shape::Closed)?;
         result.peak_rss_mib = procfs::peak_rss_bytes(server.pid()).ok().map(mib);
         server.check_alive()?;
@@ -309,7 +315,14 @@ impl Suite<'_> {
         Ok(result)
     }
 
-    fn bridge(&self, name: &str, prefix: &str, spool: bool, shape: Shape) -> Result<RunResult> {
+    /// Starts the bridge with its own configuration and topic prefix `prefix` and waits
+    /// until it is ready.
+    pub(crate) fn start_bridge(
+        &self,
+        name: &str,
+        prefix: &str,
+        spool: bool,
+    ) -> Result<(Running, Target)> {
         let port = free_port()?;
         let config = self.dir.join(format!("{prefix}.toml"));
         std::fs::write(&config, self.bridge_config(port, prefix, spool))
@@ -327,6 +340,11 @@ impl Suite<'_> {
         bridge.wait_for(Duration::from_secs(60), || {
             children::http_status(target.addr, "/readyz") == Some(200)
         })?;
+        Ok((bridge, target))
+    }
+
+    fn bridge(&self, name: &str, prefix: &str, spool: bool, shape: Shape) -> Result<RunResult> {
+        let (mut bridge, target) = self.start_bridge(name, prefix, spool)?;
         let (mut result, ids) = self.measure(name, &bridge, &target, shape)?;
         // A spool may still be forwarding: give it longer.
         // Until everything there is has been read; a spool may still be forwarding.
@@ -479,7 +497,7 @@ fn key_value(text: &str) -> std::result::Result<(String, String), String> {
 }
 
 /// The sum over every label set of a Prometheus series `name` in `/metrics` text.
-fn metric_sum(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric_sum(text: &str, name: &str) -> Option<f64> {
     let values: Vec<f64> = text
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
