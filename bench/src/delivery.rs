@@ -43,8 +43,9 @@ struct CloudEvent<'a> {
     id: &'a str,
 }
 
-/// Looks for every id of `acknowledged` in the topics `<prefix>.*` until all are found, or
-/// no record has arrived for `idle` (everything there was has been read), or `cap` passes.
+/// Looks for every id of `acknowledged` in the topics `<prefix>.*` until all are found (or,
+/// with `read_all`, until every record there is has been read and counted), or no record
+/// has arrived for `idle` (everything there was has been read), or `cap` passes.
 /// (A fixed deadline is not enough: reading is only ~12k records/s from tansu here, and a
 /// spool may still be forwarding.)
 ///
@@ -54,6 +55,7 @@ pub fn check(
     bootstrap: &str,
     prefix: &str,
     acknowledged: &[[u8; 32]],
+    read_all: bool,
     idle: Duration,
     cap: Duration,
 ) -> Result<Delivery, KafkaError> {
@@ -84,7 +86,7 @@ pub fn check(
     let mut seen: HashSet<[u8; 32]> = HashSet::with_capacity(missing.len());
     let deadline = started + cap;
     let mut last_record = Instant::now();
-    while !missing.is_empty() && last_record.elapsed() < idle {
+    while (read_all || !missing.is_empty()) && last_record.elapsed() < idle {
         if Instant::now() >= deadline {
             report.capped = true;
             break;

@@ -16,6 +16,7 @@ pub mod http;
 pub mod kafka;
 pub mod light;
 pub mod load;
+pub mod perfstat;
 pub mod procfs;
 pub mod report;
 pub mod stats;

@@ -42,6 +42,13 @@ pub struct LightArgs {
     /// a run did not.)
     #[arg(long, default_value_t = 10_000)]
     pub bodies: u64,
+    /// Also count, per bridge thread kind, CPU, context switches, futex calls and syscalls
+    /// with `perf stat --per-thread` during each bridge point.
+    #[arg(long)]
+    pub perf: bool,
+    /// Measure the bridge only (no baseline points, so no ratios).
+    #[arg(long)]
+    pub skip_baseline: bool,
     /// The wrk binary.
     #[arg(long, env = "WRK", default_value = "wrk")]
     pub wrk: PathBuf,
@@ -66,6 +73,8 @@ struct Point {
     summary: WrkSummary,
     server_cpu_s: Option<f64>,
     broker_cpu_s: Option<f64>,
+    /// With `--perf`: the per-thread accounting.
+    perf: Option<crate::perfstat::ByKind>,
 }
 
 impl Point {
@@ -115,11 +124,13 @@ pub fn run(args: &LightArgs) -> Result<String> {
     std::fs::write(dir.join("replay.lua"), REPLAY_LUA).map_err(|e| e.to_string())?;
 
     let mut points = Vec::new();
-    let (baseline, target) = suite.start_baseline()?;
-    for &c in &args.at {
-        points.push(measure(args, &suite, "baseline", &baseline, &target, c)?.0);
+    if !args.skip_baseline {
+        let (baseline, target) = suite.start_baseline()?;
+        for &c in &args.at {
+            points.push(measure(args, &suite, "baseline", &baseline, &target, c)?.0);
+        }
+        baseline.stop();
     }
-    baseline.stop();
     let (bridge, target) = suite.start_bridge("bridge", "light", false)?;
     let mut answered = 0;
     for &c in &args.at {
@@ -132,7 +143,8 @@ pub fn run(args: &LightArgs) -> Result<String> {
         &suite.bootstrap,
         "light",
         &ids,
-        Duration::from_secs(20),
+        true,
+        Duration::from_secs(5),
         Duration::from_secs(600),
     )
     .map_err(|e| format!("delivery check: {e}"))?;
@@ -180,14 +192,24 @@ fn measure(
         end: start + Duration::from_secs(seconds),
     };
     let sampler = procfs::sample_window(vec![process.pid(), suite.broker_pid], window);
+    let perf_out = suite.dir.join(format!("{server}-{connections}.perf.txt"));
+    let perf = (args.perf && server == "bridge")
+        .then(|| crate::perfstat::start(process.pid(), seconds, &perf_out))
+        .transpose()
+        .map_err(|e| format!("perf: {e}"))?;
     let summary = wrk(args, suite.dir, &url, connections, seconds)?;
     let cpu = sampler.join().unwrap_or_default();
+    let perf = perf.map(|mut child| {
+        let _ = child.wait();
+        crate::perfstat::read(&perf_out)
+    });
     let point = Point {
         server,
         connections,
         summary,
         server_cpu_s: cpu.processes.first().copied().flatten(),
         broker_cpu_s: cpu.processes.get(1).copied().flatten(),
+        perf,
     };
     eprintln!(
         "{server} @ {connections} connections: {:.0} 2xx/s, p50 {} µs, p99 {} µs, non-2xx {}",
@@ -272,6 +294,17 @@ fn render(args: &LightArgs, points: &[Point], answered: u64, found: &delivery::D
             opt(p.per_request_us(p.broker_cpu_s), 1),
             p.summary.status_errors + p.summary.socket_errors,
         );
+    }
+    for p in points {
+        if let Some(perf) = &p.perf {
+            let window = Duration::from_micros(p.summary.duration_us);
+            let _ = writeln!(
+                out,
+                "bridge @ {} connections, per thread kind:",
+                p.connections
+            );
+            out.push_str(&crate::perfstat::render(perf, p.ok(), window));
+        }
     }
     let fewest = points
         .iter()

@@ -145,6 +145,7 @@ fn load_once(args: &LoadArgs) -> ExitCode {
             bootstrap,
             &args.topic_prefix,
             &tally.ids,
+            false,
             Duration::from_secs(20),
             Duration::from_secs(600),
         ) {

@@ -349,7 +349,7 @@ impl Suite<'_> {
         // A spool may still be forwarding: give it longer.
         // Until everything there is has been read; a spool may still be forwarding.
         let (idle, cap) = (Duration::from_secs(20), Duration::from_secs(600));
-        let delivery = delivery::check(&self.bootstrap, prefix, &ids, idle, cap)
+        let delivery = delivery::check(&self.bootstrap, prefix, &ids, false, idle, cap)
             .map_err(|e| format!("{name}: delivery check: {e}"))?;
         eprintln!(
             "{name}: {} of {} acknowledged ids found in Kafka in {:.1} s, {} lost{}",
