@@ -259,6 +259,15 @@ fn render(args: &LightArgs, points: &[Point], answered: u64, found: &delivery::D
     for line in &args.suite.note {
         let _ = writeln!(out, "{line}");
     }
+    if !args.suite.kafka.is_empty() {
+        let keys: Vec<String> = args
+            .suite
+            .kafka
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        let _ = writeln!(out, "bridge [kafka]: {}", keys.join(", "));
+    }
     if !args.suite.librdkafka.is_empty() {
         let props: Vec<String> = args
             .suite

@@ -12,9 +12,9 @@ use crate::delivery::Delivery;
 use crate::procfs::WindowCpu;
 use crate::stats::{Percentiles, Tally};
 
-/// librdkafka's default `linger.ms` (since 1.9); the bridge does not set it, and the suite's
-/// configuration does not pass it through.
-pub const LINGER_MS: f64 = 5.0;
+/// The bridge's default `kafka.linger_ms` (the suite's configuration does not change it
+/// unless `--kafka linger_ms=…` is given).
+pub const LINGER_MS: f64 = 1.0;
 
 /// CPU used by other processes in a window above which the report flags the run.
 pub const CONTENDED_CORES: f64 = 0.1;

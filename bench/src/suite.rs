@@ -99,6 +99,11 @@ pub struct SuiteArgs {
     /// for experiments such as `--librdkafka linger.ms=0`. Default: none (as shipped).
     #[arg(long = "librdkafka", value_name = "KEY=VALUE", value_parser = key_value)]
     pub librdkafka: Vec<(String, String)>,
+    /// A `[kafka]` setting of the bridge, as KEY=VALUE with VALUE in TOML (repeatable), for
+    /// experiments such as `--kafka linger_ms=0.5` or `--kafka max_in_flight_requests=5`.
+    /// Default: none (the bridge's defaults).
+    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub kafka: Vec<(String, String)>,
     /// Environment variable for the bridge process only, as KEY=VALUE (repeatable), for
     /// experiments such as `--bridge-env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`.
     #[arg(long = "bridge-env", value_name = "KEY=VALUE", value_parser = key_value)]
@@ -413,12 +418,19 @@ impl Suite<'_> {
         let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let mut text = format!(
             "[server]\nlisten = {}\nworkers = {}\n\n\
-             [kafka]\nbootstrap_servers = {}\ntopic_prefix = {}\ncreate_topics = true\nreplication_factor = 1\n\n\
+             [kafka]\nbootstrap_servers = {}\ntopic_prefix = {}\ncreate_topics = true\nreplication_factor = 1\n{}\n\
              [[endpoints]]\npath = {}\nurl = {}\nsecrets = [{}]\n",
             q(&format!("127.0.0.1:{port}")),
             self.args.workers,
             q(&self.bootstrap),
             q(prefix),
+            self.args
+                .kafka
+                .iter()
+                .fold(String::new(), |mut out, (k, v)| {
+                    let _ = writeln!(out, "{k} = {v}");
+                    out
+                }),
             q(ENDPOINT_PATH),
             q(ENDPOINT_URL),
             q(SECRET),
@@ -471,6 +483,10 @@ impl Suite<'_> {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             lines.push(format!("bridge environment: {}", vars.join(" ")));
+        }
+        if !a.kafka.is_empty() {
+            let keys: Vec<String> = a.kafka.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            lines.push(format!("bridge [kafka] settings: {}", keys.join(", ")));
         }
         if !a.librdkafka.is_empty() {
             let props: Vec<String> = a

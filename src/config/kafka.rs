@@ -25,6 +25,15 @@ pub struct KafkaSettings {
     /// Longest wait for Kafka's acknowledgement before answering 503. Also librdkafka's
     /// `message.timeout.ms`, so librdkafka gives up on the record at the same time.
     pub delivery_timeout_ms: u64,
+    /// librdkafka's `linger.ms`: how long a record may wait in the producer for others to
+    /// share its produce request. Every webhook waits for its ack, so this is added to
+    /// every answer's latency; fractions are allowed (`0.5`). See docs/performance.md for
+    /// how the default was chosen and how to choose for a real cluster.
+    pub linger_ms: f64,
+    /// librdkafka's `max.in.flight.requests.per.connection`, 1–5 (the idempotent producer
+    /// allows at most 5). With 1, records that arrive while a request is in flight go
+    /// together in the next one, so batches grow with load by themselves.
+    pub max_in_flight_requests: u32,
     /// `structured` (CloudEvents JSON value) or `binary` (data value, `ce_*` headers).
     pub record_format: RecordFormat,
     /// Create missing topics at start-up (and keep trying until the broker answers).
@@ -54,6 +63,8 @@ impl Default for KafkaSettings {
             unknown_topic: None,
             dead_letter_topic: None,
             delivery_timeout_ms: 5_000,
+            linger_ms: 1.0,
+            max_in_flight_requests: 1,
             record_format: RecordFormat::Structured,
             create_topics: false,
             partitions: 3,
@@ -106,6 +117,16 @@ impl Settings {
         }
         if k.delivery_timeout_ms == 0 {
             problems.push("kafka.delivery_timeout_ms must be above 0 (default 5000)".into());
+        }
+        if !(0.0..=900_000.0).contains(&k.linger_ms) {
+            problems.push("kafka.linger_ms must be between 0 and 900000 (default 1)".into());
+        }
+        if !(1..=5).contains(&k.max_in_flight_requests) {
+            problems.push(
+                "kafka.max_in_flight_requests must be between 1 and 5, as the idempotent \
+                 producer requires (default 1)"
+                    .into(),
+            );
         }
         if k.health_interval_ms == 0 {
             problems.push("kafka.health_interval_ms must be above 0 (default 1000)".into());

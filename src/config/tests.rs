@@ -102,6 +102,28 @@ const RULES: &[Rule] = &[
         "kafka.delivery_timeout_ms must be above 0",
     ),
     (
+        "linger_ms negative",
+        |s| s.kafka.linger_ms = -1.0,
+        "kafka.linger_ms must be between 0 and 900000",
+    ),
+    (
+        "max_in_flight_requests 0",
+        |s| s.kafka.max_in_flight_requests = 0,
+        "kafka.max_in_flight_requests must be between 1 and 5",
+    ),
+    (
+        "max_in_flight_requests 6",
+        |s| s.kafka.max_in_flight_requests = 6,
+        "kafka.max_in_flight_requests must be between 1 and 5",
+    ),
+    (
+        "passthrough linger",
+        |s| {
+            s.kafka.librdkafka.insert("linger.ms".into(), "5".into());
+        },
+        "kafka.librdkafka.\"linger.ms\" is set by kafka.linger_ms",
+    ),
+    (
         "health_interval_ms",
         |s| s.kafka.health_interval_ms = 0,
         "kafka.health_interval_ms must be above 0",

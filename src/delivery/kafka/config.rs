@@ -22,7 +22,12 @@ pub fn producer(kafka: &KafkaSettings, bootstrap: &str, max_body_bytes: usize) -
         .set("message.max.bytes", max_record.to_string())
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string());
+        .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
+        .set("linger.ms", kafka.linger_ms.to_string())
+        .set(
+            "max.in.flight.requests.per.connection",
+            kafka.max_in_flight_requests.to_string(),
+        );
     for (key, value) in &kafka.librdkafka {
         config.set(key, value);
     }
