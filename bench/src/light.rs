@@ -73,6 +73,9 @@ struct Point {
     summary: WrkSummary,
     server_cpu_s: Option<f64>,
     broker_cpu_s: Option<f64>,
+    /// CPU taken in the window by everything but the server, the broker and wrk, in cores:
+    /// a run with much of it was disturbed.
+    other_cores: Option<f64>,
     /// With `--perf`: the per-thread accounting.
     perf: Option<crate::perfstat::ByKind>,
 }
@@ -183,21 +186,24 @@ fn measure(
     connections: usize,
 ) -> Result<(Point, u64)> {
     let url = format!("http://{}{ENDPOINT_PATH}", target.addr);
-    let warm = wrk(args, suite.dir, &url, connections, args.suite.warmup.max(1))?;
+    let warm = spawn_wrk(args, suite.dir, &url, connections, args.suite.warmup.max(1))?;
+    let warm = wrk_summary(args, warm)?;
     let seconds = args.suite.duration;
+    let perf_out = suite.dir.join(format!("{server}-{connections}.perf.txt"));
+    let perf = (args.perf && server == "bridge")
+        .then(|| crate::perfstat::start(process.pid(), seconds, &perf_out))
+        .transpose()
+        .map_err(|e| format!("perf: {e}"))?;
+    let child = spawn_wrk(args, suite.dir, &url, connections, seconds)?;
     let start = Instant::now();
     let window = Window {
         start,
         measure: start,
         end: start + Duration::from_secs(seconds),
     };
-    let sampler = procfs::sample_window(vec![process.pid(), suite.broker_pid], window);
-    let perf_out = suite.dir.join(format!("{server}-{connections}.perf.txt"));
-    let perf = (args.perf && server == "bridge")
-        .then(|| crate::perfstat::start(process.pid(), seconds, &perf_out))
-        .transpose()
-        .map_err(|e| format!("perf: {e}"))?;
-    let summary = wrk(args, suite.dir, &url, connections, seconds)?;
+    let pids = vec![process.pid(), suite.broker_pid, child.id()];
+    let sampler = procfs::sample_window(pids, window);
+    let summary = wrk_summary(args, child)?;
     let cpu = sampler.join().unwrap_or_default();
     let perf = perf.map(|mut child| {
         let _ = child.wait();
@@ -209,6 +215,7 @@ fn measure(
         summary,
         server_cpu_s: cpu.processes.first().copied().flatten(),
         broker_cpu_s: cpu.processes.get(1).copied().flatten(),
+        other_cores: other_cores(&cpu, seconds),
         perf,
     };
     eprintln!(
@@ -221,21 +228,37 @@ fn measure(
     Ok((point, warm.requests.saturating_sub(warm.status_errors)))
 }
 
-/// Runs wrk once (one thread) and reads the summary line of `replay.lua`.
-fn wrk(
+/// The machine's busy CPU in the window less the server's, the broker's and wrk's, in cores.
+fn other_cores(cpu: &procfs::WindowCpu, seconds: u64) -> Option<f64> {
+    let ours: f64 = cpu.processes.iter().map(|p| p.unwrap_or(0.0)).sum();
+    cpu.machine
+        .map(|m| ((m - ours) / seconds.max(1) as f64).max(0.0))
+}
+
+/// Runs wrk once (one thread); read its summary with [`wrk_summary`].
+fn spawn_wrk(
     args: &LightArgs,
     dir: &Path,
     url: &str,
     connections: usize,
     seconds: u64,
-) -> Result<WrkSummary> {
-    let output = Command::new(&args.wrk)
+) -> Result<std::process::Child> {
+    Command::new(&args.wrk)
         .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
         .args(["--timeout", "10s", "-s", "replay.lua", url])
         .env("BODIES", dir.join("bodies.tsv"))
         .current_dir(dir)
-        .output()
-        .map_err(|e| format!("{}: {e} (install Debian's wrk)", args.wrk.display()))?;
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e} (install Debian's wrk)", args.wrk.display()))
+}
+
+/// Waits for wrk and reads the summary line of `replay.lua`.
+fn wrk_summary(args: &LightArgs, child: std::process::Child) -> Result<WrkSummary> {
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("{}: {e}", args.wrk.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
         .lines()
@@ -279,8 +302,17 @@ fn render(args: &LightArgs, points: &[Point], answered: u64, found: &delivery::D
     }
     let _ = writeln!(
         out,
-        "{:<9} {:>5} {:>9} {:>6} {:>8} {:>8} {:>9} {:>9} {:>7}",
-        "server", "conn", "2xx/s", "ratio", "p50 ms", "p99 ms", "srv µs/ev", "brk µs/ev", "non-2xx"
+        "{:<9} {:>5} {:>9} {:>6} {:>8} {:>8} {:>9} {:>9} {:>7} {:>6}",
+        "server",
+        "conn",
+        "2xx/s",
+        "ratio",
+        "p50 ms",
+        "p99 ms",
+        "srv µs/ev",
+        "brk µs/ev",
+        "non-2xx",
+        "other"
     );
     for p in points {
         let base = points
@@ -292,7 +324,7 @@ fn render(args: &LightArgs, points: &[Point], answered: u64, found: &delivery::D
             |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
         let _ = writeln!(
             out,
-            "{:<9} {:>5} {:>9.0} {:>6} {:>8.2} {:>8.2} {:>9} {:>9} {:>7}",
+            "{:<9} {:>5} {:>9.0} {:>6} {:>8.2} {:>8.2} {:>9} {:>9} {:>7} {:>6}",
             p.server,
             p.connections,
             p.rps(),
@@ -302,8 +334,21 @@ fn render(args: &LightArgs, points: &[Point], answered: u64, found: &delivery::D
             opt(p.per_request_us(p.server_cpu_s), 1),
             opt(p.per_request_us(p.broker_cpu_s), 1),
             p.summary.status_errors + p.summary.socket_errors,
+            opt(p.other_cores, 2),
         );
     }
+    out.push_str(&render_checks(args, points, answered, found));
+    out
+}
+
+/// The per-thread accounting (with `--perf`) and the delivery check's lines.
+fn render_checks(
+    args: &LightArgs,
+    points: &[Point],
+    answered: u64,
+    found: &delivery::Delivery,
+) -> String {
+    let mut out = String::new();
     for p in points {
         if let Some(perf) = &p.perf {
             let window = Duration::from_micros(p.summary.duration_us);
