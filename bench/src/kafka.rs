@@ -3,7 +3,7 @@
 //! Open loop at a fixed rate, like the bridge's latency run: record `i` is scheduled at
 //! `start + i / rate` and its latency counts from then until librdkafka's delivery report.
 //! The producer is configured as the bridge configures its own (`acks=all`, idempotence,
-//! librdkafka's default `linger.ms`, plus the same overrides); values are bodies from
+//! the bridge's `linger.ms` and requests in flight, plus the same overrides); values are bodies from
 //! [`events`](crate::events), keys spread like ticket ids, over a 3-partition topic of its
 //! own. What this measures is the floor under the bridge's latency on the same broker.
 

@@ -394,7 +394,7 @@ impl Suite<'_> {
             warmup: Duration::from_secs(self.args.warmup),
             duration: Duration::from_secs(self.args.duration),
             sizes: self.target_sizes,
-            overrides: self.args.librdkafka.clone(),
+            overrides: self.producer_overrides(),
         };
         eprintln!("{name}: librdkafka → broker at {rate:.0}/s, no HTTP …");
         let mut sampler = None;
@@ -410,6 +410,25 @@ impl Suite<'_> {
         let result = RunResult::new(name, format!("open @ {rate:.0}/s"), seconds, &tally, &cpu);
         eprintln!("{name}: {}", result.latency);
         Ok(result)
+    }
+
+    /// The producer properties of the "kafka only" floor: the bridge's `linger.ms` and
+    /// `max.in.flight.requests.per.connection` (its defaults, or what `--kafka` sets), then
+    /// `--librdkafka`'s.
+    fn producer_overrides(&self) -> Vec<(String, String)> {
+        let typed = |key: &str, default: &str| {
+            let value = self.args.kafka.iter().find(|(k, _)| k == key);
+            value.map_or(default.to_owned(), |(_, v)| v.clone())
+        };
+        let mut overrides = vec![
+            ("linger.ms".to_owned(), typed("linger_ms", "1")),
+            (
+                "max.in.flight.requests.per.connection".to_owned(),
+                typed("max_in_flight_requests", "1"),
+            ),
+        ];
+        overrides.extend(self.args.librdkafka.iter().cloned());
+        overrides
     }
 
     /// The bridge's configuration for one run: a free port, the private broker, topics
