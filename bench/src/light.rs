@@ -279,26 +279,8 @@ fn render(args: &LightArgs, points: &[Point], answered: u64, found: &delivery::D
         "light: wrk -t1, {} s warm-up + {} s measured per point, {} pre-signed bodies cycled",
         args.suite.warmup, args.suite.duration, args.bodies
     );
-    for line in &args.suite.note {
+    for line in crate::suite::bridge_setting_lines(&args.suite) {
         let _ = writeln!(out, "{line}");
-    }
-    if !args.suite.kafka.is_empty() {
-        let keys: Vec<String> = args
-            .suite
-            .kafka
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
-        let _ = writeln!(out, "bridge [kafka]: {}", keys.join(", "));
-    }
-    if !args.suite.librdkafka.is_empty() {
-        let props: Vec<String> = args
-            .suite
-            .librdkafka
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let _ = writeln!(out, "bridge [kafka.librdkafka]: {}", props.join(", "));
     }
     let _ = writeln!(
         out,

@@ -495,32 +495,40 @@ impl Suite<'_> {
                 self.bootstrap
             ),
         ];
-        if !a.bridge_env.is_empty() {
-            let vars: Vec<String> = a
-                .bridge_env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            lines.push(format!("bridge environment: {}", vars.join(" ")));
-        }
-        if !a.kafka.is_empty() {
-            let keys: Vec<String> = a.kafka.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-            lines.push(format!("bridge [kafka] settings: {}", keys.join(", ")));
-        }
-        if !a.librdkafka.is_empty() {
-            let props: Vec<String> = a
-                .librdkafka
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            lines.push(format!(
-                "bridge [kafka.librdkafka] overrides: {}",
-                props.join(", ")
-            ));
-        }
-        lines.extend(a.note.iter().cloned());
+        lines.extend(bridge_setting_lines(a));
         lines
     }
+}
+
+/// The report lines that say how the bridge was set up beyond its defaults (its
+/// environment, `[kafka]` keys, librdkafka overrides), then the `--note` lines.
+pub(crate) fn bridge_setting_lines(a: &SuiteArgs) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !a.bridge_env.is_empty() {
+        let vars: Vec<String> = a
+            .bridge_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        lines.push(format!("bridge environment: {}", vars.join(" ")));
+    }
+    if !a.kafka.is_empty() {
+        let keys: Vec<String> = a.kafka.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        lines.push(format!("bridge [kafka] settings: {}", keys.join(", ")));
+    }
+    if !a.librdkafka.is_empty() {
+        let props: Vec<String> = a
+            .librdkafka
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        lines.push(format!(
+            "bridge [kafka.librdkafka] overrides: {}",
+            props.join(", ")
+        ));
+    }
+    lines.extend(a.note.iter().cloned());
+    lines
 }
 
 /// `KEY=VALUE` → (`KEY`, `VALUE`).
