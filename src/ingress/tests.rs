@@ -191,6 +191,12 @@ async fn answers_an_acknowledged_event_200_with_where_kafka_put_it() {
     );
     assert_eq!(answer.body["id"].as_str().map(str::len), Some(64));
     assert_eq!(fake.topics(), ["qminder.ticket_created"]);
+    let value = fake.records.lock().unwrap()[0].1.clone();
+    let value = String::from_utf8(value).unwrap();
+    assert!(
+        value.ends_with(r#","data":{"id":"7024061","line":1}}"#),
+        "the request's data bytes, unchanged, at the end of the CloudEvent: {value}"
+    );
     assert!(count(
         &metrics,
         r#"qminder_bridge_events_forwarded_total{event_type="ticket_created",topic="qminder.ticket_created"} 1"#
