@@ -96,13 +96,13 @@ pub fn check_security(sec: &KafkaSecurity, problems: &mut Vec<String>) {
         ("cert_file", &sec.cert_file),
         ("key_file", &sec.key_file),
     ] {
-        if let Some(path) = path {
-            if std::fs::metadata(path).is_err() {
-                problems.push(format!(
-                    "kafka.security.{key} = {} cannot be read; mount it or fix the path",
-                    path.display()
-                ));
-            }
+        if let Some(path) = path
+            && std::fs::metadata(path).is_err()
+        {
+            problems.push(format!(
+                "kafka.security.{key} = {} cannot be read; mount it or fix the path",
+                path.display()
+            ));
         }
     }
     let sasl_given =

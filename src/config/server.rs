@@ -120,10 +120,10 @@ impl Settings {
                 }
             }
         }
-        if let Some(tls) = &s.tls {
-            if let Err(e) = crate::tls::server_config(&tls.cert_file, &tls.key_file) {
-                problems.push(format!("server.tls: {e}"));
-            }
+        if let Some(tls) = &s.tls
+            && let Err(e) = crate::tls::server_config(&tls.cert_file, &tls.key_file)
+        {
+            problems.push(format!("server.tls: {e}"));
         }
         if s.max_header_bytes < 1024 {
             problems.push("server.max_header_bytes must be at least 1024 (default 16384)".into());

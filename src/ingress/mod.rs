@@ -235,10 +235,10 @@ impl Ingress {
         };
         match event::parse(verified) {
             Ok(mut event) => {
-                if let Some(privacy) = &self.privacy {
-                    if let Cow::Owned(data) = privacy.apply(&event.data) {
-                        event.data = Cow::Owned(data);
-                    }
+                if let Some(privacy) = &self.privacy
+                    && let Cow::Owned(data) = privacy.apply(&event.data)
+                {
+                    event.data = Cow::Owned(data);
                 }
                 let route = self.router.route(&event.event_type);
                 self.count_accepted(endpoint, route);

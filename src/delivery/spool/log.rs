@@ -133,11 +133,11 @@ type Active = (u64, File);
 
 fn open_active(shared: &Shared, limits: Limits) -> std::io::Result<Active> {
     let mut state = shared.lock();
-    if let Some((&first, segment)) = state.segments.iter().next_back() {
-        if segment.len < limits.segment_bytes {
-            let file = OpenOptions::new().append(true).open(&segment.path)?;
-            return Ok((first, file));
-        }
+    if let Some((&first, segment)) = state.segments.iter().next_back()
+        && segment.len < limits.segment_bytes
+    {
+        let file = OpenOptions::new().append(true).open(&segment.path)?;
+        return Ok((first, file));
     }
     new_segment(&shared.dir, &mut state)
 }
