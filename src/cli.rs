@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check-config`, `sign`, `send`, `topics`. Parsing only, plus
-//! the small commands that need no server; `serve` hands over to `startup`, `send` to `send`.
+//! The command line: `serve`, `check-config`, `sign`, `send`, `topics`, `spool`. Parsing
+//! only, plus the small commands that need no server; `serve` hands over to `startup`,
+//! `send` to `send`, `spool` to `spool_cli`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub enum Command {
         #[arg(long)]
         create: bool,
     },
+    /// Inspect the spool (spool.dir) of a configuration, and re-send its parked records.
+    Spool(crate::spool_cli::SpoolArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,9 +1,11 @@
 //! Liveness and readiness.
 //!
 //! `GET /healthz` answers 200 while the process serves HTTP. `GET /readyz` answers 200 only
-//! when the broker answered the latest metadata request (the probe in
-//! `delivery/kafka/probe.rs` asks every `kafka.health_interval_ms`, bounded by the same), the topics exist if the bridge was asked
-//! to create them, and the bridge is not shutting down; 503 otherwise. Readiness never
+//! when the brokers count as reachable (the probe in `delivery/kafka/probe.rs` asks for
+//! metadata every `kafka.health_interval_ms`, bounded by the same, and says "unreachable"
+//! only after 3 failed probes in a row with no record acknowledged meanwhile), the topics
+//! exist if the bridge was asked to create them, and the bridge is not shutting down; 503
+//! otherwise. Readiness never
 //! gates webhook requests themselves: those get an honest answer from the delivery.
 //! In spool mode, readiness follows the spool instead (writable and not full): webhooks are
 //! answered from the spool whatever Kafka does.

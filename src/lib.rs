@@ -24,6 +24,7 @@ pub mod secret;
 pub mod send;
 pub mod shutdown;
 pub mod signature;
+pub mod spool_cli;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use qminder_bridge::cli::{self, Cli, Command};
+use qminder_bridge::spool_cli;
 use qminder_bridge::startup::Application;
 use qminder_bridge::telemetry;
 
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         Command::Sign { url, file } => cli::sign(url, file.as_ref()),
         Command::Send(args) => cli::send(args),
         Command::Topics { config, create } => cli::topics(config, *create),
+        Command::Spool(args) => spool_cli::run(args),
     }
 }
 

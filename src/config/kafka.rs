@@ -34,6 +34,10 @@ pub struct KafkaSettings {
     /// allows at most 5). With 1, records that arrive while a request is in flight go
     /// together in the next one, so batches grow with load by themselves.
     pub max_in_flight_requests: u32,
+    /// How often librdkafka reports its statistics (queue, brokers' round trip, requests,
+    /// errors, batches), exported as `qminder_bridge_kafka_*` metrics; 0 turns them off.
+    /// Each report is parsed off the request path, on rdkafka's poll thread.
+    pub statistics_interval_ms: u64,
     /// `structured` (CloudEvents JSON value) or `binary` (data value, `ce_*` headers).
     pub record_format: RecordFormat,
     /// Create missing topics at start-up (and keep trying until the broker answers).
@@ -65,6 +69,7 @@ impl Default for KafkaSettings {
             delivery_timeout_ms: 5_000,
             linger_ms: 1.0,
             max_in_flight_requests: 1,
+            statistics_interval_ms: 5_000,
             record_format: RecordFormat::Structured,
             create_topics: false,
             partitions: 3,
@@ -130,6 +135,13 @@ impl Settings {
         }
         if k.health_interval_ms == 0 {
             problems.push("kafka.health_interval_ms must be above 0 (default 1000)".into());
+        }
+        if k.statistics_interval_ms > 86_400_000 {
+            problems.push(
+                "kafka.statistics_interval_ms must be at most 86400000 (a day); 0 turns the \
+                 statistics off (default 5000)"
+                    .into(),
+            );
         }
         if k.partitions < 1 {
             problems.push("kafka.partitions must be at least 1".into());

@@ -91,6 +91,7 @@ const OWNED: &[(&str, &str)] = &[
         "kafka.max_in_flight_requests",
     ),
     ("max.in.flight", "kafka.max_in_flight_requests"),
+    ("statistics.interval.ms", "kafka.statistics_interval_ms"),
     (
         "test.mock.num.brokers",
         "kafka.bootstrap_servers = \"embedded\"",

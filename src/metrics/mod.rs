@@ -7,6 +7,10 @@
 //! zero on start-up, so dashboards and alerts see a series before the first event.
 //! Imports nothing of the domain; whoever counts imports this.
 
+mod kafka;
+
+pub use kafka::KafkaMetrics;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -35,6 +39,8 @@ pub struct Metrics {
     pub late_deliveries: IntCounter,
     pub ready: IntGauge,
     pub spool: SpoolMetrics,
+    /// librdkafka's statistics (`delivery/kafka/stats.rs`).
+    pub kafka: KafkaMetrics,
     build_info: IntGaugeVec,
 }
 
@@ -183,6 +189,7 @@ impl Metrics {
                 &["version"],
             ),
             spool: SpoolMetrics::new(),
+            kafka: KafkaMetrics::new(),
             registry: Registry::new(),
         };
         m.register_all();
@@ -206,6 +213,7 @@ impl Metrics {
             Box::new(self.build_info.clone()),
         ];
         collectors.extend(self.spool.collectors());
+        collectors.extend(self.kafka.collectors());
         for c in collectors {
             self.registry
                 .register(c)
@@ -303,6 +311,7 @@ mod tests {
             "qminder_bridge_requests_in_flight 0",
             "qminder_bridge_producer_restarts_total 0",
             "qminder_bridge_kafka_delivery_duration_seconds_count 0",
+            "qminder_bridge_kafka_queue_messages 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

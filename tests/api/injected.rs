@@ -158,10 +158,25 @@ async fn in_spool_mode_a_record_the_broker_keeps_refusing_is_parked_and_the_rest
     );
     // No sender was answered 503 for it: not an HTTP failure.
     assert_eq!(app.metric(&failed("refused")).await, 0.0);
-    let parked: Vec<_> = std::fs::read_dir(dir.path().join("parked"))
+    let mut parked: Vec<String> = std::fs::read_dir(dir.path().join("parked"))
         .expect("parked/")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .into_string()
+                .expect("a name")
+        })
         .collect();
-    assert_eq!(parked.len(), 1);
+    parked.sort();
+    assert_eq!(
+        parked.len(),
+        2,
+        "the record and why Kafka refused it: {parked:?}"
+    );
+    assert!(parked[0].ends_with(".frame") && parked[1].ends_with(".reason"));
+    let reason =
+        std::fs::read_to_string(dir.path().join("parked").join(&parked[1])).expect("the reason");
+    assert!(reason.contains("too large"), "{reason}");
 
     // What comes after it is not held up.
     let next = BODY.replace("\"31\"", "\"33\"");

@@ -14,4 +14,5 @@ mod rejections;
 mod routing;
 mod security;
 mod spool;
+mod spool_tools;
 mod webhooks;

@@ -98,3 +98,61 @@ async fn is_live_without_a_broker_but_ready_only_with_one() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_statistics_show_on_metrics_after_traffic() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::broker::shared(), |s| {
+        s.kafka.statistics_interval_ms = 200;
+    })
+    .await;
+    for id in 0..20 {
+        let body = crate::helpers::traffic::ticket_created(id);
+        assert_eq!(app.post_signed(&body).await.status(), 200);
+    }
+    let topic = app.topic("ticket_created");
+    let batch = format!(r#"qminder_bridge_kafka_batch_messages{{topic="{topic}"}} "#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = app.metrics().await;
+        // A report after the traffic: the topic's batches are in it.
+        if text
+            .lines()
+            .any(|l| l.starts_with(&batch) && !l.ends_with(" 0"))
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no statistics report with {topic}'s batches in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|rest| rest.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .parse()
+            .expect("a number")
+    };
+    assert!(value("qminder_bridge_kafka_queue_max_messages ") > 0.0);
+    assert!(value("qminder_bridge_kafka_queue_max_bytes ") > 0.0);
+    // tansu is one broker, node id 0 or more; the bootstrap entry (-1) is left out.
+    assert!(value(r#"qminder_bridge_kafka_broker_connects_total{broker=""#) >= 1.0);
+    assert!(value(r#"qminder_bridge_kafka_broker_rtt_seconds{broker=""#) >= 0.0);
+    assert!(value(r#"qminder_bridge_kafka_broker_requests_in_flight{broker=""#) >= 0.0);
+    assert!(
+        !text.contains(r#"broker="-1""#),
+        "bootstrap entries are not brokers"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("qminder_bridge_kafka_batch_messages{"))
+            .all(|l| app
+                .topics()
+                .iter()
+                .any(|t| l.contains(&format!("topic=\"{t}\"")))),
+        "batch sizes only for configured topics:\n{text}"
+    );
+    app.stop().await;
+}

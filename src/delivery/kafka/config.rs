@@ -23,10 +23,19 @@ pub fn producer(kafka: &KafkaSettings, bootstrap: &str, max_body_bytes: usize) -
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
+        // librdkafka's default lets the reconnect back-off grow to 10 s, so after a
+        // cluster-wide outage the bridge stayed unable to deliver for up to 10 s more
+        // (tests/api/cluster.rs); at most 1 s between attempts is still no storm.
+        // [kafka.librdkafka] may set it otherwise.
+        .set("reconnect.backoff.max.ms", "1000")
         .set("linger.ms", kafka.linger_ms.to_string())
         .set(
             "max.in.flight.requests.per.connection",
             kafka.max_in_flight_requests.to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            kafka.statistics_interval_ms.to_string(),
         );
     for (key, value) in &kafka.librdkafka {
         config.set(key, value);
@@ -106,6 +115,7 @@ mod tests {
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("message.timeout.ms"), Some("1234"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+        assert_eq!(c.get("statistics.interval.ms"), Some("5000"));
     }
 }
 

@@ -1,8 +1,9 @@
 //! Kafka's side of the bridge, the only code that names rdkafka (with `startup`, which
 //! wires it): the producer ([`Publisher`]), its librdkafka properties (`config.rs`), the
 //! context that routes librdkafka's logs to `tracing` (`context.rs`), topic creation
-//! (`topics.rs`), the broker probe behind readiness (`probe.rs`) and the embedded try-out
-//! broker (`embedded.rs`, librdkafka's mock cluster).
+//! (`topics.rs`), the broker probe behind readiness (`probe.rs`), librdkafka's statistics
+//! as metrics (`stats.rs`) and the embedded try-out broker (`embedded.rs`, librdkafka's
+//! mock cluster).
 //!
 //! [`Kafka`] is the component `startup` builds and stops: embedded broker (if configured),
 //! producer, probe task. Stopping waits for the probe in progress, then flushes the producer
@@ -14,6 +15,7 @@ mod context;
 mod embedded;
 mod probe;
 mod publisher;
+mod stats;
 mod topics;
 
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use tokio::task::JoinHandle;
 pub use embedded::EmbeddedBroker;
 pub use probe::Probe;
 pub use publisher::Publisher;
+pub use stats::MAX_BROKERS;
+use stats::StatsSink;
 pub use topics::{TopicOutcome, TopicSetup};
 
 use crate::config::{KafkaSettings, Settings};
@@ -79,12 +83,9 @@ impl Kafka {
         let bootstrap = embedded
             .as_ref()
             .map_or(kafka.bootstrap_servers.as_str(), |b| b.bootstrap_servers());
-        let publisher = Publisher::new(
-            config::producer(kafka, bootstrap, settings.server.max_body_bytes),
-            Duration::from_millis(kafka.delivery_timeout_ms),
-            metrics.clone(),
-        )
-        .map_err(|e| StartError::Producer(kafka.librdkafka.redact(&e.to_string())))?;
+        let stats = (kafka.statistics_interval_ms > 0)
+            .then(|| StatsSink::new(metrics.kafka.clone(), topics.iter().cloned()));
+        let publisher = producer(settings, bootstrap, metrics, stats)?;
         let topics = (kafka.create_topics && embedded.is_none()).then(|| TopicSetup {
             admin: config::admin(kafka, bootstrap),
             passthrough: kafka.librdkafka.clone(),
@@ -152,6 +153,30 @@ impl Kafka {
         }
         drop(self.embedded);
     }
+}
+
+/// The bridge's producer on `bootstrap`.
+fn producer(
+    settings: &Settings,
+    bootstrap: &str,
+    metrics: &Metrics,
+    stats: Option<Arc<StatsSink>>,
+) -> Result<Publisher, StartError> {
+    let kafka = &settings.kafka;
+    Publisher::new(
+        config::producer(kafka, bootstrap, settings.server.max_body_bytes),
+        Duration::from_millis(kafka.delivery_timeout_ms),
+        metrics.clone(),
+        stats,
+    )
+    .map_err(|e| StartError::Producer(kafka.librdkafka.redact(&e.to_string())))
+}
+
+/// `spool parked replay`: a producer with the bridge's settings (no statistics, metrics of
+/// its own), to flush before it is dropped.
+pub fn replay_publisher(settings: &Settings) -> Result<Publisher, StartError> {
+    let metrics = Metrics::new(&crate::metrics::Labels::default());
+    producer(settings, &settings.kafka.bootstrap_servers, &metrics, None)
 }
 
 /// `check-config`: asks librdkafka whether it accepts the producer's properties (it knows

@@ -2,7 +2,14 @@
 //! topics first if the bridge was asked to (`topics.rs`), then ask the broker for metadata
 //! through the producer's own client (bounded by the same interval) and report whether it
 //! answered. librdkafka's `fetch_metadata` blocks, so each probe runs on Tokio's blocking
-//! pool. The loop ends after the probe in progress once shutdown begins, so that no Kafka
+//! pool. librdkafka sends the request to one broker of its choosing (the most recently
+//! used), so one slow or vanishing broker can fail a request while the others serve. So a
+//! probe is up to [`ATTEMPTS`] requests within the interval (librdkafka avoids a broker
+//! whose request is still outstanding, so the next attempt asks another), and the brokers
+//! count as unreachable only after [`FAILED_PROBES`] probes in a row failed with no record
+//! acknowledged meanwhile (an ack is an answer too); reachable again after the first
+//! success. `tests/api/cluster.rs` shows readiness steady through a slow broker, a lost
+//! one, rolling restarts and leader moves, and 503 while the whole cluster is down. The loop ends after the probe in progress once shutdown begins, so that no Kafka
 //! client it made outlives the embedded broker.
 
 use std::sync::Arc;
@@ -13,6 +20,11 @@ use tokio::sync::watch;
 use super::publisher::Publisher;
 use super::topics::TopicSetup;
 use crate::shutdown::Stopping;
+
+/// Failed probes in a row, without an ack meanwhile, before the brokers count as unreachable.
+pub const FAILED_PROBES: u32 = 3;
+/// Metadata requests a probe may make, each bounded by the interval ÷ this.
+pub const ATTEMPTS: u32 = 3;
 
 /// What the probe needs; see [`Probe::run`].
 #[derive(Debug)]
@@ -29,6 +41,7 @@ pub struct Probe {
 impl Probe {
     /// Probes until shutdown, calling `report(reachable)` after every probe.
     pub async fn run(mut self, report: impl Fn(bool) + Send + 'static) {
+        let mut verdict = Verdict::default();
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -39,19 +52,74 @@ impl Probe {
             if self.stopping.is_set() {
                 return;
             }
-            if let Some(setup) = &self.topics {
-                if setup.run(self.interval.max(Duration::from_secs(5))).await {
-                    self.topics_ready.send_replace(true);
-                    self.topics = None;
-                }
+            if let Some(setup) = &self.topics
+                && setup.run(self.interval.max(Duration::from_secs(5))).await
+            {
+                self.topics_ready.send_replace(true);
+                self.topics = None;
             }
             let probe = self.publisher.clone();
             let interval = self.interval;
-            let reachable = tokio::task::spawn_blocking(move || probe.probe(interval))
-                .await
-                .map(|r| r.is_ok())
-                .unwrap_or(false);
-            report(reachable);
+            let reachable = tokio::task::spawn_blocking(move || {
+                (0..ATTEMPTS).any(|_| probe.probe(interval / ATTEMPTS).is_ok())
+            })
+            .await
+            .unwrap_or(false);
+            report(verdict.judge(reachable, self.publisher.acknowledged()));
         }
+    }
+}
+
+/// Readiness's view of the brokers, from probes and acks.
+#[derive(Debug)]
+struct Verdict {
+    /// Failed probes in a row since the last answer (starts as if unreachable).
+    failures: u32,
+    /// Records acknowledged in all, at the previous probe.
+    acks: u64,
+}
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Self {
+            failures: FAILED_PROBES,
+            acks: 0,
+        }
+    }
+}
+
+impl Verdict {
+    /// Whether the brokers count as reachable after a probe that `answered`, with `acks`
+    /// records acknowledged so far.
+    fn judge(&mut self, answered: bool, acks: u64) -> bool {
+        let acked = acks > self.acks;
+        self.acks = acks;
+        if answered || acked {
+            self.failures = 0;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+        }
+        self.failures < FAILED_PROBES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_until_an_answer_then_only_after_three_silent_probes_in_a_row() {
+        let mut v = Verdict::default();
+        assert!(!v.judge(false, 0), "not reachable before any answer");
+        assert!(v.judge(true, 0));
+        assert!(v.judge(false, 0), "one failed probe is not an outage");
+        assert!(v.judge(false, 0));
+        assert!(!v.judge(false, 0), "the third in a row is");
+        assert!(v.judge(true, 0), "the first answer is enough");
+        assert!(v.judge(false, 0));
+        assert!(v.judge(false, 5), "an ack meanwhile counts as an answer");
+        assert!(v.judge(false, 5));
+        assert!(v.judge(false, 5));
+        assert!(!v.judge(false, 5), "no ack since: three failures in a row");
     }
 }

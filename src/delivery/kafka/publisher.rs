@@ -7,8 +7,11 @@
 //! until librdkafka resolves the record, so what became of it is still seen.
 //!
 //! A producer that can no longer deliver is replaced: a fatal librdkafka error, or a
-//! fencing error after librdkafka bumped its idempotent epoch on a timed-out record
-//! (tansu then answers `PRODUCER_FENCED` forever; see `docs/testing.md`).
+//! fencing or epoch error (e.g. `PRODUCER_FENCED`, which tansu answers for good after
+//! librdkafka bumped its idempotent epoch on a timed-out record; see `docs/testing.md`).
+//! A timed-out record alone is not such an error: librdkafka bumps the epoch by itself and
+//! Kafka (≥ 2.5) accepts it, so a slow or restarting broker never costs the producer and
+//! its retries (`tests/api/cluster.rs`).
 //! The old producer is flushed off-thread before it is dropped, because dropping a
 //! producer purges what it has not sent. Knows records and topics, never HTTP.
 
@@ -21,6 +24,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::context::BridgeContext;
+use super::stats::StatsSink;
 use crate::delivery::{Deliver, Delivered, DeliveryError, Pending};
 use crate::metrics::Metrics;
 use crate::record::Record;
@@ -32,6 +36,8 @@ struct Generation {
 
 struct Inner {
     config: ClientConfig,
+    /// Where every generation's statistics go.
+    stats: Option<Arc<StatsSink>>,
     current: RwLock<Arc<Generation>>,
     delivery_timeout: Duration,
     metrics: Metrics,
@@ -53,16 +59,19 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// Creates the producer. Fails only on configuration librdkafka refuses; an unreachable
-    /// broker is not an error (librdkafka connects in the background).
+    /// broker is not an error (librdkafka connects in the background). Statistics, when
+    /// `statistics.interval.ms` asks for them, go to `stats`.
     pub fn new(
         config: ClientConfig,
         delivery_timeout: Duration,
         metrics: Metrics,
+        stats: Option<Arc<StatsSink>>,
     ) -> Result<Self, KafkaError> {
-        let producer = config.create_with_context(BridgeContext)?;
+        let producer = config.create_with_context(BridgeContext::with_stats(stats.clone()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
+                stats,
                 current: RwLock::new(Arc::new(Generation {
                     number: 0,
                     producer,
@@ -81,6 +90,12 @@ impl Publisher {
             .client()
             .fetch_metadata(None, timeout)
             .map(|_| ())
+    }
+
+    /// Records Kafka has acknowledged so far (the delivery histogram's count: nothing is
+    /// added to the hot path for it).
+    pub fn acknowledged(&self) -> u64 {
+        self.inner.metrics.delivery_duration.get_sample_count()
     }
 
     /// Waits up to `timeout` for every queued record to be acknowledged. Blocks.
@@ -156,9 +171,6 @@ impl Inner {
                     | RDKafkaErrorCode::InvalidProducerIdMapping
                     | RDKafkaErrorCode::UnknownProducerId
                     | RDKafkaErrorCode::OutOfOrderSequenceNumber
-                    // librdkafka bumps the idempotent epoch after a timed-out record; some
-                    // brokers fence the bumped producer, so start afresh.
-                    | RDKafkaErrorCode::MessageTimedOut
             )
         ) || generation.producer.client().fatal_error().is_some();
         if broken {
@@ -210,7 +222,8 @@ impl Inner {
         if current.number != broken.number {
             return;
         }
-        let producer = match self.config.create_with_context(BridgeContext) {
+        let context = BridgeContext::with_stats(self.stats.clone());
+        let producer = match self.config.create_with_context(context) {
             Ok(p) => p,
             Err(error) => {
                 tracing::error!(%error, "Could not create a new Kafka producer; keeping the broken one.");

@@ -68,7 +68,7 @@ pub async fn ensure(
     replication_factor: i32,
     timeout: Duration,
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
-    let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext)?;
+    let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext::default())?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)))
@@ -96,7 +96,7 @@ pub fn describe(
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<(String, Option<usize>)>, KafkaError> {
-    let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext)?;
+    let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext::default())?;
     let metadata = admin.inner().fetch_metadata(None, timeout)?;
     Ok(topics
         .iter()

@@ -12,8 +12,9 @@
 //! for it). A record Kafka refuses *itself* (too large for the broker,
 //! invalid: `DeliveryError::Unacceptable`) would block every record behind it forever, so
 //! after `PARK_AFTER` refusals in a row it is written, as a frame, to `parked/<seq>.frame`
-//! in the spool directory (fsynced), counted in `spool_parked_total` and logged as an
-//! error, and the cursor moves past it: kept for an operator, never silently dropped.
+//! (with Kafka's reason in `parked/<seq>.reason`) in the spool directory (fsynced), counted
+//! in `spool_parked_total` and logged as an error, and the cursor moves past it: kept for
+//! an operator (`qminder-bridge spool parked list|replay`), never silently dropped.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 
 use super::cursor::Cursor;
 use super::frame::{self, Spooled};
+use super::inspect;
 use super::log::Shared;
 use super::read::{Position, read_batch, reclaim};
 use crate::delivery::{Deliver, Delivered, DeliveryError};
@@ -166,7 +168,7 @@ impl Forwarder {
                 .forward_failures
                 .with_label_values(&[error.reason()])
                 .inc();
-            if refused_enough(progress, failed, error) && self.park(failed).await {
+            if refused_enough(progress, failed, error) && self.park(failed, error).await {
                 progress.next = failed.seq.saturating_add(1);
                 self.persist(progress.next).await;
                 progress.refused = None;
@@ -193,12 +195,14 @@ impl Forwarder {
 
     /// Keeps a record Kafka refuses outright in `parked/`, durably. False if it could not
     /// be written (the forwarder then keeps retrying it: nothing is dropped).
-    async fn park(&self, record: &Spooled) -> bool {
+    async fn park(&self, record: &Spooled, why: &DeliveryError) -> bool {
         let dir = self.parked_dir.clone();
         let mut payload = frame::encode_payload(&record.record(), record.received_ms);
         frame::set_seq(&mut payload, record.seq);
         let seq = record.seq;
-        let written = tokio::task::spawn_blocking(move || park_frame(&dir, seq, &payload)).await;
+        let reason = why.to_string();
+        let written =
+            tokio::task::spawn_blocking(move || park_frame(&dir, seq, &payload, &reason)).await;
         match written {
             Ok(Ok(path)) => {
                 self.metrics.spool.parked.inc();
@@ -278,10 +282,12 @@ async fn back_off(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) {
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }
 
-/// Writes one frame to `dir/<seq>.frame`, durably.
-fn park_frame(dir: &Path, seq: u64, payload: &[u8]) -> std::io::Result<PathBuf> {
+/// Writes one frame to `dir/<seq>.frame`, durably, and why Kafka refused it beside it
+/// (`<seq>.reason`, for `spool parked list`).
+fn park_frame(dir: &Path, seq: u64, payload: &[u8], reason: &str) -> std::io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let path = dir.join(format!("{seq:020}.frame"));
+    super::durable::replace(&inspect::reason_path(&path), &[reason.as_bytes(), b"\n"])?;
     super::durable::replace(&path, &[&frame::header(payload), payload])?;
     Ok(path)
 }

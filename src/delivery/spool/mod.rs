@@ -7,11 +7,15 @@
 //! spooled records to Kafka through the real publisher, in order, and advances a durable
 //! cursor after each ack. Spool full (`spool.max_bytes`) or a disk error is a 503, never a
 //! silent drop. At-least-once: after a crash, records past the cursor are sent again.
+//! The running spool holds the directory's exclusive [`lock`], which the operator's
+//! `spool parked replay` respects; [`inspect`] reads a directory without changing it.
 
 mod cursor;
 mod durable;
 pub mod forwarder;
 pub mod frame;
+pub mod inspect;
+pub mod lock;
 pub mod log;
 mod read;
 mod recover;
@@ -55,6 +59,8 @@ impl std::fmt::Debug for Spool {
 pub struct SpoolTasks {
     stop: watch::Sender<bool>,
     forwarder: tokio::task::JoinHandle<()>,
+    /// The directory's lock, held until the forwarder stopped.
+    lock: lock::DirLock,
 }
 
 impl Spool {
@@ -70,6 +76,7 @@ impl Spool {
         timeout: Duration,
         queue: usize,
     ) -> std::io::Result<(Self, SpoolTasks)> {
+        let lock = lock::DirLock::acquire(&settings.dir)?;
         let cursor = Cursor::new(&settings.dir);
         let next = cursor.load()?;
         let (state, recovered) = recover::recover(&settings.dir, next)?;
@@ -125,7 +132,14 @@ impl Spool {
                 timeout,
             }),
         };
-        Ok((spool, SpoolTasks { stop, forwarder }))
+        Ok((
+            spool,
+            SpoolTasks {
+                stop,
+                forwarder,
+                lock,
+            },
+        ))
     }
 
     /// Healthy: the last write succeeded and the spool has not run out of room.
@@ -173,6 +187,7 @@ impl SpoolTasks {
         if tokio::time::timeout(within, self.forwarder).await.is_err() {
             tracing::warn!("The spool forwarder did not stop in time; the next start resumes it.");
         }
+        tracing::debug!(lock = %self.lock.path().display(), "Released the spool directory.");
     }
 }
 

@@ -91,6 +91,27 @@ pub fn read_until(
     within: Duration,
     done: impl Fn(&[Received]) -> bool,
 ) -> Vec<Received> {
+    let mut out = Vec::new();
+    if done(&out) {
+        return out;
+    }
+    scan(bootstrap, topic, within, |record| {
+        out.push(record.clone());
+        done(&out)
+    });
+    out
+}
+
+/// Reads `topic` (all partitions, from the beginning) and hands each record to `take`
+/// until it returns true, failing after `within`. Errors the consumer reports meanwhile (a
+/// broker of a cluster that is down) are not failures by themselves: librdkafka reads from
+/// the others; the last one is shown if the deadline passes.
+pub fn scan(
+    bootstrap: &str,
+    topic: &str,
+    within: Duration,
+    mut take: impl FnMut(&Received) -> bool,
+) {
     let consumer = consumer(bootstrap);
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -101,21 +122,25 @@ pub fn read_until(
             .expect("a valid partition");
     }
     consumer.assign(&tpl).expect("assignment");
-    let mut out = Vec::new();
     let deadline = Instant::now() + within;
-    while !done(&out) {
+    let mut read = 0_usize;
+    let mut last_error = None;
+    loop {
         assert!(
             Instant::now() < deadline,
-            "{topic}: condition not met after reading {} records",
-            out.len()
+            "{topic}: condition not met after reading {read} records (last error: {last_error:?})"
         );
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push(received(&m)),
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => {
+                read += 1;
+                if take(&received(&m)) {
+                    return;
+                }
+            }
+            Some(Err(e)) => last_error = Some(e),
             None => {}
         }
     }
-    out
 }
 
 /// The sum of the high watermarks of `topics` (a missing topic counts 0). Zero means

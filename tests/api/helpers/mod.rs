@@ -5,5 +5,6 @@ pub mod broker;
 pub mod kafka;
 pub mod process;
 pub mod schema;
+pub mod traffic;
 
 pub use app::{PATH, SECRET, TestApp, sign, spawn_app, spawn_app_unready, spawn_app_with};

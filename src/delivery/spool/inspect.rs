@@ -1,0 +1,167 @@
+//! Read-only views of a spool directory, for `qminder-bridge spool status|parked list|
+//! parked export`: never a byte written, so they are safe next to a running bridge (whose
+//! directory they then show as a snapshot). The backlog is counted by reading every frame
+//! from the cursor on, exactly as the forwarder would find them; a torn or damaged stretch
+//! ends a segment's count and is reported (the bridge's recovery handles it at start-up).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::cursor::Cursor;
+use super::frame::{self, Outcome, Spooled};
+use super::log::parked_dir;
+
+/// What `spool status` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The first sequence number Kafka has not acknowledged.
+    pub cursor: u64,
+    /// Segment files on disk.
+    pub segments: usize,
+    /// Intact records from the cursor on, not yet acknowledged by Kafka.
+    pub backlog_events: u64,
+    /// Their bytes on disk, frame headers included.
+    pub backlog_bytes: u64,
+    /// When the oldest of them was received (ms since the Unix epoch).
+    pub oldest_received_ms: Option<u64>,
+    /// Segments whose reading stopped at bytes that are not an intact frame.
+    pub unreadable_tails: usize,
+    /// Items in `parked/`.
+    pub parked: usize,
+}
+
+/// One item of `parked/`: a record Kafka refused, or damaged bytes recovery set aside.
+#[derive(Debug, Clone)]
+pub struct ParkedItem {
+    /// The file name without its extension: what `parked replay` takes.
+    pub id: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub kind: ParkedKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ParkedKind {
+    /// A whole record, and why Kafka refused it (if recorded).
+    Record {
+        record: Box<Spooled>,
+        reason: Option<String>,
+    },
+    /// Bytes found damaged in a segment at start-up (not a readable record).
+    Damaged,
+    /// A `.frame` file that does not hold an intact frame.
+    Unreadable,
+}
+
+/// The `.reason` file kept next to a parked frame.
+pub fn reason_path(frame: &Path) -> PathBuf {
+    frame.with_extension("reason")
+}
+
+/// Reads the status of the spool in `dir`.
+pub fn status(dir: &Path) -> io::Result<Status> {
+    if !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is not a directory (spool.dir)", dir.display()),
+        ));
+    }
+    let cursor = Cursor::new(dir).load()?;
+    let mut status = Status {
+        cursor,
+        segments: 0,
+        backlog_events: 0,
+        backlog_bytes: 0,
+        oldest_received_ms: None,
+        unreadable_tails: 0,
+        parked: parked(dir)?.len(),
+    };
+    for path in segments(dir)? {
+        status.segments += 1;
+        let bytes = fs::read(&path)?;
+        let mut reader = bytes.as_slice();
+        loop {
+            let available = reader.len() as u64;
+            match frame::read(&mut reader, available)? {
+                Outcome::Frame(record, size) if record.seq >= cursor => {
+                    status.backlog_events += 1;
+                    status.backlog_bytes += size;
+                    let oldest = status.oldest_received_ms.get_or_insert(record.received_ms);
+                    *oldest = (*oldest).min(record.received_ms);
+                }
+                Outcome::Frame(..) => {}
+                Outcome::End => break,
+                Outcome::Torn => {
+                    status.unreadable_tails += 1;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// The segment files of `dir`, in sequence order.
+fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut firsts: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let first = name.strip_suffix(".seg")?.parse::<u64>().ok()?;
+            Some((first, e.path()))
+        })
+        .collect();
+    firsts.sort_unstable();
+    Ok(firsts.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Every item of `parked/`, sorted by name (records by sequence number).
+pub fn parked(dir: &Path) -> io::Result<Vec<ParkedItem>> {
+    let parked = parked_dir(dir);
+    let entries = match fs::read_dir(&parked) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut items = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        let kind = match ext {
+            "frame" => read_frame(&path)?,
+            "bin" => ParkedKind::Damaged,
+            _ => continue,
+        };
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let size = fs::metadata(&path)?.len();
+        items.push(ParkedItem {
+            id,
+            path,
+            size,
+            kind,
+        });
+    }
+    items.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(items)
+}
+
+fn read_frame(path: &Path) -> io::Result<ParkedKind> {
+    let bytes = fs::read(path)?;
+    let mut reader = bytes.as_slice();
+    Ok(match frame::read(&mut reader, bytes.len() as u64)? {
+        Outcome::Frame(record, _) => ParkedKind::Record {
+            record: Box::new(record),
+            reason: fs::read_to_string(reason_path(path))
+                .ok()
+                .map(|r| r.trim().to_owned()),
+        },
+        Outcome::End | Outcome::Torn => ParkedKind::Unreadable,
+    })
+}
