@@ -5,6 +5,7 @@ mod helpers;
 
 mod cli;
 mod clients;
+mod cluster;
 mod faults;
 mod injected;
 mod kafka_tls;
