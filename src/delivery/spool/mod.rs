@@ -77,21 +77,8 @@ impl Spool {
         queue: usize,
     ) -> std::io::Result<(Self, SpoolTasks)> {
         let lock = lock::DirLock::acquire(&settings.dir)?;
-        let cursor = Cursor::new(&settings.dir);
-        let next = cursor.load()?;
-        let (state, recovered) = recover::recover(&settings.dir, next)?;
-        metrics.spool.torn_records.inc_by(recovered.torn);
-        metrics.spool.parked.inc_by(recovered.damaged);
-        let backlog = state.next_seq.saturating_sub(next);
+        let (cursor, next, state) = recover_log(&settings.dir, metrics)?;
         let replay_below = state.next_seq;
-        tracing::info!(
-            dir = %settings.dir.display(),
-            records_on_disk = recovered.records,
-            to_forward = backlog,
-            torn_discarded = recovered.torn,
-            damaged_parked = recovered.damaged,
-            "Opened the spool."
-        );
         let shared = Arc::new(Shared {
             dir: settings.dir.clone(),
             state: std::sync::Mutex::new(state),
@@ -147,6 +134,28 @@ impl Spool {
         let state = self.inner.shared.lock();
         state.healthy && !state.full && state.bytes < self.inner.max_bytes
     }
+}
+
+/// Recovers the log in `dir` from the durable cursor on, counting and logging what
+/// recovery found; returns the cursor, its value and the log's state.
+fn recover_log(
+    dir: &std::path::Path,
+    metrics: &Metrics,
+) -> std::io::Result<(Cursor, u64, log::LogState)> {
+    let cursor = Cursor::new(dir);
+    let next = cursor.load()?;
+    let (state, recovered) = recover::recover(dir, next)?;
+    metrics.spool.torn_records.inc_by(recovered.torn);
+    metrics.spool.parked.inc_by(recovered.damaged);
+    tracing::info!(
+        dir = %dir.display(),
+        records_on_disk = recovered.records,
+        to_forward = state.next_seq.saturating_sub(next),
+        torn_discarded = recovered.torn,
+        damaged_parked = recovered.damaged,
+        "Opened the spool."
+    );
+    Ok((cursor, next, state))
 }
 
 impl Deliver for Spool {
