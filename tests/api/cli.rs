@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use crate::helpers::config_file;
+
 const BIN: &str = env!("CARGO_BIN_EXE_qminder-bridge");
 
 fn run(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
@@ -93,15 +95,6 @@ fn sign_refuses_to_work_without_a_secret() {
     let out = run(&["sign", "--url", "https://x.example.com/"], &[], b"{}");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("QMINDER_SECRET"));
-}
-
-fn config_file(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    file.write_all(text.as_bytes()).expect("write");
-    file
 }
 
 const VALID: &str = r#"

@@ -3,7 +3,6 @@
 //! a stopped bridge's backlog is counted exactly, and `replay` refuses while a bridge holds
 //! the directory.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use qminder_bridge::delivery::spool::forwarder::PARK_AFTER;
 
 use crate::helpers::traffic::ticket_created;
-use crate::helpers::{TestApp, kafka, spawn_app_unready, spawn_app_with};
+use crate::helpers::{TestApp, config_file, kafka, spawn_app_unready, spawn_app_with};
 
 const BIN: &str = env!("CARGO_BIN_EXE_qminder-bridge");
 
@@ -30,12 +29,7 @@ fn config_for(app: &TestApp) -> tempfile::NamedTempFile {
         s.spool.dir.display().to_string(),
         app.url(),
     );
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    file.write_all(text.as_bytes()).expect("write");
-    file
+    config_file(&text)
 }
 
 async fn spool(config: &Path, args: &[&str]) -> Output {

@@ -8,3 +8,14 @@ pub mod schema;
 pub mod traffic;
 
 pub use app::{PATH, SECRET, TestApp, sign, spawn_app, spawn_app_unready, spawn_app_with};
+
+/// `text` in a temporary `.toml` file that lives as long as the value.
+pub fn config_file(text: &str) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(text.as_bytes()).expect("write");
+    file
+}
