@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::cli::{ConfigArg, load};
 use crate::config::Settings;
 use crate::delivery::kafka;
 use crate::delivery::spool::frame;
@@ -57,11 +56,12 @@ pub enum ParkedCommand {
 
 /// `spool …`
 pub fn run(args: &SpoolArgs) -> ExitCode {
-    let settings = match load(&ConfigArg {
-        config: args.config.clone(),
-    }) {
+    let settings = match Settings::load(args.config.as_deref()) {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("qminder-bridge: {e}");
+            return ExitCode::from(2);
+        }
     };
     let dir = settings.spool.dir.clone();
     let done = match &args.command {
