@@ -205,8 +205,11 @@ fn select(items: Vec<ParkedItem>, ids: &[String], all: bool) -> Result<Vec<Parke
             .filter(|i| matches!(i.kind, ParkedKind::Record { .. }))
             .collect());
     }
-    let mut chosen = Vec::new();
+    let mut chosen: Vec<ParkedItem> = Vec::new();
     for id in ids {
+        if chosen.iter().any(|c| &c.id == id) {
+            continue;
+        }
         match items.iter().find(|i| &i.id == id) {
             Some(item) if matches!(item.kind, ParkedKind::Record { .. }) => {
                 chosen.push(item.clone());
@@ -273,7 +276,15 @@ async fn send_all(publisher: &kafka::Publisher, items: &[ParkedItem]) -> usize {
             },
             Err(error) => {
                 failed += 1;
-                println!("failed   {}  event {}  {error}", item.id, record.id);
+                let maybe = if matches!(error, crate::delivery::DeliveryError::Timeout) {
+                    " (Kafka may still take it: a later replay can make a duplicate, same event id)"
+                } else {
+                    ""
+                };
+                println!(
+                    "failed   {}  event {}  {error}{maybe}; kept in parked/",
+                    item.id, record.id
+                );
             }
         }
     }

@@ -48,7 +48,7 @@ impl KafkaMetrics {
             broker_rtt: GaugeVec::new(
                 Opts::new(
                     "qminder_bridge_kafka_broker_rtt_seconds",
-                    "Round trip of requests to a broker over the last statistics interval that had any, by broker node id and quantile.",
+                    "Round trip of requests to a broker over the last statistics interval, by broker node id and quantile; absent for a broker asked nothing in that interval.",
                 ),
                 &["broker", "quantile"],
             )

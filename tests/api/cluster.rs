@@ -367,6 +367,14 @@ impl<'a> Report<'a> {
         assert!(after >= 50, "only {after} answers after recovery");
         assert_eq!(restarts, 0.0, "the producer was replaced");
         let may_be_unready = expect.may_be_unready && mode == Mode::Direct;
+        if may_be_unready {
+            // The whole cluster down: the senders and the probe must notice.
+            assert!(!self.failed.is_empty(), "no 503 while no broker answered");
+            assert!(
+                self.unready > 0,
+                "/readyz stayed 200 while no broker answered"
+            );
+        }
         match self.unready_span {
             None => {}
             Some(span) if may_be_unready => assert!(

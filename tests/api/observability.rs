@@ -114,10 +114,12 @@ async fn librdkafka_statistics_show_on_metrics_after_traffic() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let text = loop {
         let text = app.metrics().await;
-        // A report after the traffic: the topic's batches are in it.
+        // A report after the traffic: the topic's batches are in it, and a round trip
+        // (present for an interval in which the broker was asked something).
         if text
             .lines()
             .any(|l| l.starts_with(&batch) && !l.ends_with(" 0"))
+            && text.contains("qminder_bridge_kafka_broker_rtt_seconds{broker=\"")
         {
             break text;
         }

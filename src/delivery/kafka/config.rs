@@ -23,11 +23,6 @@ pub fn producer(kafka: &KafkaSettings, bootstrap: &str, max_body_bytes: usize) -
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
-        // librdkafka's default lets the reconnect back-off grow to 10 s, so after a
-        // cluster-wide outage the bridge stayed unable to deliver for up to 10 s more
-        // (tests/api/cluster.rs); at most 1 s between attempts is still no storm.
-        // [kafka.librdkafka] may set it otherwise.
-        .set("reconnect.backoff.max.ms", "1000")
         .set("linger.ms", kafka.linger_ms.to_string())
         .set(
             "max.in.flight.requests.per.connection",
@@ -37,6 +32,17 @@ pub fn producer(kafka: &KafkaSettings, bootstrap: &str, max_body_bytes: usize) -
             "statistics.interval.ms",
             kafka.statistics_interval_ms.to_string(),
         );
+    // librdkafka's default lets the reconnect back-off grow to 10 s, so after a
+    // cluster-wide outage the bridge stayed unable to deliver for up to 10 s more
+    // (tests/api/cluster.rs); at most 1 s between attempts is still no storm. Left to
+    // librdkafka when [kafka.librdkafka] sets either back-off (it refuses a maximum below
+    // the minimum).
+    let own_backoff = ["reconnect.backoff.ms", "reconnect.backoff.max.ms"]
+        .iter()
+        .any(|k| kafka.librdkafka.iter().any(|(key, _)| key == k));
+    if !own_backoff {
+        config.set("reconnect.backoff.max.ms", "1000");
+    }
     for (key, value) in &kafka.librdkafka {
         config.set(key, value);
     }
@@ -116,6 +122,20 @@ mod tests {
         assert_eq!(c.get("message.timeout.ms"), Some("1234"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
         assert_eq!(c.get("statistics.interval.ms"), Some("5000"));
+        assert_eq!(c.get("reconnect.backoff.max.ms"), Some("1000"));
+    }
+
+    #[test]
+    fn a_back_off_of_the_passthrough_leaves_the_maximum_to_librdkafka() {
+        let kafka = KafkaSettings {
+            librdkafka: toml::from_str(r#""reconnect.backoff.ms" = "2000""#).unwrap(),
+            ..KafkaSettings::default()
+        };
+        let c = producer(&kafka, "b:1", 1000);
+        assert_eq!(c.get("reconnect.backoff.ms"), Some("2000"));
+        assert_eq!(c.get("reconnect.backoff.max.ms"), None);
+        c.create::<rdkafka::producer::BaseProducer>()
+            .expect("librdkafka accepts it");
     }
 }
 

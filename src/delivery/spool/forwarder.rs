@@ -64,8 +64,9 @@ struct Progress {
 }
 
 impl Forwarder {
-    /// Runs until `stop` turns true (finishing the batch in hand): read a batch, forward
-    /// it, back off after a failure, wait for the writer when there is nothing to read.
+    /// Runs until `stop` turns true or its sender is gone (finishing the batch in hand):
+    /// read a batch, forward it, back off after a failure, wait for the writer when there
+    /// is nothing to read.
     pub async fn run(mut self, next: u64, mut stop: watch::Receiver<bool>) {
         self.update_gauges(next, None);
         tokio::select! {
@@ -78,7 +79,7 @@ impl Forwarder {
             backoff: FIRST_BACKOFF,
             refused: None,
         };
-        while !*stop.borrow() {
+        while !*stop.borrow() && stop.has_changed().is_ok() {
             self.update_gauges(progress.next, None);
             let records = match self.read(&mut progress).await {
                 Ok(records) => records,

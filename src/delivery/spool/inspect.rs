@@ -78,8 +78,13 @@ pub fn status(dir: &Path) -> io::Result<Status> {
         parked: parked(dir)?.len(),
     };
     for path in segments(dir)? {
+        // A running bridge's forwarder may delete a segment it has passed meanwhile.
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         status.segments += 1;
-        let bytes = fs::read(&path)?;
         let mut reader = bytes.as_slice();
         loop {
             let available = reader.len() as u64;

@@ -58,9 +58,9 @@ impl std::fmt::Debug for Spool {
 #[derive(Debug)]
 pub struct SpoolTasks {
     stop: watch::Sender<bool>,
+    /// Holds the directory's lock until it ends (also if this is dropped unstopped: the
+    /// forwarder then ends after the batch in hand).
     forwarder: tokio::task::JoinHandle<()>,
-    /// The directory's lock, held until the forwarder stopped.
-    lock: lock::DirLock,
 }
 
 impl Spool {
@@ -98,19 +98,22 @@ impl Spool {
             receiver,
         )?;
         let (stop, stopped) = watch::channel(false);
-        let forwarder = tokio::spawn(
-            Forwarder {
-                shared: Arc::clone(&shared),
-                cursor,
-                deliver: kafka,
-                metrics: metrics.clone(),
-                batch: settings.forward_batch,
-                replay_below,
-                topics_ready,
-                parked_dir: log::parked_dir(&settings.dir),
-            }
-            .run(next, stopped),
-        );
+        let forwarder = Forwarder {
+            shared: Arc::clone(&shared),
+            cursor,
+            deliver: kafka,
+            metrics: metrics.clone(),
+            batch: settings.forward_batch,
+            replay_below,
+            topics_ready,
+            parked_dir: log::parked_dir(&settings.dir),
+        };
+        // The forwarder owns the directory's lock: it is released only once the forwarder
+        // (the one writer of the cursor) has ended.
+        let forwarder = tokio::spawn(async move {
+            forwarder.run(next, stopped).await;
+            tracing::debug!(lock = %lock.path().display(), "Released the spool directory.");
+        });
         let spool = Self {
             inner: Arc::new(Inner {
                 requests,
@@ -119,14 +122,7 @@ impl Spool {
                 timeout,
             }),
         };
-        Ok((
-            spool,
-            SpoolTasks {
-                stop,
-                forwarder,
-                lock,
-            },
-        ))
+        Ok((spool, SpoolTasks { stop, forwarder }))
     }
 
     /// Healthy: the last write succeeded and the spool has not run out of room.
@@ -193,10 +189,13 @@ impl SpoolTasks {
     /// forwarded stays in the spool for the next start.
     pub async fn stop(self, within: Duration) {
         let _ = self.stop.send(true);
-        if tokio::time::timeout(within, self.forwarder).await.is_err() {
+        let mut forwarder = self.forwarder;
+        if tokio::time::timeout(within, &mut forwarder).await.is_err() {
             tracing::warn!("The spool forwarder did not stop in time; the next start resumes it.");
+            // Ended here, so that the directory's lock is not released under a live forwarder.
+            forwarder.abort();
+            let _ = forwarder.await;
         }
-        tracing::debug!(lock = %self.lock.path().display(), "Released the spool directory.");
     }
 }
 
