@@ -258,7 +258,7 @@ async fn send_all(publisher: &kafka::Publisher, items: &[ParkedItem]) -> usize {
             continue;
         };
         match publisher.deliver(&record.record()).await {
-            Ok(delivered) => match remove(&item.path) {
+            Ok(delivered) => match inspect::remove_parked(&item.path) {
                 Ok(()) => println!(
                     "replayed {}  event {}  to {}{}",
                     item.id,
@@ -295,15 +295,5 @@ fn at(delivered: &Delivered) -> String {
     match delivered {
         Delivered::Kafka { partition, offset } => format!(" partition {partition} offset {offset}"),
         Delivered::Spooled { .. } => String::new(),
-    }
-}
-
-/// Removes a parked frame and its reason, then fsyncs the directory.
-fn remove(path: &Path) -> std::io::Result<()> {
-    std::fs::remove_file(path)?;
-    let _ = std::fs::remove_file(inspect::reason_path(path));
-    match path.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
-        None => Ok(()),
     }
 }

@@ -27,7 +27,6 @@ use tokio::task::JoinHandle;
 pub use embedded::EmbeddedBroker;
 pub use probe::Probe;
 pub use publisher::Publisher;
-pub use stats::MAX_BROKERS;
 use stats::StatsSink;
 pub use topics::{TopicOutcome, TopicSetup};
 

@@ -9,8 +9,9 @@
 //! count as unreachable only after [`FAILED_PROBES`] probes in a row failed with no record
 //! acknowledged meanwhile (an ack is an answer too); reachable again after the first
 //! success. `tests/api/cluster.rs` shows readiness steady through a slow broker, a lost
-//! one, rolling restarts and leader moves, and 503 while the whole cluster is down. The loop ends after the probe in progress once shutdown begins, so that no Kafka
-//! client it made outlives the embedded broker.
+//! one, rolling restarts and leader moves, and 503 while the whole cluster is down. The
+//! loop ends after the probe in progress once shutdown begins, so that no Kafka client it
+//! made outlives the embedded broker.
 
 use std::sync::Arc;
 use std::time::Duration;

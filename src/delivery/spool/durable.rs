@@ -15,6 +15,21 @@ pub(super) fn replace(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     }
     file.sync_all()?;
     fs::rename(&tmp, path)?;
+    sync_parent(path)
+}
+
+/// Durably removes `path`, and `also` if it exists (in the same directory).
+pub(super) fn remove(path: &Path, also: &Path) -> std::io::Result<()> {
+    fs::remove_file(path)?;
+    match fs::remove_file(also) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    sync_parent(path)
+}
+
+/// fsyncs the directory holding `path`, so that a rename or removal in it is durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
         _ => Ok(()),
@@ -32,5 +47,21 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"new parts");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn removes_a_file_and_its_companion_if_there_is_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (frame, reason) = (dir.path().join("1.frame"), dir.path().join("1.reason"));
+        super::replace(&frame, &[b"f"]).unwrap();
+        super::replace(&reason, &[b"r"]).unwrap();
+        super::remove(&frame, &reason).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        super::replace(&frame, &[b"f"]).unwrap();
+        super::remove(&frame, &reason).unwrap();
+        assert!(
+            super::remove(&frame, &reason).is_err(),
+            "the frame itself must exist"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Read-only views of a spool directory, for `qminder-bridge spool status|parked list|
-//! parked export`: never a byte written, so they are safe next to a running bridge (whose
-//! directory they then show as a snapshot). The backlog is counted by reading every frame
+//! parked export` (and [`remove_parked`], the one write, for `parked replay` under the
+//! directory's lock): the views never write a byte, so they are safe next to a running
+//! bridge (whose directory they then show as a snapshot). The backlog is counted by reading every frame
 //! from the cursor on, exactly as the forwarder would find them; a torn or damaged stretch
 //! ends a segment's count and is reported (the bridge's recovery handles it at start-up).
 
@@ -57,6 +58,12 @@ pub enum ParkedKind {
 /// The `.reason` file kept next to a parked frame.
 pub fn reason_path(frame: &Path) -> PathBuf {
     frame.with_extension("reason")
+}
+
+/// Durably removes a parked frame and its reason: the one write here, for `spool parked
+/// replay` once Kafka acknowledged the record (under the directory's lock).
+pub fn remove_parked(frame: &Path) -> io::Result<()> {
+    super::durable::remove(frame, &reason_path(frame))
 }
 
 /// Reads the status of the spool in `dir`.
