@@ -52,7 +52,6 @@ const PRIVACY_KEY: &str = "pii-key";
 
 struct Fixture {
     verifier: Verifier,
-    old_only: Verifier,
     /// Signs as Qminder would with the current secret, and with the old one.
     new_signer: Signer,
     old_signer: Signer,
@@ -70,7 +69,6 @@ fn fixture() -> &'static Fixture {
             .collect();
         Fixture {
             verifier: Verifier::new(URL, &secrets),
-            old_only: Verifier::new(URL, &[OLD_SECRET.into()]),
             new_signer: Signer::new(URL, &SECRET.into()),
             old_signer: Signer::new(URL, &OLD_SECRET.into()),
             router: Router::new(PREFIX, &overrides, UNKNOWN_TOPIC, DEAD_LETTER_TOPIC),
