@@ -50,6 +50,7 @@ fn sign(body: &[u8]) -> String {
 fn hot_path(c: &mut Criterion) {
     let verifier = Verifier::new(URL, &[SecretString::from(SECRET)]);
     let route = Route {
+        id: 0,
         topic: "qminder.ticket_called".to_owned(),
         label: "ticket_called".to_owned(),
     };

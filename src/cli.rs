@@ -103,10 +103,18 @@ pub fn check_config(arg: &ConfigArg) -> ExitCode {
         eprintln!("qminder-bridge: invalid configuration:\n  - kafka.librdkafka: {e}");
         return ExitCode::from(2);
     }
+    for warning in settings.warnings() {
+        eprintln!("qminder-bridge: warning: {warning}");
+    }
+    let bound = settings.memory_bound();
     match toml::to_string_pretty(&settings) {
         Ok(text) => {
             println!(
-                "# The configuration is valid. Effective settings (secrets redacted):\n{text}"
+                "# The configuration is valid. Its limits allow up to {} MiB of memory \
+                 (server.memory_limit_bytes: {} MiB).\n\
+                 # Effective settings (secrets redacted):\n{text}",
+                bound.total() / (1024 * 1024),
+                settings.server.memory_limit_bytes / (1024 * 1024)
             );
             ExitCode::SUCCESS
         }

@@ -12,6 +12,31 @@ use actix_web::http::header::{self, HeaderValue};
 use crate::delivery::DeliveryError;
 use crate::signature::SignatureError;
 
+/// How one kind of error is answered. Each variant of [`IngressError`] has one row
+/// ([`IngressError::answer`]; delivery failures take theirs from `DeliveryError::failure`), and
+/// the code, status, `Retry-After` and connection handling all come from it; the README's
+/// answer table is held to these rows by a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The fixed `error` code of the body; for rejections also the metric `reason`.
+    pub code: &'static str,
+    pub status: u16,
+    /// `Retry-After` is sent: nothing is wrong with the request, try again later.
+    pub retry: bool,
+    /// The request body may be left unread, so the connection is closed
+    /// (`Connection: close`) and the sender does not reuse it.
+    pub close: bool,
+}
+
+const fn row(code: &'static str, status: u16, retry: bool, close: bool) -> Answer {
+    Answer {
+        code,
+        status,
+        retry,
+        close,
+    }
+}
+
 /// Why a webhook request was not answered 2xx.
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
@@ -27,9 +52,13 @@ pub enum IngressError {
     HeadersTooLarge,
     #[error("the request could not be read")]
     BadRequest(#[source] Option<actix_web::error::PayloadError>),
-    #[error("the body did not arrive within server.request_timeout_ms - kafka.delivery_timeout_ms")]
+    #[error("the body did not arrive within server.body_timeout_ms")]
     RequestTimeout,
-    #[error("server.max_in_flight requests are already being handled")]
+    #[error("unauthenticated bodies already fill server.max_unverified_body_bytes")]
+    BodyBudgetExhausted,
+    #[error(
+        "server.max_in_flight requests (or max_in_flight_body_bytes) are already being handled"
+    )]
     Overloaded,
     #[error("the bridge is shutting down")]
     ShuttingDown,
@@ -51,28 +80,38 @@ impl From<SignatureError> for IngressError {
 }
 
 impl IngressError {
+    /// This error's row: code, status, `Retry-After`, connection handling.
+    pub fn answer(&self) -> Answer {
+        match self {
+            Self::Forbidden => row("ip_not_allowed", 403, false, true),
+            Self::MissingSignature => row("missing_signature", 401, false, true),
+            // The body was read (the signature is checked over it): the connection can stay.
+            Self::InvalidSignature => row("invalid_signature", 401, false, false),
+            Self::BodyTooLarge => row("body_too_large", 413, false, true),
+            Self::HeadersTooLarge => row("headers_too_large", 431, false, true),
+            Self::BadRequest(_) => row("bad_request", 400, false, true),
+            Self::RequestTimeout => row("request_timeout", 408, false, true),
+            Self::BodyBudgetExhausted => row("body_budget_exhausted", 503, true, true),
+            Self::Overloaded => row("overloaded", 503, true, true),
+            Self::ShuttingDown => row("shutting_down", 503, true, true),
+            Self::NotFound => row("not_found", 404, false, false),
+            Self::MethodNotAllowed => row("method_not_allowed", 405, false, false),
+            Self::Delivery(error) => {
+                let failure = error.failure();
+                row(failure.code, failure.status, failure.retry, false)
+            }
+        }
+    }
+
     /// The fixed `error` code of the response body; for rejections also the metric reason.
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::Forbidden => "ip_not_allowed",
-            Self::MissingSignature => "missing_signature",
-            Self::InvalidSignature => "invalid_signature",
-            Self::BodyTooLarge => "body_too_large",
-            Self::HeadersTooLarge => "headers_too_large",
-            Self::BadRequest(_) => "bad_request",
-            Self::RequestTimeout => "request_timeout",
-            Self::Overloaded => "overloaded",
-            Self::ShuttingDown => "shutting_down",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::Delivery(error) => error.failure().code,
-        }
+        self.answer().code
     }
 
     /// Every rejection: the errors a request can get before its event is accepted (all but
     /// [`Delivery`](Self::Delivery)). Their codes are the `reason` label of
     /// `events_rejected_total`.
-    pub const REJECTIONS: [Self; 11] = [
+    pub const REJECTIONS: [Self; 12] = [
         Self::Forbidden,
         Self::MissingSignature,
         Self::InvalidSignature,
@@ -80,6 +119,7 @@ impl IngressError {
         Self::HeadersTooLarge,
         Self::BadRequest(None),
         Self::RequestTimeout,
+        Self::BodyBudgetExhausted,
         Self::Overloaded,
         Self::ShuttingDown,
         Self::MethodNotAllowed,
@@ -91,68 +131,38 @@ impl IngressError {
         Self::REJECTIONS.iter().map(Self::code).collect()
     }
 
-    /// Every code an error answer can carry: the rejections', then the delivery
-    /// failures' (several failures share `kafka_unavailable`), without duplicates.
-    pub fn all_codes() -> Vec<&'static str> {
-        let mut codes = Self::reject_codes();
-        for failure in crate::delivery::FAILURES {
-            if !codes.contains(&failure.code) {
-                codes.push(failure.code);
+    /// Every answer an error can get: the rejections', then the delivery failures' (several
+    /// failures share `kafka_unavailable`), without duplicates.
+    pub fn all_answers() -> Vec<Answer> {
+        let mut answers: Vec<Answer> = Self::REJECTIONS.iter().map(Self::answer).collect();
+        for error in DeliveryError::EXAMPLES {
+            let answer = Self::Delivery(error).answer();
+            if !answers.contains(&answer) {
+                answers.push(answer);
             }
         }
-        codes
+        answers
     }
 
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::MissingSignature | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
-            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Overloaded | Self::ShuttingDown | Self::Delivery(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-        }
-    }
-
-    /// Whether the request body may be left unread: then the connection is closed, and the
-    /// response says so (`Connection: close`), so the sender does not reuse it.
-    fn leaves_body_unread(&self) -> bool {
-        matches!(
-            self,
-            Self::Overloaded
-                | Self::ShuttingDown
-                | Self::Forbidden
-                | Self::MissingSignature
-                | Self::BodyTooLarge
-                | Self::HeadersTooLarge
-                | Self::BadRequest(_)
-                | Self::RequestTimeout
-        )
-    }
-
-    /// The response: fixed JSON, `Retry-After` on 503, `Allow` on 405.
+    /// The response: fixed JSON, `Retry-After` when retrying can help, `Allow` on 405,
+    /// `Connection: close` when the body may be left unread.
     pub fn response(&self, retry_after_s: u32) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status());
-        if self.leaves_body_unread() {
+        let answer = self.answer();
+        let status =
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = HttpResponse::build(status);
+        if answer.close {
             response.force_close();
         }
-        match self.status() {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                response.insert_header((header::RETRY_AFTER, HeaderValue::from(retry_after_s)));
-            }
-            StatusCode::METHOD_NOT_ALLOWED => {
-                response.insert_header((header::ALLOW, HeaderValue::from_static("POST")));
-            }
-            _ => {}
+        if answer.retry {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(retry_after_s)));
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response.insert_header((header::ALLOW, HeaderValue::from_static("POST")));
         }
         response
             .content_type("application/json")
-            .body(format!(r#"{{"error":"{}"}}"#, self.code()))
+            .body(format!(r#"{{"error":"{}"}}"#, answer.code))
     }
 }
 
@@ -172,6 +182,11 @@ mod tests {
             (IngressError::RequestTimeout, 408, "request_timeout"),
             (IngressError::NotFound, 404, "not_found"),
             (IngressError::MethodNotAllowed, 405, "method_not_allowed"),
+            (
+                IngressError::BodyBudgetExhausted,
+                503,
+                "body_budget_exhausted",
+            ),
             (IngressError::Overloaded, 503, "overloaded"),
             (IngressError::ShuttingDown, 503, "shutting_down"),
             (DeliveryError::Timeout.into(), 503, "kafka_timeout"),
@@ -180,31 +195,38 @@ mod tests {
                 503,
                 "kafka_unavailable",
             ),
+            (
+                DeliveryError::TooLarge("x".into()).into(),
+                413,
+                "record_too_large",
+            ),
+            (
+                DeliveryError::Unacceptable("x".into()).into(),
+                422,
+                "record_unacceptable",
+            ),
             (DeliveryError::SpoolFull.into(), 503, "spool_full"),
             (
                 DeliveryError::SpoolUnavailable("disk".into()).into(),
                 503,
                 "spool_unavailable",
             ),
+            (DeliveryError::SpoolTimeout.into(), 503, "spool_unavailable"),
         ];
         for (error, status, code) in cases {
             let response = error.response(7);
             assert_eq!(response.status().as_u16(), status, "{error:?}");
             assert_eq!(error.code(), code);
+            let body = actix_web::body::to_bytes(response.into_body());
+            let body = futures_util::FutureExt::now_or_never(body)
+                .expect("a ready body")
+                .expect("the body");
+            assert_eq!(body, format!(r#"{{"error":"{code}"}}"#));
+            let response = error.response(7);
             let retry = response.headers().get(header::RETRY_AFTER);
             assert_eq!(
                 response.head().connection_type() == actix_web::http::ConnectionType::Close,
-                matches!(
-                    code,
-                    "missing_signature"
-                        | "ip_not_allowed"
-                        | "body_too_large"
-                        | "headers_too_large"
-                        | "bad_request"
-                        | "request_timeout"
-                        | "overloaded"
-                        | "shutting_down"
-                ),
+                error.answer().close,
                 "{error:?}"
             );
             assert_eq!(retry.is_some(), status == 503, "{error:?}");
@@ -214,37 +236,40 @@ mod tests {
         }
     }
 
-    /// The codes in backticks in the first cell of the README's answer table, for the rows
-    /// whose status is 4xx or 5xx.
-    fn readme_error_codes() -> Vec<String> {
+    /// (status, code) for every code in backticks in the first cell of the README's answer
+    /// table's 4xx and 5xx rows, each code with the status written before it, and whether
+    /// that row says `Retry-After`.
+    fn readme_answers() -> Vec<(u16, String, bool)> {
         let readme = include_str!("../README.md");
-        let mut codes = Vec::new();
+        let mut answers = Vec::new();
         for line in readme.lines().filter(|l| l.starts_with("| **")) {
             let first_cell = line.split('|').nth(1).unwrap_or_default();
-            let is_error = first_cell.contains("**4") || first_cell.contains("**5");
-            if !is_error {
-                continue;
-            }
-            let mut parts = first_cell.split('`');
-            parts.next();
-            while let (Some(code), _) = (parts.next(), parts.next()) {
-                if code.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                    codes.push(code.to_owned());
+            let retry = first_cell.contains("Retry-After");
+            let mut status = 0;
+            for (i, part) in first_cell.split('`').enumerate() {
+                if i % 2 == 0 {
+                    for bold in part.split("**").skip(1).step_by(2) {
+                        status = bold.trim().parse().unwrap_or(status);
+                    }
+                } else if status >= 400 && part.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                {
+                    answers.push((status, part.to_owned(), retry));
                 }
             }
         }
-        codes.sort();
-        codes
+        answers.sort();
+        answers
     }
 
     #[test]
-    fn the_readme_answer_table_lists_exactly_the_codes_the_bridge_answers_with() {
-        let mut ours: Vec<String> = IngressError::all_codes()
+    fn the_readme_answer_table_lists_exactly_the_answers_the_bridge_gives() {
+        let mut ours: Vec<(u16, String, bool)> = IngressError::all_answers()
             .into_iter()
-            .map(String::from)
+            .map(|a| (a.status, a.code.to_owned(), a.retry))
             .collect();
         ours.sort();
-        assert_eq!(readme_error_codes(), ours);
+        ours.dedup();
+        assert_eq!(readme_answers(), ours);
     }
 
     #[test]
@@ -254,28 +279,25 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), IngressError::REJECTIONS.len());
         let readme = include_str!("../README.md");
-        let mut documented: Vec<(&str, &str)> = readme
+        let failures = DeliveryError::failures();
+        let mut documented: Vec<(String, String)> = readme
             .lines()
             .filter_map(|line| {
                 let cells: Vec<&str> = line.split('|').map(str::trim).collect();
                 let (reason, code) = (cells.get(1)?, cells.get(2)?);
                 let unquote = |c: &&str| c.strip_prefix('`')?.strip_suffix('`').map(str::to_owned);
-                let known = crate::delivery::FAILURES
+                let known = failures
                     .iter()
                     .any(|f| Some(f.reason.to_owned()) == unquote(reason));
-                known.then_some((*reason, *code))
+                known.then(|| ((*reason).to_owned(), (*code).to_owned()))
             })
             .collect();
         documented.sort_unstable();
-        let mut ours: Vec<(String, String)> = crate::delivery::FAILURES
+        let mut ours: Vec<(String, String)> = failures
             .iter()
             .map(|f| (format!("`{}`", f.reason), format!("`{}`", f.code)))
             .collect();
         ours.sort_unstable();
-        let documented: Vec<(String, String)> = documented
-            .into_iter()
-            .map(|(r, c)| (r.to_owned(), c.to_owned()))
-            .collect();
         assert_eq!(documented, ours);
     }
 }

@@ -1,26 +1,77 @@
-//! The HTTP server: actix-web's `HttpServer` with the bridge's routes (the webhook
-//! endpoints, `/healthz`, `/readyz`, `/metrics`), connection limits and timeouts, optional
-//! TLS, and the signals that start a graceful shutdown; and stopping it. actix's own
-//! signal handling is off: `startup` decides the order of shutdown (readiness first, then
-//! the ingress drains, then [`stop`] here).
+//! The HTTP server: actix-web's `App` with the bridge's routes (the webhook endpoints,
+//! `/healthz`, `/readyz`, `/metrics`), served by actix-server and actix-http's services
+//! with the connection limits and timeouts of `[server]`, plain or TLS; and stopping it.
+//! actix's own signal handling is off: `startup` decides the order of shutdown (readiness
+//! first, then the ingress drains, then [`stop`] here).
 //!
-//! Relies on actix-web's `ServerHandle::stop(graceful)`: a graceful stop waits for
-//! connections up to the server's `shutdown_timeout` (seconds, whole) and cannot be cut
-//! short once begun, so that timeout is capped at 2 s: by then the bridge has already
-//! drained the requests in flight itself, and actix only finishes writing answers and
-//! closes idle keep-alive connections.
+//! Built on actix-server directly rather than actix-web's `HttpServer`, because that one
+//! always offers HTTP/2 over TLS (it puts `h2` first in ALPN), with the h2 crate's default
+//! limits, which nothing lowers (`tls.rs`). Here TLS is HTTP/1.1 only (`H1Service`)
+//! unless `[server.tls] http2` asks for both (`HttpService`); plain is HTTP/1.1 only, so
+//! cleartext h2c is never spoken.
+//!
+//! Relies on actix-server's `ServerHandle::stop(graceful)`: a graceful stop waits for open
+//! connections (idle keep-alive ones too) up to the server's `shutdown_timeout` (whole
+//! seconds) and cannot be cut short once begun. So that timeout is [`GRACE`], and [`stop`]
+//! begins a graceful stop only when at least that much is left before the deadline, else
+//! stops at once: the bridge never outlasts `shutdown_timeout_ms`. By then the bridge has
+//! drained the requests in flight itself; actix only finishes writing answers and closes
+//! idle keep-alive connections.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_http::{HttpService, KeepAlive};
+use actix_service::{ServiceFactory, map_config};
+use actix_web::dev::{AppConfig, Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::{App, HttpResponse, web};
 
 use crate::config::Settings;
 use crate::health::{self, Health};
 use crate::ingress::{self, Endpoint, Ingress};
 use crate::metrics::Metrics;
+
+/// How long actix's own graceful stop may take (its `shutdown_timeout`).
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Everything the routes need, cloned into each worker.
+#[derive(Clone)]
+struct Shared {
+    ingress: web::Data<Ingress>,
+    endpoints: Vec<Arc<Endpoint>>,
+    health: web::Data<Arc<Health>>,
+    metrics: web::Data<Metrics>,
+}
+
+/// The bridge's routes on `app`.
+fn routes<T>(app: App<T>, shared: &Shared) -> App<T>
+where
+    T: ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+{
+    let mut app = app
+        .app_data(shared.ingress.clone())
+        .app_data(shared.health.clone())
+        .app_data(shared.metrics.clone())
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(render_metrics));
+    for endpoint in &shared.endpoints {
+        app = app.service(
+            web::resource(endpoint.path.as_str())
+                .app_data(web::Data::from(Arc::clone(endpoint)))
+                .route(web::post().to(ingress::receive))
+                .default_service(web::to(ingress::method_not_allowed)),
+        );
+    }
+    app.default_service(web::to(ingress::not_found))
+}
 
 /// Builds the server on `listener`; it runs when the returned future is polled.
 pub fn serve(
@@ -32,57 +83,50 @@ pub fn serve(
     metrics: Metrics,
     tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
-    let health = web::Data::new(health);
-    let metrics = web::Data::new(metrics);
-    let mut server = HttpServer::new(move || {
-        let mut app = App::new()
-            .app_data(ingress.clone())
-            .app_data(health.clone())
-            .app_data(metrics.clone())
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz))
-            .route("/metrics", web::get().to(render_metrics));
-        for endpoint in &endpoints {
-            app = app.service(
-                web::resource(endpoint.path.as_str())
-                    .app_data(web::Data::from(Arc::clone(endpoint)))
-                    .route(web::post().to(ingress::receive))
-                    .default_service(web::to(ingress::method_not_allowed)),
-            );
-        }
-        app.default_service(web::to(ingress::not_found))
-    })
-    .disable_signals()
-    // See the module's header: 2 s at most.
-    .shutdown_timeout(
-        settings
-            .server
-            .shutdown_timeout_ms
-            .div_ceil(1000)
-            .clamp(1, 2),
-    )
-    .client_request_timeout(Duration::from_millis(
-        settings.server.client_request_timeout_ms,
-    ))
-    .client_disconnect_timeout(Duration::from_millis(
-        settings.server.client_disconnect_timeout_ms,
-    ))
-    .keep_alive(Duration::from_secs(settings.server.keep_alive_s))
-    .max_connections(settings.server.max_connections_per_worker);
-    if settings.server.workers > 0 {
-        server = server.workers(settings.server.workers);
-    }
-    let server = match tls {
-        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
-        None => server.listen(listener)?,
+    let shared = Shared {
+        ingress,
+        endpoints,
+        health: web::Data::new(health),
+        metrics: web::Data::new(metrics),
     };
-    Ok(server.run())
+    let server = &settings.server;
+    let keep_alive = KeepAlive::Timeout(Duration::from_secs(server.keep_alive_s));
+    let head_timeout = Duration::from_millis(server.client_request_timeout_ms);
+    let disconnect_timeout = Duration::from_millis(server.client_disconnect_timeout_ms);
+    let http2 = settings.server.tls.as_ref().is_some_and(|t| t.http2);
+    let builder = actix_server::Server::build()
+        .workers(settings.workers())
+        .max_concurrent_connections(settings.connections_per_worker())
+        .shutdown_timeout(GRACE.as_secs())
+        .disable_signals();
+    // One service per kind of listener; the service types differ, so each has its arm.
+    macro_rules! service {
+        () => {
+            HttpService::build()
+                .keep_alive(keep_alive)
+                .client_request_timeout(head_timeout)
+                .client_disconnect_timeout(disconnect_timeout)
+        };
+    }
+    let app = move || map_config(routes(App::new(), &shared), |()| AppConfig::default());
+    let builder = match tls {
+        None => builder.listen("qminder-bridge", listener, move || {
+            service!().h1(app()).tcp()
+        })?,
+        Some(tls) if http2 => builder.listen("qminder-bridge-tls", listener, move || {
+            service!().finish(app()).rustls_0_23(tls.clone())
+        })?,
+        Some(tls) => builder.listen("qminder-bridge-tls", listener, move || {
+            service!().h1(app()).rustls_0_23(tls.clone())
+        })?,
+    };
+    Ok(builder.run())
 }
 
 /// Stops the server within what is left until `deadline`: gracefully (idle keep-alive
-/// connections, answers being written) if `graceful` and there is time, else at once; then
-/// waits for its task to end. `graceful` is false when requests were still in flight at
-/// the deadline: they are dropped unanswered.
+/// connections, answers being written) if `graceful` and at least [`GRACE`] is left, else
+/// at once; then waits for its task to end. `graceful` is false when requests were still
+/// in flight at the deadline: they are dropped unanswered.
 pub async fn stop(
     handle: ServerHandle,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -90,14 +134,7 @@ pub async fn stop(
     deadline: Instant,
 ) -> std::io::Result<()> {
     let remaining = deadline.saturating_duration_since(Instant::now());
-    if !graceful
-        || remaining.is_zero()
-        || tokio::time::timeout(remaining, handle.stop(true))
-            .await
-            .is_err()
-    {
-        handle.stop(false).await;
-    }
+    handle.stop(graceful && remaining >= GRACE).await;
     server.await.map_err(std::io::Error::other)?
 }
 

@@ -13,6 +13,7 @@ pub mod dedupe;
 pub mod delivery;
 pub mod errors;
 pub mod event;
+pub mod hardening;
 pub mod health;
 pub mod http_server;
 pub mod ingress;

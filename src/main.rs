@@ -17,7 +17,11 @@ fn main() -> ExitCode {
         Command::Sign { url, file } => cli::sign(url, file.as_ref()),
         Command::Send(args) => cli::send(args),
         Command::Topics { config, create } => cli::topics(config, *create),
-        Command::Spool(args) => spool_cli::run(args),
+        Command::Spool(args) => {
+            // Parked records it exports or replays hold personal data.
+            let _ = qminder_bridge::hardening::harden();
+            spool_cli::run(args)
+        }
     }
 }
 
@@ -27,6 +31,12 @@ fn serve(arg: &cli::ConfigArg) -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init(settings.log.format);
+    if let Err(error) = qminder_bridge::hardening::harden() {
+        tracing::warn!(%error, "Process hardening is incomplete: a core dump could hold secrets.");
+    }
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(error) => {

@@ -183,6 +183,38 @@ pub fn encode_dead_letter<'a>(
     }
 }
 
+/// What stands in the dead-letter topic for a record Kafka will never accept (too large,
+/// invalid): not the record, but a small JSON stub saying which it was,
+/// `{"id","event_type","topic","bytes","reason"}`, keyed by the id, with the dead-letter
+/// headers (reason = the answer's code, `record_too_large` or `record_unacceptable`).
+pub fn encode_refused<'a>(
+    refused: &'a Record<'a>,
+    code: &'static str,
+    route: &'a Route,
+    ctx: Context<'a>,
+) -> Record<'a> {
+    let stub = serde_json::json!({
+        "id": refused.id,
+        "event_type": refused.label,
+        "topic": refused.topic,
+        "bytes": refused.value.len(),
+        "reason": code,
+    });
+    Record {
+        topic: &route.topic,
+        label: &route.label,
+        key: Some(refused.id),
+        value: Cow::Owned(stub.to_string().into_bytes()),
+        headers: vec![
+            (REASON_HEADER, Cow::Borrowed(code)),
+            (ID_HEADER, Cow::Borrowed(refused.id)),
+            (SOURCE_HEADER, Cow::Borrowed(ctx.source)),
+            (RECEIVED_AT_HEADER, Cow::Owned(format_time(ctx.received_at))),
+        ],
+        id: refused.id,
+    }
+}
+
 /// RFC 3339 in UTC, to the microsecond: `2026-11-26T23:20:37.123456Z`.
 pub fn format_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
@@ -215,6 +247,7 @@ mod tests {
 
     fn route() -> Route {
         Route {
+            id: 0,
             topic: "t".into(),
             label: "l".into(),
         }

@@ -6,7 +6,7 @@
 //! ever routed nowhere. The `label` of a route is the `event_type` metric label: always
 //! from the fixed set the configuration defines, never from the request. Pure.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::event::KNOWN_EVENT_TYPES;
 
@@ -18,6 +18,8 @@ pub const MALFORMED_LABEL: &str = "malformed";
 /// Where one event goes, and how metrics name its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// Its index in [`Router::all`]: what per-route counters are indexed by.
+    pub id: usize,
     pub topic: String,
     pub label: String,
 }
@@ -25,9 +27,12 @@ pub struct Route {
 /// Event type → topic, built once from configuration.
 #[derive(Debug, Clone)]
 pub struct Router {
-    by_type: HashMap<String, Route>,
-    unknown: Route,
-    dead_letter: Route,
+    /// Every route, each once, in id order: the known types (and overrides) by type
+    /// name, then unknown, then dead letters.
+    all: Vec<Route>,
+    by_type: HashMap<String, usize>,
+    unknown: usize,
+    dead_letter: usize,
 }
 
 impl Router {
@@ -39,54 +44,58 @@ impl Router {
         unknown_topic: &str,
         dead_letter_topic: &str,
     ) -> Self {
-        let mut by_type: HashMap<String, Route> = KNOWN_EVENT_TYPES
+        let mut topics: BTreeMap<String, String> = KNOWN_EVENT_TYPES
             .iter()
-            .map(|t| {
-                let route = Route {
-                    topic: format!("{prefix}.{t}"),
-                    label: (*t).to_owned(),
-                };
-                ((*t).to_owned(), route)
-            })
+            .map(|t| ((*t).to_owned(), format!("{prefix}.{t}")))
             .collect();
         for (event_type, topic) in overrides {
-            let route = Route {
-                topic: topic.clone(),
-                label: event_type.clone(),
-            };
-            by_type.insert(event_type.clone(), route);
+            topics.insert(event_type.clone(), topic.clone());
         }
+        let mut all: Vec<Route> = Vec::with_capacity(topics.len() + 2);
+        let mut add = |label: String, topic: String| {
+            all.push(Route {
+                id: all.len(),
+                topic,
+                label,
+            });
+            all.len() - 1
+        };
+        let by_type = topics
+            .into_iter()
+            .map(|(event_type, topic)| (event_type.clone(), add(event_type, topic)))
+            .collect();
+        let unknown = add(UNKNOWN_LABEL.to_owned(), unknown_topic.to_owned());
+        let dead_letter = add(MALFORMED_LABEL.to_owned(), dead_letter_topic.to_owned());
         Self {
+            all,
             by_type,
-            unknown: Route {
-                topic: unknown_topic.to_owned(),
-                label: UNKNOWN_LABEL.to_owned(),
-            },
-            dead_letter: Route {
-                topic: dead_letter_topic.to_owned(),
-                label: MALFORMED_LABEL.to_owned(),
-            },
+            unknown,
+            dead_letter,
         }
     }
 
     /// The route for an event of `event_type`.
     pub fn route(&self, event_type: &str) -> &Route {
-        self.by_type.get(event_type).unwrap_or(&self.unknown)
+        &self.all[self
+            .by_type
+            .get(event_type)
+            .copied()
+            .unwrap_or(self.unknown)]
     }
 
     /// The route for authenticated bodies that are not events.
     pub fn dead_letter(&self) -> &Route {
-        &self.dead_letter
+        &self.all[self.dead_letter]
+    }
+
+    /// Every route, in id order (`all()[route.id] == route`).
+    pub fn all(&self) -> &[Route] {
+        &self.all
     }
 
     /// Every topic the bridge may write to, sorted, without duplicates.
     pub fn topics(&self) -> Vec<String> {
-        let all: BTreeSet<&String> = self
-            .by_type
-            .values()
-            .chain([&self.unknown, &self.dead_letter])
-            .map(|r| &r.topic)
-            .collect();
+        let all: BTreeSet<&String> = self.all.iter().map(|r| &r.topic).collect();
         all.into_iter().cloned().collect()
     }
 
@@ -95,9 +104,8 @@ impl Router {
     /// dead letters. The `events_forwarded_total` series are created from these.
     pub fn routes(&self) -> Vec<(&str, &str)> {
         let all: BTreeSet<(&str, &str)> = self
-            .by_type
-            .values()
-            .chain([&self.unknown, &self.dead_letter])
+            .all
+            .iter()
             .map(|r| (r.label.as_str(), r.topic.as_str()))
             .collect();
         all.into_iter().collect()
@@ -105,12 +113,7 @@ impl Router {
 
     /// Every `event_type` label the bridge may use, for pre-registering metrics.
     pub fn labels(&self) -> Vec<&str> {
-        let all: BTreeSet<&str> = self
-            .by_type
-            .values()
-            .chain([&self.unknown, &self.dead_letter])
-            .map(|r| r.label.as_str())
-            .collect();
+        let all: BTreeSet<&str> = self.all.iter().map(|r| r.label.as_str()).collect();
         all.into_iter().collect()
     }
 }
@@ -177,6 +180,22 @@ mod tests {
         assert!(topics.contains(&"qminder.unknown".to_owned()));
         assert!(!topics.contains(&"qminder.ticket_created".to_owned()));
         assert_eq!(r.labels().len(), 11);
+    }
+
+    #[test]
+    fn numbers_every_route_by_its_place_so_counters_can_be_indexed_by_it() {
+        let r = router(&[
+            ("unknown", "custom.unknown"),
+            ("malformed", "custom.malformed"),
+        ]);
+        for (i, route) in r.all().iter().enumerate() {
+            assert_eq!(route.id, i);
+        }
+        // An override named like the fallback labels is a route of its own, with its topic.
+        assert_eq!(r.route("unknown").topic, "custom.unknown");
+        assert_ne!(r.route("unknown").id, r.route("no_such_type").id);
+        assert_ne!(r.route("malformed").id, r.dead_letter().id);
+        assert_eq!(r.dead_letter().topic, "qminder.deadletter");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Webhook secrets: where they come from, and how they are kept out of sight.
 //!
 //! A configured secret is a literal, `env:NAME` (an environment variable) or `file:PATH`
-//! (a Kubernetes secret mount; one trailing newline is trimmed). A [`SecretSpec`] never
+//! (a Kubernetes secret mount). References lose one trailing newline (`\n` or `\r\n`):
+//! a file ends in one, and so does a variable filled from one (a Kubernetes Secret made
+//! with `--from-file`), while no real secret does. A [`SecretSpec`] never
 //! shows a literal in `Debug`, `Display` or serialized output (`check-config` prints
 //! `[redacted]`); references are shown, since naming a variable or file reveals nothing.
 //! Resolution fails closed: a missing or empty secret is an error, never an empty key.
@@ -55,10 +57,14 @@ impl SecretSpec {
                 s.expose_secret().to_owned(),
                 "the literal secret".to_owned(),
             ),
-            Self::Env(name) => (
-                std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?,
-                format!("environment variable {name}"),
-            ),
+            Self::Env(name) => {
+                let text =
+                    std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?;
+                (
+                    trim_one_newline(&text).to_owned(),
+                    format!("environment variable {name}"),
+                )
+            }
             Self::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| {
                     SecretError::FileUnreadable {
@@ -66,12 +72,8 @@ impl SecretSpec {
                         source,
                     }
                 })?;
-                let trimmed = text
-                    .strip_suffix('\n')
-                    .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                    .unwrap_or(&text);
                 (
-                    trimmed.to_owned(),
+                    trim_one_newline(&text).to_owned(),
                     format!("secret file {}", path.display()),
                 )
             }
@@ -81,6 +83,13 @@ impl SecretSpec {
         }
         Ok(SecretString::from(value))
     }
+}
+
+/// `text` without one trailing `\n` or `\r\n`.
+fn trim_one_newline(text: &str) -> &str {
+    text.strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(text)
 }
 
 impl fmt::Display for SecretSpec {

@@ -116,12 +116,6 @@ impl Application {
             kafka.topics_ready(),
             spool,
         );
-        let reporter = Arc::clone(&health);
-        kafka.spawn_probe(
-            Duration::from_millis(settings.kafka.health_interval_ms),
-            Arc::clone(&stopping),
-            move |reachable| reporter.set_broker_reachable(reachable),
-        );
         let Prepared {
             router,
             metrics,
@@ -151,6 +145,13 @@ impl Application {
             metrics,
             tls,
         )?;
+        // Last, once nothing can fail: a failed build leaves no task behind.
+        let reporter = Arc::clone(&health);
+        kafka.spawn_probe(
+            Duration::from_millis(settings.kafka.health_interval_ms),
+            Arc::clone(&stopping),
+            move |reachable| reporter.set_broker_reachable(reachable),
+        );
         Ok(Self {
             port,
             server,
@@ -216,7 +217,11 @@ fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
         .map(|e| Endpoint::new(e, &metrics, &router).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let tls = match &settings.server.tls {
-        Some(t) => Some(crate::tls::server_config(&t.cert_file, &t.key_file)?),
+        Some(t) => Some(crate::tls::server_config(
+            &t.cert_file,
+            &t.key_file,
+            t.http2,
+        )?),
         None => None,
     };
     Ok(Prepared {
@@ -260,12 +265,15 @@ fn delivery(
             spool: None,
         });
     }
+    let spool_settings = crate::config::SpoolSettings {
+        write_timeout_ms: settings.spool_write_timeout_ms(),
+        ..settings.spool.clone()
+    };
     let (spool, tasks) = Spool::start(
-        &settings.spool,
+        &spool_settings,
         publisher,
         kafka.topics_ready(),
         metrics,
-        Duration::from_millis(settings.kafka.delivery_timeout_ms),
         settings.server.max_in_flight,
     )
     .map_err(StartupError::Spool)?;

@@ -1,6 +1,14 @@
 //! Optional TLS on the listener (`[server.tls]`), through actix-web's rustls 0.23
-//! integration: HTTP/2 and HTTP/1.1, chosen by ALPN; ring as the crypto provider.
-//! Certificates and key are PEM files (the key PKCS#8, PKCS#1 or SEC1), read at start-up.
+//! integration; ring as the crypto provider. Certificates and key are PEM files (the key
+//! PKCS#8, PKCS#1 or SEC1), read at start-up.
+//!
+//! ALPN offers HTTP/1.1 only, unless `[server.tls] http2 = true`. actix-http 3 runs HTTP/2
+//! with the `h2` crate's default settings and gives no way to change them: header lists of
+//! up to 16 MiB, decoded before the bridge's 431 check, and no limit on concurrent streams
+//! per connection. That would put every budget of `ingress/admission.rs` and the memory
+//! bound out of reach of the configuration, so HTTP/2 is something to opt into (and
+//! `check-config` warns when it is on). Plain-text h2c is never served: the plain listener
+//! speaks HTTP/1.1 only.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +28,13 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// The server configuration for `cert_file` (chain, leaf first) and `key_file`.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<ServerConfig, TlsError> {
+/// The server configuration for `cert_file` (chain, leaf first) and `key_file`, offering
+/// HTTP/2 by ALPN only if `http2`.
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    http2: bool,
+) -> Result<ServerConfig, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Certificates {
@@ -43,6 +56,10 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<ServerConfig, 
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(config)
 }

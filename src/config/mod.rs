@@ -2,27 +2,35 @@
 //!
 //! Layers, later wins: built-in defaults → the TOML file → environment variables
 //! `QMINDER_BRIDGE__<SECTION>__<KEY>` (e.g. `QMINDER_BRIDGE__KAFKA__BOOTSTRAP_SERVERS`).
+//! Variables are read as strings and converted only where the field is a number or a
+//! boolean, so a topic `007` or a password `0123` stays what was written.
 //! Unknown keys are errors (`deny_unknown_fields`), units are in key names, and
 //! [`Settings::validate`] lists every problem with how to fix it. `config/example.toml`
 //! is the annotated reference; keep it in step with these files (one per section group).
 
 use std::path::Path;
 
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::SecretSpec;
 
 mod kafka;
+mod memory;
 mod options;
 mod passthrough;
 mod security;
 mod server;
 
 pub use kafka::KafkaSettings;
+pub use memory::{MemoryBound, Term};
 pub use options::{DedupeSettings, LogFormat, LogSettings, PrivacySettings, SpoolSettings};
 pub use passthrough::Passthrough;
 pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use server::{ServerSettings, TlsSettings};
+
+/// The shortest webhook secret accepted (Qminder's own are 40 characters).
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
 
 /// `bootstrap_servers` value that starts librdkafka's in-process mock cluster.
 pub const EMBEDDED: &str = "embedded";
@@ -92,8 +100,7 @@ impl Settings {
         builder = builder.add_source(
             config::Environment::with_prefix("QMINDER_BRIDGE")
                 .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
+                .separator("__"),
         );
         let settings: Self = builder.build()?.try_deserialize()?;
         settings.validate()?;
@@ -163,8 +170,17 @@ impl Settings {
                 ));
             }
             for (j, secret) in e.secrets.iter().enumerate() {
-                if let Err(e) = secret.resolve() {
-                    problems.push(format!("{at}.secrets[{j}]: {e}"));
+                match secret.resolve() {
+                    Err(e) => problems.push(format!("{at}.secrets[{j}]: {e}")),
+                    Ok(value) if value.expose_secret().len() < MIN_WEBHOOK_SECRET_BYTES => {
+                        problems.push(format!(
+                            "{at}.secrets[{j}] is {} bytes; a webhook secret must be at least \
+                             {MIN_WEBHOOK_SECRET_BYTES}, or it can be guessed: use the secret \
+                             Qminder generated for the webhook",
+                            value.expose_secret().len()
+                        ));
+                    }
+                    Ok(_) => {}
                 }
             }
         }

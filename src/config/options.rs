@@ -20,8 +20,12 @@ pub struct SpoolSettings {
     /// Size at which a segment file is closed and a new one started; forwarded segments
     /// are deleted whole.
     pub segment_bytes: u64,
-    /// Records the forwarder hands to Kafka at once.
+    /// Records the forwarder hands to Kafka at once (and at most 4 MiB of them).
     pub forward_batch: usize,
+    /// Longest wait for the spool's fsync before answering 503 `spool_unavailable`
+    /// (reason `spool_timeout`); at most what `server.request_timeout_ms` leaves after the
+    /// body's deadline is used. Above 0.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for SpoolSettings {
@@ -32,6 +36,7 @@ impl Default for SpoolSettings {
             max_bytes: 1024 * 1024 * 1024,
             segment_bytes: 64 * 1024 * 1024,
             forward_batch: 512,
+            write_timeout_ms: 5_000,
         }
     }
 }
@@ -109,6 +114,9 @@ impl Settings {
         }
         if s.forward_batch == 0 {
             problems.push("spool.forward_batch must be above 0 (default 512)".into());
+        }
+        if s.write_timeout_ms == 0 {
+            problems.push("spool.write_timeout_ms must be above 0 (default 5000)".into());
         }
     }
 

@@ -15,11 +15,28 @@ pub struct ServerSettings {
     /// Largest accepted request body; larger ones get 413, refused by Content-Length before
     /// reading and capped while reading.
     pub max_body_bytes: usize,
-    /// Webhook requests handled at once; beyond it requests get an immediate 503.
+    /// Authenticated webhook requests handled at once (a slot is taken once the signature
+    /// has matched); beyond it requests get an immediate 503 `overloaded`.
     pub max_in_flight: usize,
+    /// Sum of the bodies of authenticated requests being handled; beyond it, 503
+    /// `overloaded`. At least `max_body_bytes`.
+    pub max_in_flight_body_bytes: usize,
+    /// Sum of the bodies being read whose signature is not yet checked, across all
+    /// connections: what unauthenticated clients can make the bridge hold. Beyond it a body
+    /// of up to 16 KiB waits for room, a larger one gets 503 `body_budget_exhausted`.
+    /// At least `max_body_bytes`.
+    pub max_unverified_body_bytes: usize,
+    /// Time a body has to arrive once the headers are in (408 after); at most
+    /// `request_timeout_ms − kafka.delivery_timeout_ms` is used. Qminder sends its few KiB
+    /// at once, so this bounds how long a client that drips can hold a connection.
+    pub body_timeout_ms: u64,
+    /// The memory the bridge may use (the pod's limit): `check-config` and `serve` warn
+    /// when the limits' worst case (docs/reliability.md, "How much memory") exceeds it.
+    pub memory_limit_bytes: u64,
     /// Bound on a whole webhook request: the body must arrive within
-    /// `request_timeout_ms − kafka.delivery_timeout_ms` (else 408), and Kafka then gets
-    /// `delivery_timeout_ms` (else 503). Must exceed `kafka.delivery_timeout_ms`.
+    /// `min(body_timeout_ms, request_timeout_ms − kafka.delivery_timeout_ms)` (else 408), and
+    /// Kafka then gets `delivery_timeout_ms` (else 503). Must exceed
+    /// `kafka.delivery_timeout_ms`.
     pub request_timeout_ms: u64,
     /// On SIGTERM/SIGINT: time allowed for in-flight requests and the final flush.
     /// Must be at least `request_timeout_ms`.
@@ -34,8 +51,13 @@ pub struct ServerSettings {
     pub client_disconnect_timeout_ms: u64,
     /// How long an idle keep-alive connection stays open.
     pub keep_alive_s: u64,
-    /// Concurrent connections each worker accepts; further ones wait in the backlog.
-    pub max_connections_per_worker: usize,
+    /// Concurrent connections, all workers together (each takes its share); further ones
+    /// wait in the kernel's backlog. A term of the memory bound: ~40 KiB each at worst.
+    pub max_connections: usize,
+    /// Deprecated: concurrent connections per worker. When set it wins over
+    /// `max_connections` (workers × this), and a warning suggests `max_connections`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_worker: Option<usize>,
     /// Largest total size of a webhook request's headers (names and values); 431 beyond.
     /// (actix-web itself refuses more than 96 headers or 128 KiB.)
     pub max_header_bytes: usize,
@@ -44,7 +66,7 @@ pub struct ServerSettings {
     pub allow_cidrs: Vec<String>,
     /// Proxies (CIDRs) whose `X-Forwarded-For` is believed when finding the client's address.
     pub trusted_proxies: Vec<String>,
-    /// Serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
+    /// Serve HTTPS (HTTP/1.1; HTTP/2 only if `tls.http2`) instead of plain HTTP.
     pub tls: Option<TlsSettings>,
 }
 
@@ -56,6 +78,11 @@ pub struct TlsSettings {
     pub cert_file: std::path::PathBuf,
     /// PEM file with the private key.
     pub key_file: std::path::PathBuf,
+    /// Also offer HTTP/2 (ALPN `h2`). Off: actix-http runs HTTP/2 with the h2 crate's
+    /// default limits (16 MiB header lists, unlimited streams per connection), which no
+    /// setting here can lower (`tls.rs`); `check-config` warns when it is on.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 impl Default for ServerSettings {
@@ -64,6 +91,10 @@ impl Default for ServerSettings {
             listen: "0.0.0.0:8080".into(),
             max_body_bytes: 1024 * 1024,
             max_in_flight: 1024,
+            max_in_flight_body_bytes: 16 * 1024 * 1024,
+            max_unverified_body_bytes: 16 * 1024 * 1024,
+            body_timeout_ms: 2_000,
+            memory_limit_bytes: 256 * 1024 * 1024,
             request_timeout_ms: 10_000,
             shutdown_timeout_ms: 15_000,
             retry_after_s: 5,
@@ -71,7 +102,8 @@ impl Default for ServerSettings {
             client_request_timeout_ms: 5_000,
             client_disconnect_timeout_ms: 1_000,
             keep_alive_s: 30,
-            max_connections_per_worker: 10_000,
+            max_connections: 2048,
+            max_connections_per_worker: None,
             max_header_bytes: 16 * 1024,
             allow_cidrs: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -81,6 +113,47 @@ impl Default for ServerSettings {
 }
 
 impl Settings {
+    /// HTTP workers: `server.workers`, or one per CPU the process may use.
+    pub fn workers(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
+
+    /// Connections each worker accepts: its share of `server.max_connections` (rounded
+    /// up), or the deprecated `max_connections_per_worker`.
+    pub fn connections_per_worker(&self) -> usize {
+        self.server
+            .max_connections_per_worker
+            .unwrap_or_else(|| self.server.max_connections.div_ceil(self.workers()))
+    }
+
+    /// Connections all workers accept together.
+    pub fn connections(&self) -> usize {
+        self.connections_per_worker() * self.workers()
+    }
+
+    /// How long a body may take to arrive: `server.body_timeout_ms`, but never more than
+    /// what `request_timeout_ms` leaves after Kafka's `delivery_timeout_ms`.
+    pub fn body_timeout_ms(&self) -> u64 {
+        let left = self
+            .server
+            .request_timeout_ms
+            .saturating_sub(self.kafka.delivery_timeout_ms);
+        self.server.body_timeout_ms.min(left).max(1)
+    }
+
+    /// How long an append may wait for the spool's fsync: `spool.write_timeout_ms`, but
+    /// never more than what `request_timeout_ms` leaves after the body's deadline.
+    pub fn spool_write_timeout_ms(&self) -> u64 {
+        let left = self
+            .server
+            .request_timeout_ms
+            .saturating_sub(self.body_timeout_ms());
+        self.spool.write_timeout_ms.min(left).max(1)
+    }
+
     pub(super) fn validate_server(&self, problems: &mut Vec<String>) {
         let s = &self.server;
         if s.listen.parse::<SocketAddr>().is_err() {
@@ -99,6 +172,31 @@ impl Settings {
             problems
                 .push("server.max_in_flight must be between 1 and 1000000 (default 1024)".into());
         }
+        for (key, budget) in [
+            (
+                "server.max_unverified_body_bytes",
+                s.max_unverified_body_bytes,
+            ),
+            (
+                "server.max_in_flight_body_bytes",
+                s.max_in_flight_body_bytes,
+            ),
+        ] {
+            if budget < s.max_body_bytes && s.max_body_bytes <= 32 * 1024 * 1024 {
+                problems.push(format!(
+                    "{key} ({budget}) is below server.max_body_bytes ({}): the largest body \
+                     allowed could never be read; raise it or lower max_body_bytes",
+                    s.max_body_bytes
+                ));
+            }
+        }
+        if s.body_timeout_ms == 0 {
+            problems.push(
+                "server.body_timeout_ms must be above 0 (default 2000: Qminder sends its body \
+                 at once)"
+                    .into(),
+            );
+        }
         if s.client_request_timeout_ms == 0 {
             problems.push(
                 "server.client_request_timeout_ms must be above 0, or slow clients can hold \
@@ -106,9 +204,8 @@ impl Settings {
                     .into(),
             );
         }
-        if s.max_connections_per_worker == 0 {
-            problems
-                .push("server.max_connections_per_worker must be above 0 (default 10000)".into());
+        if s.max_connections == 0 || s.max_connections_per_worker == Some(0) {
+            problems.push("server.max_connections must be above 0 (default 2048)".into());
         }
         for (key, list) in [
             ("server.allow_cidrs", &s.allow_cidrs),
@@ -121,7 +218,7 @@ impl Settings {
             }
         }
         if let Some(tls) = &s.tls
-            && let Err(e) = crate::tls::server_config(&tls.cert_file, &tls.key_file)
+            && let Err(e) = crate::tls::server_config(&tls.cert_file, &tls.key_file, tls.http2)
         {
             problems.push(format!("server.tls: {e}"));
         }

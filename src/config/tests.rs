@@ -9,7 +9,7 @@ fn valid() -> Settings {
     s.endpoints.push(EndpointSettings {
         path: "/webhooks/qminder".into(),
         url: "https://bridge.example/webhooks/qminder".into(),
-        secrets: vec![SecretSpec::parse("s3cret")],
+        secrets: vec![SecretSpec::parse("s3cret-of-16-bytes")],
         source: None,
     });
     s
@@ -52,9 +52,9 @@ const RULES: &[Rule] = &[
         "server.client_request_timeout_ms must be above 0",
     ),
     (
-        "max_connections_per_worker",
-        |s| s.server.max_connections_per_worker = 0,
-        "server.max_connections_per_worker must be above 0",
+        "max_connections",
+        |s| s.server.max_connections = 0,
+        "server.max_connections must be above 0",
     ),
     (
         "allow_cidrs",
@@ -72,6 +72,7 @@ const RULES: &[Rule] = &[
             s.server.tls = Some(TlsSettings {
                 cert_file: "/surely/not/here.pem".into(),
                 key_file: "/surely/not/here.key".into(),
+                http2: false,
             })
         },
         "server.tls: ",

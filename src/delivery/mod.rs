@@ -6,9 +6,10 @@
 //! [`spool::Spool`] (fsync to a local log, forward in the background). Knows records, never
 //! HTTP; nothing outside [`kafka`] names rdkafka, except `startup` which wires it.
 //!
-//! Each failure has two names, fixed here in one table ([`FAILURES`]): the `reason` label
-//! of the metrics (`events_failed_total`, `spool_forward_failures_total`) and the `error`
-//! code of the 503 answer body. They differ for compatibility (dashboards and alerts read
+//! Each failure has two names and an answer, fixed here in one table
+//! ([`DeliveryError::failure`]): the `reason` label of the metrics (`events_failed_total`,
+//! `spool_forward_failures_total`), the `error` code and status of the answer, and whether
+//! retrying can help. They differ for compatibility (dashboards and alerts read
 //! the reasons, senders the codes); `docs/` and the README list both.
 
 use std::future::Future;
@@ -28,7 +29,9 @@ pub enum Delivered {
     Spooled { sequence: u64 },
 }
 
-/// Why a record is not known to be in Kafka. Every variant is answered 503 + Retry-After.
+/// Why a record is not known to be in Kafka. Most are answered 503 + Retry-After; a record
+/// Kafka will never accept gets a final answer (413 or 422), since sending it again cannot
+/// help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
     #[error("Kafka did not acknowledge the record within the delivery timeout")]
@@ -37,7 +40,11 @@ pub enum DeliveryError {
     QueueFull,
     #[error("Kafka refused the record: {0}")]
     Refused(String),
-    /// Kafka refuses this record itself (too large, invalid): sending it again cannot help.
+    /// Larger than Kafka accepts (librdkafka's `message.max.bytes`, or the topic's
+    /// `max.message.bytes`): final.
+    #[error("the record is larger than Kafka accepts: {0}")]
+    TooLarge(String),
+    /// Kafka refuses this record itself (invalid record or timestamp): final.
     #[error("Kafka refuses this record itself: {0}")]
     Unacceptable(String),
     #[error("the producer was replaced or is stopping")]
@@ -46,63 +53,70 @@ pub enum DeliveryError {
     SpoolFull,
     #[error("the spool cannot be written: {0}")]
     SpoolUnavailable(String),
+    #[error("the spool did not confirm the write within spool.write_timeout_ms")]
+    SpoolTimeout,
 }
 
-/// The two names of one kind of delivery failure.
+/// The names and answer of one kind of delivery failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failure {
     /// The metric `reason` label.
     pub reason: &'static str,
-    /// The `error` code of the 503 answer.
+    /// The `error` code of the answer.
     pub code: &'static str,
+    /// The answer's HTTP status.
+    pub status: u16,
+    /// Whether sending it again can help (`Retry-After` is sent).
+    pub retry: bool,
 }
 
-const TIMEOUT: Failure = Failure {
-    reason: "timeout",
-    code: "kafka_timeout",
-};
-const QUEUE_FULL: Failure = Failure {
-    reason: "queue_full",
-    code: "kafka_unavailable",
-};
-const REFUSED: Failure = Failure {
-    reason: "refused",
-    code: "kafka_unavailable",
-};
-const UNAVAILABLE: Failure = Failure {
-    reason: "unavailable",
-    code: "kafka_unavailable",
-};
-const SPOOL_FULL: Failure = Failure {
-    reason: "spool_full",
-    code: "spool_full",
-};
-const SPOOL_ERROR: Failure = Failure {
-    reason: "spool_error",
-    code: "spool_unavailable",
-};
-
-/// Every delivery failure, reason → answer code: the one table both names come from.
-pub const FAILURES: &[Failure] = &[
-    TIMEOUT,
-    QUEUE_FULL,
-    REFUSED,
-    UNAVAILABLE,
-    SPOOL_FULL,
-    SPOOL_ERROR,
-];
+const fn failure(reason: &'static str, code: &'static str, status: u16, retry: bool) -> Failure {
+    Failure {
+        reason,
+        code,
+        status,
+        retry,
+    }
+}
 
 impl DeliveryError {
-    /// Both names of this failure; one row of [`FAILURES`].
+    /// One of each variant, in table order: what [`failures`](Self::failures) lists.
+    pub const EXAMPLES: [Self; 9] = [
+        Self::Timeout,
+        Self::QueueFull,
+        Self::Refused(String::new()),
+        Self::TooLarge(String::new()),
+        Self::Unacceptable(String::new()),
+        Self::Unavailable,
+        Self::SpoolFull,
+        Self::SpoolUnavailable(String::new()),
+        Self::SpoolTimeout,
+    ];
+
+    /// This failure's row: its metric reason, its answer code and status, and whether
+    /// retrying can help. The one table both names and the answer come from.
     pub fn failure(&self) -> Failure {
         match self {
-            Self::Timeout => TIMEOUT,
-            Self::QueueFull => QUEUE_FULL,
-            Self::Refused(_) | Self::Unacceptable(_) => REFUSED,
-            Self::Unavailable => UNAVAILABLE,
-            Self::SpoolFull => SPOOL_FULL,
-            Self::SpoolUnavailable(_) => SPOOL_ERROR,
+            Self::Timeout => failure("timeout", "kafka_timeout", 503, true),
+            Self::QueueFull => failure("queue_full", "kafka_unavailable", 503, true),
+            Self::Refused(_) => failure("refused", "kafka_unavailable", 503, true),
+            Self::TooLarge(_) => failure("too_large", "record_too_large", 413, false),
+            Self::Unacceptable(_) => failure("unacceptable", "record_unacceptable", 422, false),
+            Self::Unavailable => failure("unavailable", "kafka_unavailable", 503, true),
+            Self::SpoolFull => failure("spool_full", "spool_full", 503, true),
+            Self::SpoolUnavailable(_) => failure("spool_error", "spool_unavailable", 503, true),
+            Self::SpoolTimeout => failure("spool_timeout", "spool_unavailable", 503, true),
         }
+    }
+
+    /// Every row, in table order.
+    pub fn failures() -> Vec<Failure> {
+        Self::EXAMPLES.iter().map(Self::failure).collect()
+    }
+
+    /// Whether Kafka will never take this record, however often it is sent.
+    pub fn is_final(&self) -> bool {
+        !self.failure().retry
     }
 
     /// The `reason` label of `events_failed_total` and `spool_forward_failures_total`.
@@ -112,7 +126,7 @@ impl DeliveryError {
 
     /// Every metric reason, in table order, for pre-creating series.
     pub fn reasons() -> Vec<&'static str> {
-        FAILURES.iter().map(|f| f.reason).collect()
+        Self::EXAMPLES.iter().map(Self::reason).collect()
     }
 }
 
@@ -130,25 +144,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_variant_maps_to_a_row_of_the_table_and_every_row_is_used() {
-        let variants = [
-            DeliveryError::Timeout,
-            DeliveryError::QueueFull,
-            DeliveryError::Refused(String::new()),
-            DeliveryError::Unacceptable(String::new()),
-            DeliveryError::Unavailable,
-            DeliveryError::SpoolFull,
-            DeliveryError::SpoolUnavailable(String::new()),
-        ];
-        let used: Vec<Failure> = variants.iter().map(DeliveryError::failure).collect();
-        for failure in &used {
-            assert!(FAILURES.contains(failure), "{failure:?} is not in FAILURES");
-        }
-        for row in FAILURES {
-            assert!(used.contains(row), "{row:?} is never used");
-        }
+    fn every_failure_has_a_distinct_reason_and_only_final_ones_go_without_retry_after() {
         let mut reasons = DeliveryError::reasons();
+        reasons.sort_unstable();
         reasons.dedup();
-        assert_eq!(reasons.len(), FAILURES.len(), "reasons must be unique");
+        assert_eq!(
+            reasons.len(),
+            DeliveryError::EXAMPLES.len(),
+            "reasons must be unique"
+        );
+        for failure in DeliveryError::failures() {
+            assert_eq!(failure.retry, failure.status == 503, "{failure:?}");
+        }
     }
 }

@@ -1,12 +1,15 @@
-//! Reading a webhook's body within `server.max_body_bytes`: the declared Content-Length is
-//! checked before anything is read, and the running total while chunks arrive (a chunked
-//! body declares no length). A body that arrives in one chunk, the usual case, is kept
-//! as actix's `Bytes` without a copy.
+//! Reading a webhook's body, before anyone has checked who sent it: within
+//! `server.max_body_bytes` (the declared Content-Length is checked before anything is read,
+//! the running total while chunks arrive: a chunked body declares no length) and within
+//! the unverified budget of `admission.rs` (reserved before the bytes are kept). The
+//! deadline is the caller's. A body that arrives in one chunk, the usual case, is kept as
+//! actix's `Bytes` without a copy.
 
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
+use super::admission::{Reservation, WAIT_MAX_BYTES, WhenShort};
 use crate::errors::IngressError;
 
 /// The Content-Length header, if any; a malformed one is a 400.
@@ -25,33 +28,54 @@ pub(super) fn content_length(request: &HttpRequest) -> Result<Option<usize>, Ing
     }
 }
 
-/// The whole body, or 413 as soon as it exceeds `max`.
+/// Reserves `n` more unverified bytes for a body that is `expected` bytes long (its
+/// Content-Length, or what has arrived of a chunked one): a small body waits for room, a
+/// large one is refused when there is none.
+async fn reserve(
+    reservation: &mut Reservation,
+    n: usize,
+    expected: usize,
+) -> Result<(), IngressError> {
+    let when_short = if expected <= WAIT_MAX_BYTES {
+        WhenShort::Wait
+    } else {
+        WhenShort::Refuse
+    };
+    if reservation.grow(n, when_short).await {
+        Ok(())
+    } else {
+        Err(IngressError::BodyBudgetExhausted)
+    }
+}
+
+/// The whole body, or 413 as soon as it exceeds `max`; each chunk's bytes reserved in
+/// `reservation` as it arrives (so a client that sends slowly holds only what it sent).
 pub(super) async fn read_capped(
     mut payload: web::Payload,
     max: usize,
     length: Option<usize>,
+    reservation: &mut Reservation,
 ) -> Result<Bytes, IngressError> {
-    let Some(first) = payload.next().await else {
-        return Ok(Bytes::new());
-    };
-    let first = first.map_err(|e| IngressError::BadRequest(Some(e)))?;
-    if first.len() > max {
-        return Err(IngressError::BodyTooLarge);
-    }
-    let Some(second) = payload.next().await else {
-        // The usual case for a webhook: the whole body in one chunk, kept without a copy.
-        return Ok(first);
-    };
-    let mut body = BytesMut::with_capacity(length.unwrap_or(8 * 1024).min(max));
-    body.extend_from_slice(&first);
-    let mut next = Some(second);
-    while let Some(chunk) = next {
+    let mut body = BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| IngressError::BadRequest(Some(e)))?;
-        if body.len() + chunk.len() > max {
+        let total = first.as_ref().map_or(0, Bytes::len) + body.len() + chunk.len();
+        if total > max {
             return Err(IngressError::BodyTooLarge);
         }
-        body.extend_from_slice(&chunk);
-        next = payload.next().await;
+        reserve(reservation, chunk.len(), length.unwrap_or(total).max(total)).await?;
+        match first.take() {
+            // The usual case for a webhook: the whole body in one chunk, kept without a copy.
+            None if body.is_empty() => first = Some(chunk),
+            held => {
+                if let Some(held) = held {
+                    body.reserve(length.unwrap_or(total).min(max));
+                    body.extend_from_slice(&held);
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(body.freeze())
+    Ok(first.unwrap_or_else(|| body.freeze()))
 }

@@ -1,18 +1,14 @@
 //! Building the ingress from configuration, and draining it at shutdown.
 //!
-//! [`Ingress::new`] owns the ingress's own arithmetic: the body's share of
-//! `request_timeout_ms` (what is left after `kafka.delivery_timeout_ms`), the
-//! `max_in_flight` semaphore, the metric children resolved once per route.
-//! [`Ingress::drain`] waits until every webhook request in flight has finished: each holds
-//! an `in_flight` permit for its whole life, so having them all back means none is left.
+//! [`Ingress::new`] owns the ingress's own arithmetic: the budgets of `admission.rs` (the
+//! body's deadline from `Settings::body_timeout_ms`), the metric children resolved once
+//! per route. [`Ingress::drain`] waits until every webhook request has finished: each
+//! counts as active in `admission.rs` for its whole life, whatever stage it is in.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
-use tokio::sync::Semaphore;
-
+use super::admission::{Admission, Gauges, Limits};
 use super::{Endpoint, Ingress};
 use crate::access::AccessPolicy;
 use crate::config::{EndpointSettings, Settings};
@@ -24,6 +20,7 @@ use crate::routing::Router;
 use crate::secret::SecretError;
 use crate::shutdown::Stopping;
 use crate::signature::Verifier;
+use secrecy::SecretString;
 
 /// What the ingress is built from, besides the settings.
 #[derive(Clone)]
@@ -49,20 +46,26 @@ impl Ingress {
         let server = &settings.server;
         let forwarded = parts
             .router
-            .routes()
-            .into_iter()
-            .map(|(label, topic)| {
-                let counter = parts
+            .all()
+            .iter()
+            .map(|route| {
+                parts
                     .metrics
                     .events_forwarded
-                    .with_label_values(&[label, topic]);
-                (label.to_owned(), counter)
+                    .with_label_values(&[&route.label, &route.topic])
             })
             .collect();
-        let body_timeout = server
-            .request_timeout_ms
-            .saturating_sub(settings.kafka.delivery_timeout_ms)
-            .max(1);
+        let limits = Limits {
+            max_unverified_body_bytes: server.max_unverified_body_bytes,
+            max_in_flight: server.max_in_flight,
+            max_in_flight_body_bytes: server.max_in_flight_body_bytes,
+            body_timeout: Duration::from_millis(settings.body_timeout_ms()),
+        };
+        let gauges = Gauges {
+            unverified_bytes: parts.metrics.unverified_body_bytes.clone(),
+            in_flight_bytes: parts.metrics.in_flight_body_bytes.clone(),
+            in_flight: parts.metrics.requests_in_flight.clone(),
+        };
         Self {
             deliver: parts.deliver,
             router: parts.router,
@@ -70,10 +73,8 @@ impl Ingress {
             format: settings.kafka.record_format,
             max_body_bytes: server.max_body_bytes,
             max_header_bytes: server.max_header_bytes,
-            body_timeout: Duration::from_millis(body_timeout),
             retry_after_s: server.retry_after_s,
-            in_flight: Semaphore::new(server.max_in_flight),
-            max_in_flight: u32::try_from(server.max_in_flight).unwrap_or(u32::MAX),
+            admission: Admission::new(limits, gauges),
             privacy: parts.privacy,
             forwarded,
             stopping: parts.stopping,
@@ -87,14 +88,10 @@ impl Ingress {
         }
     }
 
-    /// Waits until no webhook request is in flight, or `deadline`; false if some still
+    /// Waits until no webhook request is being handled, or `deadline`; false if some still
     /// were then. New requests are refused once [`Stopping::begin`] was called.
     pub async fn drain(&self, deadline: Instant) -> bool {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let drained =
-            tokio::time::timeout(remaining, self.in_flight.acquire_many(self.max_in_flight))
-                .await
-                .is_ok();
+        let drained = self.admission.drain(deadline).await;
         if !drained {
             tracing::warn!(
                 "Requests were still in flight at the shutdown timeout; dropping them unanswered."
@@ -116,14 +113,13 @@ impl Endpoint {
             .iter()
             .map(|s| s.resolve())
             .collect::<Result<Vec<SecretString>, _>>()?;
-        let accepted: HashMap<String, prometheus::IntCounter> = router
-            .labels()
-            .into_iter()
-            .map(|label| {
-                let counter = metrics
+        let accepted = router
+            .all()
+            .iter()
+            .map(|route| {
+                metrics
                     .events_accepted
-                    .with_label_values(&[&settings.path, label]);
-                (label.to_owned(), counter)
+                    .with_label_values(&[&settings.path, &route.label])
             })
             .collect();
         Ok(Self {

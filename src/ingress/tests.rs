@@ -22,7 +22,7 @@ use crate::signature::Signer;
 
 const PATH: &str = "/hook";
 const URL: &str = "https://bridge.example/hook";
-const SECRET: &str = "s3cret";
+const SECRET: &str = "s3cret-of-16-bytes";
 const EVENT: &str = r#"{"type":"ticket_created","data":{"id":"7024061","line":1}}"#;
 
 /// Answers each delivery with the next queued outcome (Kafka's ack when none is queued)
@@ -235,47 +235,87 @@ async fn sends_an_unknown_event_type_to_the_unknown_topic() {
 }
 
 #[actix_web::test]
-async fn answers_every_delivery_failure_503_with_its_code_and_counts_its_reason() {
+async fn answers_every_delivery_failure_with_its_row_and_counts_its_reason() {
+    // (failure, status, code, reason): 503 + Retry-After where sending again can help, a
+    // final 413 / 422 where Kafka will never take the record.
     let cases = [
-        (DeliveryError::Timeout, "kafka_timeout", "timeout"),
-        (DeliveryError::QueueFull, "kafka_unavailable", "queue_full"),
+        (DeliveryError::Timeout, 503, "kafka_timeout", "timeout"),
+        (
+            DeliveryError::QueueFull,
+            503,
+            "kafka_unavailable",
+            "queue_full",
+        ),
         (
             DeliveryError::Refused("x".into()),
+            503,
             "kafka_unavailable",
             "refused",
+        ),
+        (
+            DeliveryError::TooLarge("x".into()),
+            413,
+            "record_too_large",
+            "too_large",
         ),
         (
             DeliveryError::Unacceptable("x".into()),
-            "kafka_unavailable",
-            "refused",
+            422,
+            "record_unacceptable",
+            "unacceptable",
         ),
         (
             DeliveryError::Unavailable,
+            503,
             "kafka_unavailable",
             "unavailable",
         ),
-        (DeliveryError::SpoolFull, "spool_full", "spool_full"),
+        (DeliveryError::SpoolFull, 503, "spool_full", "spool_full"),
         (
             DeliveryError::SpoolUnavailable("disk".into()),
+            503,
             "spool_unavailable",
             "spool_error",
         ),
+        (
+            DeliveryError::SpoolTimeout,
+            503,
+            "spool_unavailable",
+            "spool_timeout",
+        ),
     ];
-    for (error, code, reason) in cases {
+    for (error, status, code, reason) in cases {
         let fake = FakeDelivery::answering(vec![Err(error.clone())]);
         let (answer, metrics) = one(&settings(), &fake, signed(EVENT)).await;
-        assert_eq!(answer.status, 503, "{error:?}");
+        assert_eq!(answer.status, status, "{error:?}");
         assert_eq!(
             answer.body,
             serde_json::json!({ "error": code }),
             "{error:?}"
         );
-        assert_eq!(answer.headers.get("retry-after").unwrap(), "5", "{error:?}");
+        let retry = answer.headers.get("retry-after");
+        assert_eq!(retry.is_some(), status == 503, "{error:?}");
         let line = format!(
             r#"qminder_bridge_events_failed_total{{event_type="ticket_created",reason="{reason}"}} 1"#
         );
         assert!(count(&metrics, &line), "{error:?}: no {line}");
     }
+}
+
+#[actix_web::test]
+async fn a_record_kafka_will_never_accept_leaves_a_stub_in_the_dead_letter_topic() {
+    let fake = FakeDelivery::answering(vec![Err(DeliveryError::TooLarge("x".into()))]);
+    let (answer, _) = one(&settings(), &fake, signed(EVENT)).await;
+    assert_eq!(answer.status, 413);
+    let records = fake.records.lock().unwrap().clone();
+    assert_eq!(records.len(), 2, "the refused record, then its stub");
+    assert_eq!(records[1].0, "qminder.deadletter");
+    let stub: serde_json::Value = serde_json::from_slice(&records[1].1).unwrap();
+    assert_eq!(stub["reason"], "record_too_large");
+    assert_eq!(stub["event_type"], "ticket_created");
+    assert_eq!(stub["topic"], "qminder.ticket_created");
+    assert_eq!(stub["bytes"], records[0].1.len());
+    assert_eq!(stub["id"].as_str().map(str::len), Some(64));
 }
 
 #[actix_web::test]
@@ -287,6 +327,11 @@ async fn rejects_every_bad_request_before_delivery_with_its_status_and_reason() 
     allowlisted.server.allow_cidrs = vec!["10.0.0.0/8".into()];
     let mut no_slots = settings();
     no_slots.server.max_in_flight = 0;
+    let mut no_body_room = settings();
+    no_body_room.server.max_in_flight_body_bytes = EVENT.len() - 1;
+    let mut unverified_short = settings();
+    unverified_short.server.max_unverified_body_bytes = 100;
+    let beyond_waiting = "x".repeat(super::admission::WAIT_MAX_BYTES + 1);
     let unsigned = TestRequest::post().uri(PATH).set_payload(EVENT);
     let cases: Vec<(&str, Settings, TestRequest, u16, &str)> = vec![
         (
@@ -340,10 +385,31 @@ async fn rejects_every_bad_request_before_delivery_with_its_status_and_reason() 
         ),
         (
             "at max_in_flight",
-            no_slots,
+            no_slots.clone(),
             signed(EVENT),
             503,
             "overloaded",
+        ),
+        (
+            "a wrong signature never takes a max_in_flight slot: it is refused for itself",
+            no_slots,
+            signed(EVENT).insert_header(("X-Qminder-Signature", hex::encode([0u8; 32]))),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "no room for the body in max_in_flight_body_bytes",
+            no_body_room,
+            signed(EVENT),
+            503,
+            "overloaded",
+        ),
+        (
+            "a large body with no room in max_unverified_body_bytes",
+            unverified_short,
+            signed(&beyond_waiting),
+            503,
+            "body_budget_exhausted",
         ),
         (
             "not a POST",
@@ -445,4 +511,26 @@ async fn a_replayed_dead_letter_gets_its_first_answer() {
         answers[1].body["dead_letter_reason"]
     );
     assert_eq!(fake.topics().len(), 1);
+}
+
+#[actix_web::test]
+async fn counts_each_route_under_its_own_topic_even_an_override_named_like_a_fallback_label() {
+    let mut s = settings();
+    s.kafka
+        .topics
+        .insert("unknown".into(), "custom.unknown".into());
+    let fake = FakeDelivery::answering(Vec::new());
+    let requests = vec![
+        signed(r#"{"type":"unknown","data":{"id":"1"}}"#),
+        signed(r#"{"type":"ticket_teleported","data":{"id":"2"}}"#),
+    ];
+    let (answers, metrics) = exchange(&s, &fake, Arc::default(), requests).await;
+    assert_eq!(answers[0].body["topic"], "custom.unknown");
+    assert_eq!(answers[1].body["topic"], "qminder.unknown");
+    for topic in ["custom.unknown", "qminder.unknown"] {
+        let line = format!(
+            r#"qminder_bridge_events_forwarded_total{{event_type="unknown",topic="{topic}"}} 1"#
+        );
+        assert!(count(&metrics, &line), "no {line}");
+    }
 }

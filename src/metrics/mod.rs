@@ -35,6 +35,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub delivery_duration: Histogram,
     pub requests_in_flight: IntGauge,
+    pub in_flight_body_bytes: IntGauge,
+    pub unverified_body_bytes: IntGauge,
     pub producer_restarts: IntCounter,
     pub late_deliveries: IntCounter,
     pub ready: IntGauge,
@@ -169,7 +171,15 @@ impl Metrics {
             .expect("valid metric definition"),
             requests_in_flight: int_gauge(
                 "qminder_bridge_requests_in_flight",
-                "Webhook requests being handled now.",
+                "Authenticated webhook requests being handled now (each holds a server.max_in_flight slot).",
+            ),
+            in_flight_body_bytes: int_gauge(
+                "qminder_bridge_in_flight_body_bytes",
+                "Bytes of the bodies of authenticated requests being handled now (server.max_in_flight_body_bytes).",
+            ),
+            unverified_body_bytes: int_gauge(
+                "qminder_bridge_unverified_body_bytes",
+                "Bytes of request bodies held before their signature was checked (server.max_unverified_body_bytes).",
             ),
             producer_restarts: int_counter(
                 "qminder_bridge_producer_restarts_total",
@@ -207,6 +217,8 @@ impl Metrics {
             Box::new(self.request_duration.clone()),
             Box::new(self.delivery_duration.clone()),
             Box::new(self.requests_in_flight.clone()),
+            Box::new(self.in_flight_body_bytes.clone()),
+            Box::new(self.unverified_body_bytes.clone()),
             Box::new(self.producer_restarts.clone()),
             Box::new(self.late_deliveries.clone()),
             Box::new(self.ready.clone()),

@@ -118,6 +118,10 @@ fn check_config_prints_the_effective_settings_with_secrets_redacted() {
         &[
             ("CHECK_CONFIG_TEST_SECRET", "from-the-environment-456"),
             ("QMINDER_BRIDGE__SERVER__MAX_IN_FLIGHT", "77"),
+            // Strings that look like numbers stay strings: a topic "007" is not topic "7".
+            ("QMINDER_BRIDGE__KAFKA__TOPICS__TICKET_CREATED", "007"),
+            ("QMINDER_BRIDGE__KAFKA__TOPIC_PREFIX", "0123"),
+            ("QMINDER_BRIDGE__SPOOL__ENABLED", "true"),
         ],
         b"",
     );
@@ -133,6 +137,13 @@ fn check_config_prints_the_effective_settings_with_secrets_redacted() {
         stdout.contains("max_in_flight = 77"),
         "environment layer applies:\n{stdout}"
     );
+    for line in [
+        r#"ticket_created = "007""#,
+        r#"topic_prefix = "0123""#,
+        "enabled = true",
+    ] {
+        assert!(stdout.contains(line), "{line} in\n{stdout}");
+    }
     assert!(
         stdout.contains("delivery_timeout_ms = 5000"),
         "defaults shown:\n{stdout}"
@@ -187,6 +198,19 @@ fn check_config_says_what_is_wrong_and_how_to_fix_it() {
             "must exceed kafka.delivery_timeout_ms",
         ),
         (
+            "a webhook secret too short to resist guessing",
+            &VALID.replace("\"super-secret-literal-123\", ", "\"fifteen-bytes-x\", "),
+            "endpoints[0].secrets[0] is 15 bytes; a webhook secret must be at least 16",
+        ),
+        (
+            "a webhook secret from the environment, too short",
+            &VALID.replace(
+                "env:CHECK_CONFIG_TEST_SECRET",
+                "env:CHECK_CONFIG_SHORT_SECRET",
+            ),
+            "endpoints[0].secrets[1] is 5 bytes",
+        ),
+        (
             "empty secrets",
             &VALID.replace(
                 "secrets = [\"super-secret-literal-123\", \"env:CHECK_CONFIG_TEST_SECRET\"]",
@@ -203,7 +227,10 @@ fn check_config_says_what_is_wrong_and_how_to_fix_it() {
                 "--config",
                 file.path().to_str().expect("path"),
             ],
-            &[("CHECK_CONFIG_TEST_SECRET", "x")],
+            &[
+                ("CHECK_CONFIG_TEST_SECRET", "from-the-environment-456"),
+                ("CHECK_CONFIG_SHORT_SECRET", "short"),
+            ],
             b"",
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -211,6 +238,59 @@ fn check_config_says_what_is_wrong_and_how_to_fix_it() {
         assert!(stderr.contains(expected), "{name}: {stderr}");
         assert!(!stderr.contains("super-secret-literal-123"), "{name}");
     }
+}
+
+#[test]
+fn check_config_warns_of_weakened_tls_and_of_limits_beyond_the_memory_limit() {
+    let weakened = VALID.replace(
+        "\"compression.type\" = \"zstd\"",
+        "\"enable.ssl.certificate.verification\" = \"false\"\n\"ssl.endpoint.identification.algorithm\" = \"none\"",
+    );
+    let over = VALID.replace(
+        "[kafka]\n",
+        "[server]\nmax_unverified_body_bytes = 1073741824\n[kafka]\n",
+    );
+    let cases = [
+        (
+            weakened.as_str(),
+            vec![
+                "enable.ssl.certificate.verification",
+                "ssl.endpoint.identification.algorithm",
+            ],
+        ),
+        (
+            over.as_str(),
+            vec!["server.memory_limit_bytes", "max_unverified_body_bytes"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let file = config_file(text);
+        let path = file.path().to_str().expect("path");
+        let secret = ("CHECK_CONFIG_TEST_SECRET", "from-the-environment-456");
+        let out = run(&["check-config", "--config", path], &[secret], b"");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a warning, not a refusal: {stderr}");
+        for word in expected {
+            assert!(
+                stderr.contains("warning") && stderr.contains(word),
+                "{word} in {stderr}"
+            );
+        }
+    }
+    // The defaults pass the memory check.
+    let file = config_file(VALID);
+    let path = file.path().to_str().expect("path");
+    let out = run(
+        &["check-config", "--config", path],
+        &[("CHECK_CONFIG_TEST_SECRET", "from-the-environment-456")],
+        b"",
+    );
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -233,7 +313,7 @@ fn topics_lists_what_is_missing_and_creates_it() {
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\"\n\
          partitions = 2\nreplication_factor = 1\n\
          [kafka.topics]\nticket_moved = \"{prefix}.moved\"\n\
-         [[endpoints]]\npath = \"/h\"\nurl = \"https://x.example.com/h\"\nsecrets = [\"s\"]\n"
+         [[endpoints]]\npath = \"/h\"\nurl = \"https://x.example.com/h\"\nsecrets = [\"a-secret-of-16-bytes\"]\n"
     ));
     let path = file.path().to_str().expect("path");
     let before = run(&["topics", "--config", path], &[], b"");
@@ -276,7 +356,10 @@ fn the_shipped_example_and_local_configurations_are_valid() {
         let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
         let out = run(
             &["check-config", "--config", &path],
-            &[("QMINDER_WEBHOOK_SECRET", "x")],
+            &[(
+                "QMINDER_WEBHOOK_SECRET",
+                "a-webhook-secret-of-40-characters-000000",
+            )],
             b"",
         );
         assert!(
@@ -431,7 +514,7 @@ async fn send_sends_nothing_when_any_file_cannot_be_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_trusts_a_private_ca_for_an_https_bridge() {
     use crate::helpers::app::{PATH, SECRET, spawn_tls_app};
-    let (app, tls) = spawn_tls_app().await;
+    let (app, tls) = spawn_tls_app(false).await;
     let url = format!("https://localhost:{}{PATH}", app.port());
     let example = example_events()[0].display().to_string();
     let untrusted = send(url.clone(), app.url(), SECRET, vec![example.clone()]).await;

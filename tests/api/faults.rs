@@ -179,6 +179,36 @@ async fn a_bridge_that_ran_longer_than_its_shutdown_timeout_still_finishes_reque
     );
 }
 
+/// However shutdown goes, the process is gone by `shutdown_timeout_ms` after the signal:
+/// here the request in flight uses nearly all of it (Kafka frozen, it times out at 3 s of
+/// 4), and an idle connection would keep actix's own graceful stop (up to 2 s) waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_never_outlasts_shutdown_timeout_ms() {
+    let broker = Tansu::start();
+    let bridge = BridgeProcess::start(&broker.bootstrap(), |s| {
+        s.kafka.delivery_timeout_ms = 3000;
+        s.server.request_timeout_ms = 4000;
+        s.server.shutdown_timeout_ms = 4000;
+    });
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let host = bridge.address.trim_start_matches("http://").to_owned();
+    let _idle = std::net::TcpStream::connect(&host).expect("an idle connection");
+    broker.freeze();
+    let pending = tokio::spawn(bridge.post_signed(BODY));
+    bridge.wait_in_flight(1, Duration::from_secs(10)).await;
+    let signalled = Instant::now();
+    bridge.terminate();
+    let exit = tokio::task::spawn_blocking(move || bridge.wait_exit(Duration::from_secs(20)))
+        .await
+        .expect("waiter");
+    let took = signalled.elapsed();
+    broker.thaw();
+    assert_eq!(exit, Some(0));
+    let _ = pending.await;
+    // The deadline, and a margin for the process to exit and this test to notice.
+    assert!(took < Duration::from_millis(4600), "shutdown took {took:?}");
+}
+
 /// Sends SIGTERM and polls `/readyz` until it is no longer 200 (at most 10 s).
 async fn terminate_and_wait_until_not_ready(bridge: &BridgeProcess) {
     bridge.terminate();

@@ -37,6 +37,9 @@ async fn app_with(cluster: &Cluster<'_>, tweak: impl FnOnce(&mut Settings)) -> T
                 .create_topic(&format!("{}.{t}", s.kafka.topic_prefix), 1, 1)
                 .expect("mock topic");
         }
+        cluster
+            .create_topic(&s.kafka.dead_letter_topic(), 1, 1)
+            .expect("mock topic");
         tweak(s);
     })
     .await
@@ -83,8 +86,12 @@ async fn a_retriable_broker_error_that_outlasts_the_delivery_timeout_is_a_503() 
     app.stop().await;
 }
 
+/// Row 3 of issue 19, made with the mock cluster's error injection (tansu enforces no
+/// `max.message.bytes`): a record the broker refuses as too large gets a final 413 (no
+/// `Retry-After`: sending it again cannot help), counted under its own reason, and a stub
+/// in the dead-letter topic says what was refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_the_broker_refuses_is_a_503_counted_as_refused() {
+async fn a_record_the_broker_will_never_accept_gets_a_final_413_and_leaves_a_stub() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let app = app_on(&cluster).await;
     cluster.request_errors(
@@ -92,13 +99,33 @@ async fn a_record_the_broker_refuses_is_a_503_counted_as_refused() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
     );
     let response = app.post_signed(BODY).await;
-    assert_eq!(response.status(), 503);
+    assert_eq!(response.status(), 413);
+    assert!(!response.headers().contains_key("retry-after"));
     assert_eq!(
         response.text().await.expect("body"),
-        r#"{"error":"kafka_unavailable"}"#
+        r#"{"error":"record_too_large"}"#
     );
-    assert_eq!(app.metric(&failed("refused")).await, 1.0);
-    // The error was for that request only.
+    assert_eq!(app.metric(&failed("too_large")).await, 1.0);
+    let (bootstrap, topic) = (
+        app.bootstrap.clone(),
+        app.settings.kafka.dead_letter_topic(),
+    );
+    let stubs = tokio::task::spawn_blocking(move || {
+        crate::helpers::kafka::read_until(&bootstrap, &topic, Duration::from_secs(15), |r| {
+            !r.is_empty()
+        })
+    })
+    .await
+    .expect("reader");
+    let stub = stubs[0].json();
+    assert_eq!(stub["reason"], "record_too_large");
+    assert_eq!(stub["event_type"], "ticket_served");
+    assert_eq!(stub["bytes"].as_u64().map(|b| b > 0), Some(true));
+    assert_eq!(
+        stubs[0].headers["qminder-bridge-reason"],
+        "record_too_large"
+    );
+    // The refusal was for that record only.
     assert_eq!(app.post_signed(BODY).await.status(), 200);
     app.stop().await;
 }
@@ -152,7 +179,7 @@ async fn in_spool_mode_a_record_the_broker_keeps_refusing_is_parked_and_the_rest
     assert_eq!(app.post_signed(&refused).await.status(), 202);
     wait_metric(&app, "qminder_bridge_spool_parked_total", 1.0).await;
     assert_eq!(
-        app.metric(r#"qminder_bridge_spool_forward_failures_total{reason="refused"}"#)
+        app.metric(r#"qminder_bridge_spool_forward_failures_total{reason="too_large"}"#)
             .await,
         f64::from(PARK_AFTER)
     );
@@ -184,4 +211,64 @@ async fn in_spool_mode_a_record_the_broker_keeps_refusing_is_parked_and_the_rest
     wait_metric(&app, "qminder_bridge_spool_forwarded_total", 2.0).await;
     wait_metric(&app, "qminder_bridge_spool_events", 0.0).await;
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_503_at_once_beyond_max_in_flight_authenticated_requests() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let app = app_with(&cluster, |s| s.server.max_in_flight = 1).await;
+    assert_eq!(app.post_signed(BODY).await.status(), 200);
+    // The only slot is held by an authenticated request whose ack is 1 s away.
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(1000))
+        .expect("rtt");
+    let held = tokio::spawn({
+        let (url, signature) = (
+            format!("{}{}", app.address, crate::helpers::PATH),
+            sign_body(),
+        );
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("X-Qminder-Signature", signature)
+                .body(BODY)
+                .send()
+                .await
+                .expect("an answer")
+                .status()
+        }
+    });
+    wait_metric(&app, "qminder_bridge_requests_in_flight", 1.0).await;
+    let started = Instant::now();
+    let response = app.post_signed(BODY).await;
+    assert_eq!(response.status(), 503);
+    // Shed, not queued: the held request's ack is 1 s away.
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "waited for the slot"
+    );
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"error":"overloaded"}"#
+    );
+    assert_eq!(held.await.expect("held request"), 200);
+    let series = format!(
+        r#"qminder_bridge_events_rejected_total{{endpoint="{}",reason="overloaded"}}"#,
+        crate::helpers::PATH
+    );
+    assert_eq!(app.metric(&series).await, 1.0);
+    cluster
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("rtt");
+    assert_eq!(app.post_signed(BODY).await.status(), 200);
+    app.stop().await;
+}
+
+fn sign_body() -> String {
+    crate::helpers::sign(
+        crate::helpers::SECRET,
+        "https://bridge.example.com/webhooks/qminder",
+        BODY.as_bytes(),
+    )
 }

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod attacks;
 mod cli;
 mod clients;
 mod cluster;

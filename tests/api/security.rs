@@ -253,50 +253,144 @@ async fn refuses_clients_outside_the_allowlist_and_believes_only_trusted_proxies
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_https_over_http2_and_http1_with_a_configured_certificate() {
-    let (app, tls) = spawn_tls_app().await;
-    let port = app.port();
-    let cert_pem = tls.cert_pem.clone();
-    let url = format!("https://localhost:{port}{PATH}");
-    let root = reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("root");
-    let signature = sign(SECRET, app.url(), TICKET.as_bytes());
-    for (client, version) in [
-        (
-            reqwest::Client::builder()
-                .add_root_certificate(root.clone())
-                .build(),
-            reqwest::Version::HTTP_2,
-        ),
-        (
-            reqwest::Client::builder()
-                .add_root_certificate(root.clone())
-                .http1_only()
-                .build(),
-            reqwest::Version::HTTP_11,
-        ),
+async fn serves_https_over_http1_and_over_http2_only_when_asked_to() {
+    // HTTP/2 runs with limits no setting can lower (src/tls.rs), so it is opt-in: a client
+    // that prefers it gets HTTP/1.1 unless server.tls.http2 is on.
+    for (http2, preferred_gets) in [
+        (false, reqwest::Version::HTTP_11),
+        (true, reqwest::Version::HTTP_2),
     ] {
-        let response = client
-            .expect("client")
-            .post(&url)
+        let (app, tls) = spawn_tls_app(http2).await;
+        let port = app.port();
+        let url = format!("https://localhost:{port}{PATH}");
+        let root = reqwest::Certificate::from_pem(tls.cert_pem.as_bytes()).expect("root");
+        let signature = sign(SECRET, app.url(), TICKET.as_bytes());
+        let prefers_h2 = reqwest::Client::builder().add_root_certificate(root.clone());
+        let http1 = reqwest::Client::builder()
+            .add_root_certificate(root.clone())
+            .http1_only();
+        for (client, version) in [
+            (prefers_h2, preferred_gets),
+            (http1, reqwest::Version::HTTP_11),
+        ] {
+            let response = client
+                .build()
+                .expect("client")
+                .post(&url)
+                .header("X-Qminder-Signature", &signature)
+                .body(TICKET)
+                .send()
+                .await
+                .expect("an answer over TLS");
+            assert_eq!(response.version(), version, "http2 = {http2}");
+            assert_eq!(response.status(), 200);
+        }
+        // Plain HTTP on the TLS port, even correctly signed, gets no HTTP answer at all.
+        let plain = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}{PATH}"))
             .header("X-Qminder-Signature", &signature)
             .body(TICKET)
             .send()
-            .await
-            .expect("an answer over TLS");
-        assert_eq!(response.version(), version);
-        assert_eq!(response.status(), 200);
+            .await;
+        assert!(
+            plain.is_err(),
+            "plain HTTP answered: {:?}",
+            plain.map(|r| r.status())
+        );
+        app.stop().await;
     }
-    // Plain HTTP on the TLS port, even correctly signed, gets no HTTP answer at all.
-    let plain = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}{PATH}"))
-        .header("X-Qminder-Signature", &signature)
-        .body(TICKET)
-        .send()
-        .await;
-    assert!(
-        plain.is_err(),
-        "plain HTTP answered: {:?}",
-        plain.map(|r| r.status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_cleartext_http2_on_the_plain_port() {
+    let app = spawn_app_with(broker::shared(), |_| {}).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let signature = sign(SECRET, app.url(), TICKET.as_bytes());
+    let answers = tokio::task::spawn_blocking(move || {
+        let read_all = |mut stream: TcpStream| {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            answer
+        };
+        // Prior knowledge: the HTTP/2 connection preface, then an empty SETTINGS frame.
+        let mut prior = TcpStream::connect(&address).expect("connect");
+        prior
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .expect("write");
+        let prior = read_all(prior);
+        // An upgrade request: answered as the HTTP/1.1 request it also is, never 101.
+        let mut upgrade = TcpStream::connect(&address).expect("connect");
+        let request = format!(
+            "POST {PATH} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+             Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nX-Qminder-Signature: {signature}\r\n\
+             Content-Length: {}\r\n\r\n{TICKET}",
+            TICKET.len()
+        );
+        upgrade.write_all(request.as_bytes()).expect("write");
+        (prior, read_all(upgrade))
+    })
+    .await
+    .expect("client");
+    let (prior, upgrade) = (
+        String::from_utf8_lossy(&answers.0).into_owned(),
+        String::from_utf8_lossy(&answers.1).into_owned(),
     );
+    // No SETTINGS frame back (it would begin with a 3-byte length and type 0x04): an
+    // HTTP/1.1 error, or the connection closed.
+    assert!(
+        prior.is_empty() || prior.starts_with("HTTP/1.1 4"),
+        "{prior:?}"
+    );
+    assert!(upgrade.starts_with("HTTP/1.1 200"), "{upgrade}");
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_from_an_environment_variable_ending_in_a_newline_is_trimmed_like_a_file() {
+    // A Kubernetes Secret made with --from-file, exposed as a variable, ends in a newline.
+    let with_newline = format!("{SECRET}\n");
+    let bridge = BridgeProcess::start_with_env(
+        broker::shared(),
+        |_| {},
+        &[("QMINDER_BRIDGE_TEST_SECRET", with_newline.as_str())],
+    );
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let (status, answer) = bridge.post_signed(TICKET).await;
+    assert_eq!(status, 200, "{answer}\n{}", bridge.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_flood_is_counted_in_the_metrics_not_logged_line_by_line() {
+    let bridge = BridgeProcess::start(broker::shared(), |_| {});
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}{PATH}", bridge.address);
+    for _ in 0..200 {
+        let response = client.post(&url).body(TICKET).send().await.expect("answer");
+        assert_eq!(response.status(), 401);
+    }
+    let metrics = client
+        .get(format!("{}/metrics", bridge.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let series = format!(
+        r#"qminder_bridge_events_rejected_total{{endpoint="{PATH}",reason="missing_signature"}} 200"#
+    );
+    assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    let log = bridge.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("missing_signature"))
+        .count();
+    assert!(
+        lines <= 1,
+        "{lines} log lines for 200 rejections at RUST_LOG=info:\n{log}"
+    );
 }

@@ -23,7 +23,7 @@ fn config_for(app: &TestApp) -> tempfile::NamedTempFile {
     let text = format!(
         "[kafka]\nbootstrap_servers = {:?}\ntopic_prefix = {:?}\ndelivery_timeout_ms = 5000\n\
          [spool]\nenabled = true\ndir = {:?}\n\
-         [[endpoints]]\npath = \"/webhooks/qminder\"\nurl = {:?}\nsecrets = [\"tool-test\"]\n",
+         [[endpoints]]\npath = \"/webhooks/qminder\"\nurl = {:?}\nsecrets = [\"tool-test-secret-123\"]\n",
         s.kafka.bootstrap_servers,
         s.kafka.topic_prefix,
         s.spool.dir.display().to_string(),

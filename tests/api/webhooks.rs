@@ -212,15 +212,15 @@ async fn serves_several_endpoints_each_with_its_own_url_secrets_and_source() {
             path: "/webhooks/branch-b".into(),
             url: "https://b.example.com/hook".into(),
             secrets: vec![
-                qminder_bridge::secret::SecretSpec::parse("old-b"),
-                qminder_bridge::secret::SecretSpec::parse("new-b"),
+                qminder_bridge::secret::SecretSpec::parse("old-secret-of-branch-b"),
+                qminder_bridge::secret::SecretSpec::parse("new-secret-of-branch-b"),
             ],
             source: Some("qminder://branch-b".into()),
         });
     })
     .await;
     let body = envelope("line_changed", r#"{"id": 5, "name": "B"}"#);
-    for secret in ["old-b", "new-b"] {
+    for secret in ["old-secret-of-branch-b", "new-secret-of-branch-b"] {
         let signature = sign(secret, "https://b.example.com/hook", body.as_bytes());
         let response = app
             .post("/webhooks/branch-b", &body, Some(&signature))
@@ -230,7 +230,11 @@ async fn serves_several_endpoints_each_with_its_own_url_secrets_and_source() {
         assert_eq!(checked_event(&record)["source"], "qminder://branch-b");
     }
     // One endpoint's signature is worthless on the other.
-    let for_b = sign("new-b", "https://b.example.com/hook", body.as_bytes());
+    let for_b = sign(
+        "new-secret-of-branch-b",
+        "https://b.example.com/hook",
+        body.as_bytes(),
+    );
     assert_eq!(app.post(PATH, &body, Some(&for_b)).await.status(), 401);
     let for_a = sign(SECRET, app.url(), body.as_bytes());
     assert_eq!(

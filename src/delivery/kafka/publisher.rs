@@ -183,9 +183,11 @@ impl Inner {
                 DeliveryError::Unavailable
             }
             _ if broken => DeliveryError::Unavailable,
+            Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                DeliveryError::TooLarge(error.to_string())
+            }
             Some(
-                RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
+                RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::InvalidRecord
                 | RDKafkaErrorCode::InvalidTimestamp,
             ) => DeliveryError::Unacceptable(error.to_string()),

@@ -10,7 +10,7 @@
 //! consumers de-duplicate on the CloudEvents id). Every failed attempt is counted in
 //! `spool_forward_failures_total` (not `events_failed_total`: no sender was answered 503
 //! for it). A record Kafka refuses *itself* (too large for the broker,
-//! invalid: `DeliveryError::Unacceptable`) would block every record behind it forever, so
+//! invalid: a final `DeliveryError`, `TooLarge` or `Unacceptable`) would block every record behind it forever, so
 //! after `PARK_AFTER` refusals in a row it is written, as a frame, to `parked/<seq>.frame`
 //! (with Kafka's reason in `parked/<seq>.reason`) in the spool directory (fsynced), counted
 //! in `spool_parked_total` and logged as an error, and the cursor moves past it: kept for
@@ -263,7 +263,7 @@ impl Forwarder {
 
 /// Whether Kafka has now refused `failed` itself [`PARK_AFTER`] times in a row.
 fn refused_enough(progress: &mut Progress, failed: &Spooled, error: &DeliveryError) -> bool {
-    if !matches!(error, DeliveryError::Unacceptable(_)) {
+    if !error.is_final() {
         return false;
     }
     let times = match progress.refused {

@@ -218,7 +218,7 @@ fn frame_batch(state: &mut LogState, limits: Limits, active: u64, batch: Vec<App
     for mut append in batch {
         if append.payload.len() > frame::MAX_PAYLOAD as usize {
             // It could never be read back; refuse it rather than acknowledge it.
-            let _ = append.reply.send(Err(DeliveryError::Refused(
+            let _ = append.reply.send(Err(DeliveryError::TooLarge(
                 "the record is larger than a spool frame may be".into(),
             )));
             continue;

@@ -65,15 +65,15 @@ pub struct SpoolTasks {
 
 impl Spool {
     /// Opens (recovering) the spool in `settings.dir`, starts its writer thread and its
-    /// forwarder, which delivers through `kafka` once `topics_ready` is true. `timeout`
-    /// bounds an append's wait; `queue` how many appends may wait for the writer (beyond
-    /// it, appends are refused at once: the disk is behind).
+    /// forwarder, which delivers through `kafka` once `topics_ready` is true.
+    /// `spool.write_timeout_ms` bounds an append's wait (the caller passes the effective
+    /// one, `Settings::spool_write_timeout_ms`); `queue` how many appends may wait
+    /// for the writer (beyond it, appends are refused at once: the disk is behind).
     pub fn start(
         settings: &SpoolSettings,
         kafka: Arc<dyn Deliver>,
         topics_ready: watch::Receiver<bool>,
         metrics: &Metrics,
-        timeout: Duration,
         queue: usize,
     ) -> std::io::Result<(Self, SpoolTasks)> {
         let lock = lock::DirLock::acquire(&settings.dir)?;
@@ -119,7 +119,7 @@ impl Spool {
                 requests,
                 shared,
                 max_bytes: settings.max_bytes,
-                timeout,
+                timeout: Duration::from_millis(settings.write_timeout_ms),
             }),
         };
         Ok((spool, SpoolTasks { stop, forwarder }))
@@ -178,7 +178,7 @@ impl Deliver for Spool {
                 Ok(Err(_)) => Err(DeliveryError::SpoolUnavailable(
                     "the spool writer has stopped".into(),
                 )),
-                Err(_) => Err(DeliveryError::Timeout),
+                Err(_) => Err(DeliveryError::SpoolTimeout),
             }
         })
     }

@@ -24,7 +24,7 @@ struct FakeKafka {
 impl Deliver for FakeKafka {
     fn deliver(&self, record: &Record<'_>) -> Pending {
         let result = if self.unacceptable.lock().unwrap().contains(record.id) {
-            Err(DeliveryError::Unacceptable("MessageSizeTooLarge".into()))
+            Err(DeliveryError::TooLarge("MessageSizeTooLarge".into()))
         } else if self.down.load(Ordering::SeqCst)
             || self.fail_once.lock().unwrap().remove(record.id)
         {
@@ -70,6 +70,7 @@ fn settings(dir: &std::path::Path) -> SpoolSettings {
         max_bytes: 10 * 1024 * 1024,
         segment_bytes: 64 * 1024 * 1024,
         forward_batch: 16,
+        write_timeout_ms: 5_000,
     }
 }
 
@@ -87,15 +88,7 @@ fn record(id: &str) -> Record<'_> {
 /// The spool in `dir` with the test settings, forwarding to `kafka`.
 fn start(dir: &std::path::Path, kafka: &Arc<FakeKafka>, m: &Metrics) -> (Spool, SpoolTasks) {
     let kafka: Arc<dyn Deliver> = kafka.clone();
-    Spool::start(
-        &settings(dir),
-        kafka,
-        ready(),
-        m,
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap()
+    Spool::start(&settings(dir), kafka, ready(), m, QUEUE).unwrap()
 }
 
 fn ready() -> tokio::sync::watch::Receiver<bool> {
@@ -163,15 +156,8 @@ async fn persists_the_cursor_so_a_restart_forwards_nothing_twice() {
 
     let again = Arc::new(FakeKafka::default());
     let m = metrics();
-    let (spool, tasks) = Spool::start(
-        &settings(dir.path()),
-        again.clone(),
-        ready(),
-        &m,
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) =
+        Spool::start(&settings(dir.path()), again.clone(), ready(), &m, QUEUE).unwrap();
     append(&spool, ids(40..41)).await;
     assert_eq!(again.wait_for(1).await, ids(40..41));
     assert_eq!(m.spool.replayed.get(), 0);
@@ -246,15 +232,7 @@ async fn deletes_forwarded_segments_and_never_the_one_in_use() {
     let m = metrics();
     let mut s = settings(dir.path());
     s.segment_bytes = 1024;
-    let (spool, tasks) = Spool::start(
-        &s,
-        kafka.clone(),
-        ready(),
-        &m,
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = Spool::start(&s, kafka.clone(), ready(), &m, QUEUE).unwrap();
     append(&spool, ids(0..60)).await;
     assert_eq!(kafka.wait_for(60).await, ids(0..60));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -288,15 +266,7 @@ async fn refuses_events_beyond_max_bytes_until_forwarding_frees_room() {
     let mut s = settings(dir.path());
     s.max_bytes = 2000;
     s.segment_bytes = 1000;
-    let (spool, tasks) = Spool::start(
-        &s,
-        kafka.clone(),
-        ready(),
-        &metrics(),
-        Duration::from_secs(5),
-        QUEUE,
-    )
-    .unwrap();
+    let (spool, tasks) = Spool::start(&s, kafka.clone(), ready(), &metrics(), QUEUE).unwrap();
     let mut accepted = 0;
     let mut full = false;
     for id in ids(0..30) {
@@ -362,7 +332,7 @@ async fn parks_an_event_kafka_refuses_outright_and_forwards_the_ones_behind_it()
     let refusals = m
         .spool
         .forward_failures
-        .with_label_values(&["refused"])
+        .with_label_values(&["too_large"])
         .get();
     assert_eq!(refusals, u64::from(forwarder::PARK_AFTER));
     // The parked event is kept whole on disk, for an operator.
@@ -402,7 +372,6 @@ async fn refuses_appends_at_once_while_the_writer_is_behind_and_holds_no_more_th
         kafka.clone(),
         ready(),
         &metrics(),
-        Duration::from_secs(5),
         queue,
     )
     .unwrap();
@@ -478,5 +447,34 @@ async fn keeps_the_records_around_one_damaged_on_disk_and_parks_its_bytes() {
     // New records go on after the highest intact one.
     assert_eq!(append(&spool, ids(3..4)).await, vec![3]);
     assert_eq!(kafka.wait_for(3).await, ["e0", "e2", "e3"]);
+    tasks.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_disk_does_not_confirm_in_time_is_a_spool_timeout_bounded_by_its_own_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka: Arc<dyn Deliver> = Arc::new(FakeKafka::default());
+    let mut settings = settings(dir.path());
+    settings.write_timeout_ms = 200;
+    let (spool, tasks) = Spool::start(&settings, kafka, ready(), &metrics(), QUEUE).unwrap();
+    // Holding the log's state stalls the writer, as a disk that does not answer would.
+    let shared = Arc::clone(&spool.inner.shared);
+    let (held, holding) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let _stalled = shared.lock();
+        held.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    holding.recv().unwrap();
+    let started = Instant::now();
+    let outcome = spool.deliver(&record("e0")).await;
+    let waited = started.elapsed();
+    holder.join().unwrap();
+    assert_eq!(outcome, Err(DeliveryError::SpoolTimeout));
+    assert_eq!(outcome.unwrap_err().reason(), "spool_timeout");
+    assert!(
+        waited < Duration::from_secs(3),
+        "bounded by spool.write_timeout_ms: {waited:?}"
+    );
     tasks.stop(Duration::from_secs(5)).await;
 }

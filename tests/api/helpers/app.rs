@@ -114,8 +114,9 @@ pub struct SelfSigned {
     _dir: tempfile::TempDir,
 }
 
-/// The bridge serving HTTPS (`[server.tls]`) with a fresh self-signed certificate.
-pub async fn spawn_tls_app() -> (TestApp, SelfSigned) {
+/// The bridge serving HTTPS (`[server.tls]`, HTTP/2 offered if `http2`) with a fresh
+/// self-signed certificate.
+pub async fn spawn_tls_app(http2: bool) -> (TestApp, SelfSigned) {
     let dir = tempfile::tempdir().expect("dir");
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
     let cert_pem = generated.cert.pem();
@@ -126,6 +127,7 @@ pub async fn spawn_tls_app() -> (TestApp, SelfSigned) {
     let tls = qminder_bridge::config::TlsSettings {
         cert_file: cert_file.clone(),
         key_file,
+        http2,
     };
     let app = spawn_app_with(broker::shared(), |s| s.server.tls = Some(tls)).await;
     let certificate = SelfSigned {

@@ -126,6 +126,18 @@ impl BridgeProcess {
         }
     }
 
+    /// The process's peak resident set size so far (`VmHWM` in `/proc/PID/status`).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the bridge's /proc status");
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
+    }
+
     /// Kills the process at once (SIGKILL): no shutdown, no flush.
     pub fn kill(mut self) {
         let _ = self.child.kill();

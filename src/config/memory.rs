@@ -1,0 +1,186 @@
+//! The worst case of the memory the configured limits allow, term by term, and the
+//! warnings `check-config` and `serve` give about the configuration (a worst case above
+//! `server.memory_limit_bytes`, TLS to the brokers weakened). Warnings never refuse: an
+//! upgrade must not stop a bridge that ran before.
+//!
+//! The terms and how their constants were measured: docs/reliability.md, "How much memory".
+
+use super::Settings;
+
+/// The process with no traffic: code, the allocator's arenas, actix's workers, Tokio,
+/// librdkafka's threads and buffers (measured idle: ~20 MiB; rounded up for headroom).
+pub const BASE_BYTES: u64 = 48 * 1024 * 1024;
+/// One open connection whose request is being read: actix's 8 KiB read and 8 KiB write
+/// buffers, the request head, the handler's state (measured: ~20 KiB a dripping
+/// connection), plus what a body waiting for unverified budget may leave unread in actix's
+/// payload buffer (`ingress::WAIT_MAX_BYTES`, 16 KiB).
+pub const PER_CONNECTION_BYTES: u64 = 24 * 1024 + 16 * 1024;
+/// Copies of an authenticated body while it is delivered: the body, the encoded record
+/// value (structured mode), librdkafka's copy of it.
+pub const IN_FLIGHT_COPIES: u64 = 3;
+/// Bytes the spool's forwarder reads into one batch at most, beyond one record
+/// (`delivery/spool/read.rs`).
+pub const FORWARD_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// One `[dedupe]` entry: the id, the remembered answer, the map's and the queue's share.
+pub const DEDUPE_ENTRY_BYTES: u64 = 256;
+
+/// One term of the bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// What it is and the keys it comes from.
+    pub what: String,
+    pub bytes: u64,
+}
+
+/// The sum of the worst cases of everything that holds memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryBound {
+    pub terms: Vec<Term>,
+}
+
+impl MemoryBound {
+    pub fn total(&self) -> u64 {
+        self.terms.iter().map(|t| t.bytes).sum()
+    }
+}
+
+impl Settings {
+    /// The most memory these limits allow the bridge to use.
+    pub fn memory_bound(&self) -> MemoryBound {
+        let s = &self.server;
+        let mut terms = vec![
+            Term {
+                what: "the process itself, idle".into(),
+                bytes: BASE_BYTES,
+            },
+            Term {
+                what: "open connections: server.max_connections × 40 KiB".into(),
+                bytes: self.connections() as u64 * PER_CONNECTION_BYTES,
+            },
+            Term {
+                what: "unauthenticated bodies: server.max_unverified_body_bytes".into(),
+                bytes: s.max_unverified_body_bytes as u64,
+            },
+            Term {
+                what: "authenticated requests: 3 × server.max_in_flight_body_bytes".into(),
+                bytes: IN_FLIGHT_COPIES * s.max_in_flight_body_bytes as u64,
+            },
+        ];
+        if self.spool.enabled {
+            terms.push(Term {
+                what: "the spool's forward batch: 2 × (4 MiB + server.max_body_bytes)".into(),
+                bytes: 2 * (FORWARD_BATCH_BYTES + s.max_body_bytes as u64),
+            });
+        }
+        if self.dedupe.enabled {
+            terms.push(Term {
+                what: "remembered ids: dedupe.max_entries × 256 bytes".into(),
+                bytes: self.dedupe.max_entries as u64 * DEDUPE_ENTRY_BYTES,
+            });
+        }
+        MemoryBound { terms }
+    }
+
+    /// What an operator should know before running this configuration; not errors.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let bound = self.memory_bound();
+        let limit = self.server.memory_limit_bytes;
+        if bound.total() > limit {
+            let terms: Vec<String> = bound
+                .terms
+                .iter()
+                .map(|t| format!("{} MiB for {}", t.bytes / (1024 * 1024), t.what))
+                .collect();
+            warnings.push(format!(
+                "these limits allow up to {} MiB of memory, above server.memory_limit_bytes \
+                 ({} MiB): {}; lower the largest, or raise memory_limit_bytes with the pod's \
+                 limit",
+                bound.total() / (1024 * 1024),
+                limit / (1024 * 1024),
+                terms.join(", ")
+            ));
+        }
+        if self.server.max_connections_per_worker.is_some() {
+            warnings.push(format!(
+                "server.max_connections_per_worker is deprecated: it makes {} connections on \
+                 {} workers here, and another number on another machine; set \
+                 server.max_connections (all workers together) instead",
+                self.connections(),
+                self.workers()
+            ));
+        }
+        if self.server.tls.as_ref().is_some_and(|t| t.http2) {
+            warnings.push(
+                "server.tls.http2 = true: HTTP/2 runs with the h2 crate's default limits \
+                 (16 MiB header lists, unlimited concurrent streams per connection), which \
+                 actix-http does not let the bridge lower, so the memory bound does not hold \
+                 for HTTP/2 clients; Qminder's deliveries need only HTTP/1.1"
+                    .into(),
+            );
+        }
+        for (key, weak) in [
+            ("enable.ssl.certificate.verification", "false"),
+            ("ssl.endpoint.identification.algorithm", "none"),
+        ] {
+            let value = self.kafka.librdkafka.iter().find(|(k, _)| *k == key);
+            if value.is_some_and(|(_, v)| v.eq_ignore_ascii_case(weak)) {
+                warnings.push(format!(
+                    "kafka.librdkafka.\"{key}\" = \"{weak}\" turns off a check of the brokers' \
+                     TLS certificates: anyone on the path can read and forge the records; use \
+                     kafka.security.ca_file instead"
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_fit_the_shipped_pod_limit_with_the_spool_and_dedupe_on() {
+        let mut s = Settings::default();
+        s.spool.enabled = true;
+        s.dedupe.enabled = true;
+        let bound = s.memory_bound();
+        assert!(
+            bound.total() <= s.server.memory_limit_bytes,
+            "{} > {}: {bound:?}",
+            bound.total(),
+            s.server.memory_limit_bytes
+        );
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+    }
+
+    #[test]
+    fn warns_when_a_limit_takes_the_bound_past_the_memory_limit_naming_each_term() {
+        let mut s = Settings::default();
+        s.server.max_in_flight_body_bytes = 512 * 1024 * 1024;
+        let warnings = s.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("server.max_in_flight_body_bytes"));
+        assert!(warnings[0].contains("server.memory_limit_bytes (256 MiB)"));
+    }
+
+    #[test]
+    fn warns_of_each_passthrough_key_that_turns_off_a_tls_check() {
+        let mut s = Settings::default();
+        s.kafka
+            .librdkafka
+            .insert("enable.ssl.certificate.verification".into(), "FALSE".into());
+        s.kafka.librdkafka.insert(
+            "ssl.endpoint.identification.algorithm".into(),
+            "none".into(),
+        );
+        let warnings = s.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        s.kafka.librdkafka.insert(
+            "ssl.endpoint.identification.algorithm".into(),
+            "https".into(),
+        );
+        assert_eq!(s.warnings().len(), 1);
+    }
+}

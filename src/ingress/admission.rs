@@ -1,0 +1,372 @@
+//! What a webhook request may hold, before and after it is authenticated.
+//!
+//! Anyone who can reach the port can send a body; only Qminder can sign one. So the work
+//! done for a body nobody has authenticated yet has a budget of its own, apart from what
+//! verified requests use, and an attacker can exhaust only that:
+//! - **Unverified bytes** ([`ByteBudget`], `server.max_unverified_body_bytes`): every byte
+//!   of a body held before its signature is checked is reserved here first, chunk by chunk
+//!   as it arrives, so a client that drips holds only what it sent, and holding the budget
+//!   takes sending it. A body small enough to be a webhook (≤ [`WAIT_MAX_BYTES`], by its
+//!   Content-Length) waits for room, within the body deadline; a larger one, which Qminder
+//!   does not send, is refused at once (503 `body_budget_exhausted`, connection closed),
+//!   so that no connection sits holding actix's buffers full of an unread large body.
+//!   Waiters are not served in order: a small body is never stuck behind a large one.
+//! - **The body deadline** (`server.body_timeout_ms`, at most `request_timeout_ms −
+//!   kafka.delivery_timeout_ms`): Qminder sends its 1–2 KiB at once, so a body still
+//!   arriving then is answered 408 and its budget freed.
+//! - **Verified work** ([`Admission::verified`]): once the signature matched, the request
+//!   takes one of `server.max_in_flight` slots and its body's length from
+//!   `server.max_in_flight_body_bytes`, and gives back its unverified reservation; without
+//!   room it is shed (503 `overloaded`). Only genuine deliveries get here.
+//! - **Activity** ([`Active`]): every request past the allowlist counts until it ends,
+//!   whatever stage it is in, so shutdown can wait for all of them ([`Admission::drain`]).
+//!
+//! Memory: docs/reliability.md ("How much memory") turns these budgets into a bound, and
+//! `config/memory.rs` checks it against `server.memory_limit_bytes`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
+
+use crate::errors::IngressError;
+
+/// Bodies up to this size wait for unverified budget; larger ones are refused when the
+/// budget is short. Qminder's events are 1–2 KiB; actix holds at most this much of a
+/// waiting request's body unread, a term of the memory bound (docs/reliability.md).
+pub const WAIT_MAX_BYTES: usize = 16 * 1024;
+
+/// A number of bytes that may be held at once, reserved and released by [`Reservation`]s.
+/// Not fair: whoever finds room takes it, so a small reservation never waits behind a
+/// large one.
+#[derive(Debug)]
+pub struct ByteBudget {
+    available: AtomicUsize,
+    freed: Notify,
+    /// Bytes reserved now (a metric).
+    in_use: IntGauge,
+}
+
+impl ByteBudget {
+    pub fn new(capacity: usize, in_use: IntGauge) -> Arc<Self> {
+        Arc::new(Self {
+            available: AtomicUsize::new(capacity),
+            freed: Notify::new(),
+            in_use,
+        })
+    }
+
+    /// An empty reservation, to grow.
+    pub fn empty(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            budget: Arc::clone(self),
+            bytes: 0,
+        }
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        self.available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| a.checked_sub(n))
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        if n > 0 {
+            self.available.fetch_add(n, Ordering::AcqRel);
+            self.in_use.sub(i64::try_from(n).unwrap_or(i64::MAX));
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// Bytes taken from a [`ByteBudget`]; given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<ByteBudget>,
+    bytes: usize,
+}
+
+/// What to do when a budget has no room now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenShort {
+    /// Wait until room is freed (the caller bounds the wait).
+    Wait,
+    /// Give up at once.
+    Refuse,
+}
+
+impl Reservation {
+    /// Takes `n` more bytes; `false` if there was no room and `when_short` said refuse.
+    pub async fn grow(&mut self, n: usize, when_short: WhenShort) -> bool {
+        loop {
+            // Registered before trying, so a release between the try and the wait wakes us.
+            let freed = self.budget.freed.notified();
+            if self.budget.try_take(n) {
+                self.bytes += n;
+                self.budget.in_use.add(i64::try_from(n).unwrap_or(i64::MAX));
+                return true;
+            }
+            if when_short == WhenShort::Refuse {
+                return false;
+            }
+            freed.await;
+        }
+    }
+
+    /// Takes `n` more bytes if there is room now.
+    pub fn try_grow(&mut self, n: usize) -> bool {
+        if self.budget.try_take(n) {
+            self.bytes += n;
+            self.budget.in_use.add(i64::try_from(n).unwrap_or(i64::MAX));
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
+}
+
+/// Counts requests being handled, at any stage, so shutdown can wait for none.
+#[derive(Debug, Default)]
+struct Activity {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One request being handled; ends when dropped.
+#[derive(Debug)]
+pub struct Active(Arc<Activity>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A verified request's hold on the ingress: its slot and its bytes, and the
+/// `requests_in_flight` gauge, all given back when dropped.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    _permit: SemaphorePermit<'a>,
+    _bytes: Reservation,
+    gauge: &'a IntGauge,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// The ingress's budgets. Built once by `Ingress::new`.
+#[derive(Debug)]
+pub struct Admission {
+    unverified: Arc<ByteBudget>,
+    in_flight: Semaphore,
+    in_flight_bytes: Arc<ByteBudget>,
+    in_flight_gauge: IntGauge,
+    activity: Arc<Activity>,
+    body_timeout: Duration,
+}
+
+/// The limits [`Admission`] enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_unverified_body_bytes: usize,
+    pub max_in_flight: usize,
+    pub max_in_flight_body_bytes: usize,
+    pub body_timeout: Duration,
+}
+
+/// The gauges [`Admission`] keeps.
+#[derive(Debug, Clone)]
+pub struct Gauges {
+    pub unverified_bytes: IntGauge,
+    pub in_flight_bytes: IntGauge,
+    pub in_flight: IntGauge,
+}
+
+impl Admission {
+    pub fn new(limits: Limits, gauges: Gauges) -> Self {
+        Self {
+            unverified: ByteBudget::new(limits.max_unverified_body_bytes, gauges.unverified_bytes),
+            in_flight: Semaphore::new(limits.max_in_flight),
+            in_flight_bytes: ByteBudget::new(
+                limits.max_in_flight_body_bytes,
+                gauges.in_flight_bytes,
+            ),
+            in_flight_gauge: gauges.in_flight,
+            activity: Arc::default(),
+            body_timeout: limits.body_timeout,
+        }
+    }
+
+    /// Counts a request as being handled until the returned value is dropped.
+    pub fn enter(&self) -> Active {
+        self.activity.count.fetch_add(1, Ordering::AcqRel);
+        Active(Arc::clone(&self.activity))
+    }
+
+    /// How long an unverified body may take to arrive.
+    pub fn body_timeout(&self) -> Duration {
+        self.body_timeout
+    }
+
+    /// An empty reservation of unverified body bytes.
+    pub fn unverified(&self) -> Reservation {
+        self.unverified.empty()
+    }
+
+    /// A verified request's slot and `body_len` bytes of in-flight budget, or 503
+    /// `overloaded` if either is taken; the unverified reservation is given back either way.
+    pub fn verified(
+        &self,
+        body_len: usize,
+        unverified: Reservation,
+    ) -> Result<Slot<'_>, IngressError> {
+        drop(unverified);
+        let permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| IngressError::Overloaded)?;
+        let mut bytes = self.in_flight_bytes.empty();
+        if !bytes.try_grow(body_len) {
+            return Err(IngressError::Overloaded);
+        }
+        self.in_flight_gauge.inc();
+        Ok(Slot {
+            _permit: permit,
+            _bytes: bytes,
+            gauge: &self.in_flight_gauge,
+        })
+    }
+
+    /// Waits until no request is being handled, or `deadline`; false if some still were.
+    pub async fn drain(&self, deadline: Instant) -> bool {
+        loop {
+            let idle = self.activity.idle.notified();
+            if self.activity.count.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || tokio::time::timeout(remaining, idle).await.is_err() {
+                return self.activity.count.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge() -> IntGauge {
+        IntGauge::new("g", "g").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_small_reservation_is_not_stuck_behind_a_large_one_waiting() {
+        let budget = ByteBudget::new(100, gauge());
+        let mut held = budget.empty();
+        assert!(held.grow(90, WhenShort::Refuse).await);
+        let mut large = budget.empty();
+        let large_wait = tokio::spawn({
+            async move {
+                large.grow(50, WhenShort::Wait).await;
+                large
+            }
+        });
+        tokio::task::yield_now().await;
+        let mut small = budget.empty();
+        assert!(
+            small.grow(10, WhenShort::Wait).await,
+            "room for 10 was there"
+        );
+        drop(held);
+        let large = tokio::time::timeout(Duration::from_secs(5), large_wait)
+            .await
+            .expect("the large one gets room once freed")
+            .unwrap();
+        assert_eq!(large.bytes, 50);
+    }
+
+    #[tokio::test]
+    async fn refuses_at_once_when_told_to_and_counts_what_is_reserved() {
+        let in_use = gauge();
+        let budget = ByteBudget::new(10, in_use.clone());
+        let mut a = budget.empty();
+        assert!(a.grow(8, WhenShort::Refuse).await);
+        assert_eq!(in_use.get(), 8);
+        let mut b = budget.empty();
+        assert!(!b.grow(3, WhenShort::Refuse).await);
+        assert!(!b.try_grow(3));
+        assert!(b.try_grow(2));
+        drop(a);
+        drop(b);
+        assert_eq!(in_use.get(), 0);
+        assert_eq!(budget.available.load(Ordering::Acquire), 10);
+    }
+
+    fn admission(max_in_flight: usize, bytes: usize) -> Admission {
+        Admission::new(
+            Limits {
+                max_unverified_body_bytes: 100,
+                max_in_flight,
+                max_in_flight_body_bytes: bytes,
+                body_timeout: Duration::from_secs(1),
+            },
+            Gauges {
+                unverified_bytes: gauge(),
+                in_flight_bytes: gauge(),
+                in_flight: gauge(),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_verified_request_needs_a_slot_and_room_for_its_body_and_gives_back_its_unverified_bytes()
+     {
+        let a = admission(1, 10);
+        let mut unverified = a.unverified();
+        assert!(unverified.try_grow(100));
+        let slot = a.verified(10, unverified).expect("a slot");
+        assert!(
+            a.unverified().try_grow(100),
+            "unverified bytes were given back"
+        );
+        assert!(matches!(
+            a.verified(1, a.unverified()),
+            Err(IngressError::Overloaded)
+        ));
+        drop(slot);
+        assert!(matches!(
+            a.verified(11, a.unverified()),
+            Err(IngressError::Overloaded)
+        ));
+        assert!(a.verified(10, a.unverified()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_every_active_request() {
+        let a = Arc::new(admission(1, 10));
+        let active = a.enter();
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(!a.drain(soon).await, "one was still active");
+        let waiter = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move { a.drain(Instant::now() + Duration::from_secs(5)).await }
+        });
+        tokio::task::yield_now().await;
+        drop(active);
+        assert!(waiter.await.unwrap());
+    }
+}
