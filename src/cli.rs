@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::delivery::kafka::{self, TopicOutcome};
+use crate::delivery::kafka::{self, TopicFacts, TopicOutcome};
 use crate::send;
 use crate::signature::Signer;
 
@@ -195,14 +195,14 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
     let router = kafka.router();
     let names = router.topics();
     let timeout = Duration::from_secs(10);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("qminder-bridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if create {
-        let runtime = match tokio::runtime::Runtime::new() {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("qminder-bridge: cannot start the async runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
         match runtime.block_on(kafka::create_topics(kafka, &names, timeout)) {
             Ok(outcomes) => {
                 for (name, outcome) in outcomes {
@@ -217,8 +217,8 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
             }
         }
     }
-    match kafka::describe_topics(kafka, &names, timeout) {
-        Ok(described) => print_topics(&described),
+    match runtime.block_on(kafka::inspect_topics(kafka, &names, timeout)) {
+        Ok(facts) => print_topics(&facts),
         Err(e) => {
             eprintln!("qminder-bridge: cannot ask the broker for metadata: {e}");
             ExitCode::FAILURE
@@ -226,16 +226,26 @@ pub fn topics(arg: &ConfigArg, create: bool) -> ExitCode {
     }
 }
 
-/// One line per topic; exit 1 if any is missing.
-fn print_topics(described: &[(String, Option<usize>)]) -> ExitCode {
+/// One line per topic, warnings on stderr; exit 1 if any is missing.
+fn print_topics(facts: &[TopicFacts]) -> ExitCode {
     let mut missing = 0;
-    for (name, partitions) in described {
-        match partitions {
-            Some(n) => println!("exists   {name} ({n} partitions)"),
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+    for f in facts {
+        match f.partitions {
+            Some(n) => println!(
+                "exists   {} ({n} partitions, {} replicas, min.insync.replicas {}, max.message.bytes {})",
+                f.name,
+                shown(f.replication_factor.map(|v| v.to_string())),
+                shown(f.min_insync_replicas.map(|v| v.to_string())),
+                shown(f.max_message_bytes.map(|v| v.to_string())),
+            ),
             None => {
                 missing += 1;
-                println!("missing  {name}");
+                println!("missing  {}", f.name);
             }
+        }
+        if let Some(warning) = f.durability_warning() {
+            eprintln!("qminder-bridge: warning: {warning}");
         }
     }
     if missing == 0 {

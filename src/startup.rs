@@ -133,6 +133,7 @@ impl Application {
                 privacy,
                 access,
                 stopping: Arc::clone(&stopping),
+                record_limit: kafka.record_limit(),
             },
         ));
         let port = listener.local_addr()?.port();

@@ -130,6 +130,27 @@ impl DeliveryError {
     }
 }
 
+/// The largest record any routed topic accepts, once the brokers have said
+/// (`max.message.bytes`, learned at start-up by `kafka::TopicCheck`); unknown until then,
+/// and for good when they do not say or the producer compresses. The ingress refuses a
+/// body that declares more before reading it (413), as it could fit no topic.
+#[derive(Debug, Default)]
+pub struct RecordLimit(std::sync::atomic::AtomicU64);
+
+impl RecordLimit {
+    pub fn get(&self) -> Option<u64> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    pub fn set(&self, limit: Option<u64>) {
+        self.0
+            .store(limit.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A delivery in progress; owns nothing of the request.
 pub type Pending = Pin<Box<dyn Future<Output = Result<Delivered, DeliveryError>> + Send>>;
 

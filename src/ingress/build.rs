@@ -13,7 +13,7 @@ use super::{Endpoint, Ingress};
 use crate::access::AccessPolicy;
 use crate::config::{EndpointSettings, Settings};
 use crate::dedupe::Dedupe;
-use crate::delivery::Deliver;
+use crate::delivery::{Deliver, RecordLimit};
 use crate::metrics::Metrics;
 use crate::privacy::Privacy;
 use crate::routing::Router;
@@ -32,6 +32,8 @@ pub struct Parts {
     pub access: AccessPolicy,
     /// The bridge's one shutdown flag.
     pub stopping: Arc<Stopping>,
+    /// The largest record a routed topic accepts, once Kafka has said.
+    pub record_limit: Arc<RecordLimit>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -78,6 +80,7 @@ impl Ingress {
             privacy: parts.privacy,
             forwarded,
             stopping: parts.stopping,
+            record_limit: parts.record_limit,
             access: parts.access,
             dedupe: settings.dedupe.enabled.then(|| {
                 Dedupe::new(

@@ -20,7 +20,7 @@ use prometheus::{Histogram, IntCounter};
 
 use crate::access::AccessPolicy;
 use crate::dedupe::Dedupe;
-use crate::delivery::Deliver;
+use crate::delivery::{Deliver, RecordLimit};
 use crate::errors::IngressError;
 use crate::metrics::{Metrics, NO_ENDPOINT};
 use crate::privacy::Privacy;
@@ -71,6 +71,8 @@ pub struct Ingress {
     forwarded: Vec<IntCounter>,
     /// Set at shutdown: new webhooks are refused while those in flight finish.
     stopping: Arc<Stopping>,
+    /// A body declaring more than any routed topic accepts is refused before reading.
+    record_limit: Arc<RecordLimit>,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -198,7 +200,8 @@ impl Ingress {
             return Err(IngressError::HeadersTooLarge);
         }
         let length = content_length(request)?;
-        if length.is_some_and(|n| n > self.max_body_bytes) {
+        let fits_no_topic = |n: usize| self.record_limit.get().is_some_and(|l| n as u64 > l);
+        if length.is_some_and(|n| n > self.max_body_bytes || fits_no_topic(n)) {
             return Err(IngressError::BodyTooLarge);
         }
         let signature = match request.headers().get(SIGNATURE_HEADER) {

@@ -124,6 +124,7 @@ async fn exchange(
         privacy: None,
         access: AccessPolicy::new(allow, Vec::new()),
         stopping,
+        record_limit: Arc::default(),
     };
     let ingress = web::Data::new(Ingress::new(settings, parts));
     let app = init_service(

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub in_flight_body_bytes: IntGauge,
     pub unverified_body_bytes: IntGauge,
     pub producer_restarts: IntCounter,
+    pub kafka_max_record_bytes: IntGauge,
     pub late_deliveries: IntCounter,
     pub ready: IntGauge,
     pub spool: SpoolMetrics,
@@ -185,6 +186,10 @@ impl Metrics {
                 "qminder_bridge_producer_restarts_total",
                 "Kafka producers replaced because they could no longer deliver.",
             ),
+            kafka_max_record_bytes: int_gauge(
+                "qminder_bridge_kafka_max_record_bytes",
+                "The largest record any routed topic accepts (max.message.bytes, learned at start-up); bodies declaring more are refused before reading. 0 while unknown.",
+            ),
             late_deliveries: int_counter(
                 "qminder_bridge_events_delivered_after_timeout_total",
                 "Records answered 503 (timeout) that Kafka acknowledged later: expect a duplicate if the sender retries.",
@@ -220,6 +225,7 @@ impl Metrics {
             Box::new(self.in_flight_body_bytes.clone()),
             Box::new(self.unverified_body_bytes.clone()),
             Box::new(self.producer_restarts.clone()),
+            Box::new(self.kafka_max_record_bytes.clone()),
             Box::new(self.late_deliveries.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.build_info.clone()),

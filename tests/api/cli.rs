@@ -345,7 +345,9 @@ fn topics_lists_what_is_missing_and_creates_it() {
     let stdout = String::from_utf8_lossy(&after.stdout);
     assert!(after.status.success(), "{stdout}");
     assert!(
-        stdout.contains(&format!("exists   {prefix}.deadletter (2 partitions)")),
+        stdout.contains(&format!(
+            "exists   {prefix}.deadletter (2 partitions, 1 replicas, min.insync.replicas 1"
+        )),
         "{stdout}"
     );
 }
@@ -535,4 +537,80 @@ async fn send_trusts_a_private_ca_for_an_https_bridge() {
     assert!(trusted.status.success(), "{stdout}");
     assert!(stdout.starts_with("200\t"), "{stdout}");
     app.stop().await;
+}
+
+/// `min.insync.replicas` of `topic`, as the broker describes it (DescribeConfigs).
+fn min_insync_replicas(bootstrap: &str, topic: &str) -> Option<String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("an admin client");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let described = runtime
+        .block_on(admin.describe_configs(
+            &[ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(10))),
+        ))
+        .expect("DescribeConfigs");
+    let resource = described.into_iter().next()?.ok()?;
+    resource.get("min.insync.replicas")?.value.clone()
+}
+
+#[test]
+fn topics_the_bridge_creates_wait_for_two_replicas_and_thinner_ones_are_warned_of() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let bootstrap = crate::helpers::broker::shared();
+    let prefix = format!("durable{}", std::process::id());
+    // Someone else made the ticket_created topic: three replicas, but min.insync.replicas 1.
+    let thin = format!("{prefix}.ticket_created");
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("an admin client");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(&thin, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "1")],
+            &AdminOptions::new(),
+        ))
+        .expect("CreateTopics");
+    let file = config_file(&format!(
+        "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\"\n\
+         partitions = 1\nreplication_factor = 3\n\
+         [[endpoints]]\npath = \"/h\"\nurl = \"https://x.example.com/h\"\nsecrets = [\"a-secret-of-16-bytes\"]\n"
+    ));
+    let path = file.path().to_str().expect("path");
+    let out = run(&["topics", "--config", path, "--create"], &[], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        min_insync_replicas(bootstrap, &format!("{prefix}.ticket_called")).as_deref(),
+        Some("2"),
+        "a topic the bridge created"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "warning: topic {thin} has 3 replicas but min.insync.replicas = 1"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("warning").count(),
+        1,
+        "only the thin topic: {stderr}"
+    );
+    // `serve` says the same at start-up, once it has looked at the topics.
+    let bridge = crate::helpers::process::BridgeProcess::start(bootstrap, |s| {
+        s.kafka.topic_prefix = prefix.clone();
+        s.kafka.create_topics = false;
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let said = format!("topic {thin} has 3 replicas but min.insync.replicas = 1");
+    while !bridge.log().contains(&said) {
+        assert!(std::time::Instant::now() < deadline, "{}", bridge.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

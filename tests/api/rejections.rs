@@ -270,3 +270,66 @@ async fn answers_408_when_the_body_does_not_arrive_in_time_for_kafka_to_fit_the_
     assert_eq!(app.published().await, 0);
     app.stop().await;
 }
+
+/// The bridge learns the topics' `max.message.bytes` at start (DescribeConfigs; tansu
+/// reports what was set at creation) and refuses, before reading it, a body that declares
+/// more than any routed topic accepts: it could never be delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_before_reading_a_body_larger_than_any_topic_accepts() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let bootstrap = crate::helpers::broker::shared();
+    let app = spawn_app_with(bootstrap, |s| {
+        s.kafka.create_topics = false;
+        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("an admin client");
+        let topics: Vec<String> = s.kafka.router().topics();
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(t, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "2000")
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                tokio::runtime::Runtime::new()
+                    .expect("runtime")
+                    .block_on(admin.create_topics(&new, &AdminOptions::new()))
+                    .expect("CreateTopics");
+            });
+        });
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while app.metric("qminder_bridge_kafka_max_record_bytes").await != 2000.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the limit was never learned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signature = sign(SECRET, app.url(), b"whatever");
+    let address = app.address.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        // Only the head: the answer comes before any of the body is sent.
+        let mut stream = start_slow_request(
+            &address,
+            &format!("X-Qminder-Signature: {signature}\r\nContent-Length: 3000\r\n"),
+        );
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = [0u8; 512];
+        let n = stream.read(&mut answer).expect("an answer before the body");
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .expect("client");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#"{"error":"body_too_large"}"#), "{answer}");
+    // A body that fits is delivered.
+    assert_eq!(app.post_signed(BODY).await.status(), 200);
+    app.stop().await;
+}

@@ -28,9 +28,10 @@ pub use embedded::EmbeddedBroker;
 pub use probe::Probe;
 pub use publisher::Publisher;
 use stats::StatsSink;
-pub use topics::{TopicOutcome, TopicSetup};
+pub use topics::{TopicCheck, TopicFacts, TopicOutcome, TopicSetup, record_limit};
 
 use crate::config::{KafkaSettings, Settings};
+use crate::delivery::RecordLimit;
 use crate::metrics::Metrics;
 use crate::shutdown::Stopping;
 
@@ -51,6 +52,10 @@ pub struct Kafka {
     embedded: Option<EmbeddedBroker>,
     /// Topics still to create (taken by the probe).
     topics: Option<TopicSetup>,
+    /// The look at the topics once they are there (taken by the probe).
+    check: Option<TopicCheck>,
+    /// What the check learns: the largest record a routed topic accepts.
+    record_limit: Arc<RecordLimit>,
     topics_ready: watch::Sender<bool>,
     probe: Option<JoinHandle<()>>,
 }
@@ -85,6 +90,7 @@ impl Kafka {
         let stats = (kafka.statistics_interval_ms > 0)
             .then(|| StatsSink::new(metrics.kafka.clone(), topics.iter().cloned()));
         let publisher = producer(settings, bootstrap, metrics, stats)?;
+        let names = topics.clone();
         let topics = (kafka.create_topics && embedded.is_none()).then(|| TopicSetup {
             admin: config::admin(kafka, bootstrap),
             passthrough: kafka.librdkafka.clone(),
@@ -93,10 +99,23 @@ impl Kafka {
             replication_factor: kafka.replication_factor,
         });
         let (topics_ready, _) = watch::channel(topics.is_none());
+        let record_limit = Arc::new(RecordLimit::default());
+        let compressed = kafka.librdkafka.iter().any(|(k, v)| {
+            matches!(k.as_str(), "compression.type" | "compression.codec") && v != "none"
+        });
+        let check = TopicCheck {
+            admin: config::admin(kafka, bootstrap),
+            topics: names,
+            compressed,
+            limit: Arc::clone(&record_limit),
+            gauge: metrics.kafka_max_record_bytes.clone(),
+        };
         Ok(Self {
             publisher,
             embedded,
             topics,
+            check: Some(check),
+            record_limit,
             topics_ready,
             probe: None,
         })
@@ -105,6 +124,11 @@ impl Kafka {
     /// The producer, to deliver through.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
+    }
+
+    /// The largest record a routed topic accepts, once the brokers have said.
+    pub fn record_limit(&self) -> Arc<RecordLimit> {
+        Arc::clone(&self.record_limit)
     }
 
     /// Turns true once the topics exist (at once when the bridge need not create them).
@@ -124,6 +148,7 @@ impl Kafka {
             publisher: self.publisher.clone(),
             interval,
             topics: self.topics.take(),
+            check: self.check.take(),
             topics_ready: self.topics_ready.clone(),
             stopping,
         };
@@ -211,13 +236,14 @@ pub async fn create_topics(
     .map_err(|e| kafka.librdkafka.redact(&e.to_string()))
 }
 
-/// `topics`: which of `names` the broker knows, with their partition counts. Errors are
-/// redacted.
-pub fn describe_topics(
+/// `topics`: what the broker says of each of `names`. Errors are redacted.
+pub async fn inspect_topics(
     kafka: &KafkaSettings,
     names: &[String],
     timeout: Duration,
-) -> Result<Vec<(String, Option<usize>)>, String> {
+) -> Result<Vec<TopicFacts>, String> {
     let admin = config::admin(kafka, &kafka.bootstrap_servers);
-    topics::describe(&admin, names, timeout).map_err(|e| kafka.librdkafka.redact(&e.to_string()))
+    topics::inspect(&admin, names, timeout)
+        .await
+        .map_err(|e| kafka.librdkafka.redact(&e.to_string()))
 }

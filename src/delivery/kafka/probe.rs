@@ -1,5 +1,6 @@
 //! The broker probe behind readiness: every `kafka.health_interval_ms`, create the missing
-//! topics first if the bridge was asked to (`topics.rs`), then ask the broker for metadata
+//! topics first if the bridge was asked to and look at them once (`topics.rs`: warnings
+//! for thin durability, the record limit of the ingress), then ask the broker for metadata
 //! through the producer's own client (bounded by the same interval) and report whether it
 //! answered. librdkafka's `fetch_metadata` blocks, so each probe runs on Tokio's blocking
 //! pool. librdkafka sends the request to one broker of its choosing (the most recently
@@ -19,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::publisher::Publisher;
-use super::topics::TopicSetup;
+use super::topics::{TopicCheck, TopicSetup};
 use crate::shutdown::Stopping;
 
 /// Failed probes in a row, without an ack meanwhile, before the brokers count as unreachable.
@@ -36,6 +37,8 @@ pub struct Probe {
     pub topics: Option<TopicSetup>,
     /// Set to true once the topics are in place.
     pub topics_ready: watch::Sender<bool>,
+    /// A look at the topics, once they are in place; `None` once done.
+    pub check: Option<TopicCheck>,
     pub stopping: Arc<Stopping>,
 }
 
@@ -58,6 +61,12 @@ impl Probe {
             {
                 self.topics_ready.send_replace(true);
                 self.topics = None;
+            }
+            if self.topics.is_none()
+                && let Some(check) = &self.check
+                && check.run(self.interval.max(Duration::from_secs(5))).await
+            {
+                self.check = None;
             }
             let probe = self.publisher.clone();
             let interval = self.interval;

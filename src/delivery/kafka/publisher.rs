@@ -12,10 +12,16 @@
 //! A timed-out record alone is not such an error: librdkafka bumps the epoch by itself and
 //! Kafka (≥ 2.5) accepts it, so a slow or restarting broker never costs the producer and
 //! its retries (`tests/api/cluster.rs`).
+//! The replacement is built on a thread of its own, never under a lock the HTTP workers
+//! take (they keep answering from the broken producer meanwhile, at once), and a producer
+//! that breaks again at once is replaced with exponential back-off ([`FIRST_BACKOFF`],
+//! doubling up to [`MAX_BACKOFF`], back to the first after an acknowledged record): a
+//! missing ACL must not turn every request into handshakes with every broker.
 //! The old producer is flushed off-thread before it is dropped, because dropping a
 //! producer purges what it has not sent. Knows records and topics, never HTTP.
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -34,6 +40,18 @@ struct Generation {
     producer: FutureProducer<BridgeContext>,
 }
 
+/// The wait before the second replacement of a producer that keeps breaking.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between two replacements.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// When the next replacement may be built; one at a time.
+#[derive(Debug, Default)]
+struct Restarts {
+    building: bool,
+    not_before: Option<Instant>,
+}
+
 struct Inner {
     config: ClientConfig,
     /// Where every generation's statistics go.
@@ -41,6 +59,10 @@ struct Inner {
     current: RwLock<Arc<Generation>>,
     delivery_timeout: Duration,
     metrics: Metrics,
+    restarts: Mutex<Restarts>,
+    /// The wait after the next replacement, in ms: doubles with each, back to
+    /// [`FIRST_BACKOFF`] once a record is acknowledged.
+    backoff_ms: AtomicU64,
 }
 
 /// The Kafka producer, replaced when it breaks. Cheap to clone.
@@ -78,6 +100,8 @@ impl Publisher {
                 })),
                 delivery_timeout,
                 metrics,
+                restarts: Mutex::default(),
+                backoff_ms: AtomicU64::new(millis(FIRST_BACKOFF)),
             }),
         })
     }
@@ -135,6 +159,7 @@ impl Deliver for Publisher {
                                 .metrics
                                 .delivery_duration
                                 .observe(started.elapsed().as_secs_f64());
+                            inner.delivered();
                             Ok(Delivered::Kafka {
                                 partition: delivery.partition,
                                 offset: delivery.offset,
@@ -160,7 +185,7 @@ impl Inner {
 
     /// Maps a librdkafka error to what the sender is told, replacing the producer when
     /// the error means it cannot deliver any more.
-    fn classify(&self, generation: &Generation, error: &KafkaError) -> DeliveryError {
+    fn classify(self: &Arc<Self>, generation: &Generation, error: &KafkaError) -> DeliveryError {
         let code = error.rdkafka_error_code();
         let broken = matches!(
             code,
@@ -218,38 +243,75 @@ impl Inner {
         });
     }
 
-    /// Replaces `broken` by a new producer, unless that was already done.
-    fn replace(&self, broken: &Generation, why: &KafkaError) {
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if current.number != broken.number {
+    /// A record was acknowledged: the producer works, so the back-off starts over.
+    fn delivered(&self) {
+        if self.backoff_ms.load(Ordering::Relaxed) != millis(FIRST_BACKOFF) {
+            self.backoff_ms
+                .store(millis(FIRST_BACKOFF), Ordering::Relaxed);
+        }
+    }
+
+    /// Has `broken` replaced by a new producer, built on a thread of its own, unless that
+    /// is done or under way already, or the back-off says not yet.
+    fn replace(self: &Arc<Self>, broken: &Generation, why: &KafkaError) {
+        if self.current().number != broken.number {
             return;
         }
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if restarts.building || restarts.not_before.is_some_and(|t| now < t) {
+            return;
+        }
+        restarts.building = true;
+        drop(restarts);
+        let inner = Arc::clone(self);
+        let (number, why) = (broken.number, why.to_string());
+        std::thread::spawn(move || inner.build_replacement(number, &why));
+    }
+
+    /// Builds a producer to replace generation `broken`, swaps it in under the lock only
+    /// for the swap, then flushes the old one and sets when the next may be built.
+    fn build_replacement(&self, broken: u64, why: &str) {
         let context = BridgeContext::with_stats(self.stats.clone());
-        let producer = match self.config.create_with_context(context) {
-            Ok(p) => p,
+        match self.config.create_with_context(context) {
+            Ok(producer) => {
+                let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+                let old = std::mem::replace(
+                    &mut *current,
+                    Arc::new(Generation {
+                        number: broken + 1,
+                        producer,
+                    }),
+                );
+                drop(current);
+                self.metrics.producer_restarts.inc();
+                tracing::warn!(
+                    error = %why,
+                    generation = broken + 1,
+                    "Replaced the Kafka producer, which could no longer deliver."
+                );
+                self.scheduled_next();
+                // Flushing blocks; records still queued in the old producer get their chance.
+                let _ = old.producer.flush(self.delivery_timeout);
+            }
             Err(error) => {
                 tracing::error!(%error, "Could not create a new Kafka producer; keeping the broken one.");
-                return;
+                self.scheduled_next();
             }
-        };
-        let old = std::mem::replace(
-            &mut *current,
-            Arc::new(Generation {
-                number: broken.number + 1,
-                producer,
-            }),
-        );
-        drop(current);
-        self.metrics.producer_restarts.inc();
-        tracing::warn!(
-            error = %why,
-            generation = old.number + 1,
-            "Replaced the Kafka producer, which could no longer deliver."
-        );
-        // Flushing blocks; records still queued in the old producer get their chance.
-        let timeout = self.delivery_timeout;
-        std::thread::spawn(move || {
-            let _ = old.producer.flush(timeout);
-        });
+        }
     }
+
+    /// Ends a replacement: the next may be built after the back-off, which doubles.
+    fn scheduled_next(&self) {
+        let backoff = self.backoff_ms.load(Ordering::Relaxed);
+        self.backoff_ms
+            .store((backoff * 2).min(millis(MAX_BACKOFF)), Ordering::Relaxed);
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        restarts.building = false;
+        restarts.not_before = Some(Instant::now() + Duration::from_millis(backoff));
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

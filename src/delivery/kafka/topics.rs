@@ -1,17 +1,29 @@
 //! The topics the configuration needs: listing them, and creating the missing ones.
 //!
-//! Uses librdkafka's Admin API (CreateTopics), which tansu and Apache Kafka both serve.
-//! A topic that already exists is fine. Used at start-up when `kafka.create_topics` is on
+//! Looks first (a metadata request, which every client may make) and asks for CreateTopics
+//! only for the topics the broker does not have, so a bridge whose ACL allows writing to
+//! its topics but not creating them starts all the same. Topics it creates get
+//! `min.insync.replicas = min(2, replication factor)`: with `acks=all`, a write is then on
+//! two replicas before it is acknowledged, where the broker's default (1) would let one
+//! disk lose an acknowledged event. A topic that appears meanwhile is fine. Uses
+//! librdkafka's Admin API, which tansu and Apache Kafka both serve. Used at start-up when `kafka.create_topics` is on
 //! (retried by the broker probe, `probe.rs`, until the broker answers) and by `qminder-bridge topics`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntGauge;
+
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::context::BridgeContext;
 use crate::config::Passthrough;
+use crate::delivery::RecordLimit;
 
 /// Topics to create before the bridge calls itself ready (`kafka.create_topics`).
 #[derive(Debug, Clone)]
@@ -53,6 +65,59 @@ impl TopicSetup {
     }
 }
 
+/// The look at the routed topics once the broker answers: a warning for each whose
+/// durability is thin, and the record limit the ingress refuses larger bodies by (left
+/// unknown when the producer compresses: a larger body may still fit).
+#[derive(Debug)]
+pub struct TopicCheck {
+    pub admin: ClientConfig,
+    pub topics: Vec<String>,
+    pub compressed: bool,
+    pub limit: Arc<RecordLimit>,
+    /// `qminder_bridge_kafka_max_record_bytes`: the limit, 0 while unknown.
+    pub gauge: IntGauge,
+}
+
+impl TopicCheck {
+    /// Looks at the topics; true once the broker answered.
+    pub async fn run(&self, timeout: Duration) -> bool {
+        let facts = match inspect(&self.admin, &self.topics, timeout).await {
+            Ok(facts) => facts,
+            Err(error) => {
+                tracing::debug!(%error, "Could not look at the topics yet; will retry.");
+                return false;
+            }
+        };
+        for warning in facts.iter().filter_map(TopicFacts::durability_warning) {
+            tracing::warn!("{warning}");
+        }
+        let missing: Vec<&str> = facts
+            .iter()
+            .filter(|f| f.partitions.is_none())
+            .map(|f| f.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                ?missing,
+                "Routed topics the broker does not have: events for them will not be delivered."
+            );
+        }
+        let limit = if self.compressed {
+            None
+        } else {
+            record_limit(&facts)
+        };
+        self.limit.set(limit);
+        self.gauge
+            .set(limit.map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX)));
+        tracing::info!(
+            max_record_bytes = ?limit,
+            "Looked at the topics; a body larger than every topic's max.message.bytes is refused before reading."
+        );
+        true
+    }
+}
+
 /// What became of one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicOutcome {
@@ -60,7 +125,12 @@ pub enum TopicOutcome {
     Existed,
 }
 
-/// Creates each of `topics` that does not exist yet.
+/// `min.insync.replicas` for a topic the bridge creates with `replication_factor`.
+pub fn min_insync_replicas(replication_factor: i32) -> i32 {
+    replication_factor.clamp(1, 2)
+}
+
+/// Creates each of `topics` that does not exist yet (looking first).
 pub async fn ensure(
     config: &ClientConfig,
     topics: &[String],
@@ -69,15 +139,36 @@ pub async fn ensure(
     timeout: Duration,
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
     let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext::default())?;
+    let known = {
+        let metadata = admin.inner().fetch_metadata(None, timeout)?;
+        metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name().to_owned())
+            .collect::<std::collections::HashSet<String>>()
+    };
+    let mut outcomes: Vec<(String, TopicOutcome)> = topics
+        .iter()
+        .filter(|t| known.contains(*t))
+        .map(|t| (t.clone(), TopicOutcome::Existed))
+        .collect();
+    let min_insync = min_insync_replicas(replication_factor).to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)))
+        .filter(|t| !known.contains(*t))
+        .map(|t| {
+            NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor))
+                .set("min.insync.replicas", &min_insync)
+        })
         .collect();
+    if new_topics.is_empty() {
+        return Ok(outcomes);
+    }
     let options = AdminOptions::new()
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));
     let results = admin.create_topics(&new_topics, &options).await?;
-    let mut outcomes = Vec::with_capacity(results.len());
     for result in results {
         match result {
             Ok(topic) => outcomes.push((topic, TopicOutcome::Created)),
@@ -90,23 +181,132 @@ pub async fn ensure(
     Ok(outcomes)
 }
 
-/// The topics among `topics` that the broker knows, with their partition counts.
-pub fn describe(
+/// What the broker says of one topic: from metadata, whether it exists and how it is
+/// replicated; from DescribeConfigs, the two settings the bridge relies on. `None` where
+/// the broker did not say (tansu reports only what was set at creation; librdkafka's mock
+/// cluster answers no DescribeConfigs at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicFacts {
+    pub name: String,
+    /// `None`: the broker does not have it.
+    pub partitions: Option<usize>,
+    pub replication_factor: Option<usize>,
+    pub min_insync_replicas: Option<i64>,
+    pub max_message_bytes: Option<u64>,
+}
+
+impl TopicFacts {
+    /// Why an acknowledged write could be lost with one disk, if it could: three replicas
+    /// or more, but `acks=all` waits for fewer than two.
+    pub fn durability_warning(&self) -> Option<String> {
+        let (Some(rf), Some(min)) = (self.replication_factor, self.min_insync_replicas) else {
+            return None;
+        };
+        (rf >= 3 && min < 2).then(|| {
+            format!(
+                "topic {} has {rf} replicas but min.insync.replicas = {min}: with acks=all a \
+                 write is acknowledged once on one replica, and one lost disk can lose an \
+                 event Qminder was told was delivered; set min.insync.replicas = 2",
+                self.name
+            )
+        })
+    }
+}
+
+/// The largest record any of `facts` accepts, if the broker said for each: a body larger
+/// than that fits no routed topic, whichever its event type turns out to be.
+pub fn record_limit(facts: &[TopicFacts]) -> Option<u64> {
+    facts
+        .iter()
+        .map(|f| f.max_message_bytes)
+        .collect::<Option<Vec<u64>>>()?
+        .into_iter()
+        .max()
+}
+
+/// What the broker says of each of `topics`: metadata (a failure is an error), then
+/// DescribeConfigs for those it has (a failure leaves their settings unknown).
+pub async fn inspect(
     config: &ClientConfig,
     topics: &[String],
     timeout: Duration,
-) -> Result<Vec<(String, Option<usize>)>, KafkaError> {
+) -> Result<Vec<TopicFacts>, KafkaError> {
     let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext::default())?;
-    let metadata = admin.inner().fetch_metadata(None, timeout)?;
-    Ok(topics
+    let mut facts: Vec<TopicFacts> = {
+        let metadata = admin.inner().fetch_metadata(None, timeout)?;
+        topics
+            .iter()
+            .map(|name| {
+                let topic = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == name && t.error().is_none());
+                TopicFacts {
+                    name: name.clone(),
+                    partitions: topic.map(|t| t.partitions().len()),
+                    replication_factor: topic
+                        .and_then(|t| t.partitions().iter().map(|p| p.replicas().len()).min()),
+                    min_insync_replicas: None,
+                    max_message_bytes: None,
+                }
+            })
+            .collect()
+    };
+    let present: Vec<ResourceSpecifier<'_>> = facts
         .iter()
-        .map(|name| {
-            let partitions = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == name && t.error().is_none())
-                .map(|t| t.partitions().len());
-            (name.clone(), partitions)
-        })
-        .collect())
+        .filter(|f| f.partitions.is_some())
+        .map(|f| ResourceSpecifier::Topic(&f.name))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let described = match admin.describe_configs(&present, &options).await {
+        Ok(described) => described,
+        Err(error) => {
+            tracing::debug!(%error, "The broker did not describe the topics' configurations.");
+            Vec::new()
+        }
+    };
+    for resource in described.into_iter().flatten() {
+        let OwnedResourceSpecifier::Topic(name) = &resource.specifier else {
+            continue;
+        };
+        let value = |key: &str| resource.get(key).and_then(|e| e.value.clone());
+        if let Some(f) = facts.iter_mut().find(|f| &f.name == name) {
+            f.min_insync_replicas = value("min.insync.replicas").and_then(|v| v.parse().ok());
+            f.max_message_bytes = value("max.message.bytes").and_then(|v| v.parse().ok());
+        }
+    }
+    Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(rf: Option<usize>, min: Option<i64>, max: Option<u64>) -> TopicFacts {
+        TopicFacts {
+            name: "t".into(),
+            partitions: Some(3),
+            replication_factor: rf,
+            min_insync_replicas: min,
+            max_message_bytes: max,
+        }
+    }
+
+    #[test]
+    fn warns_only_where_one_lost_disk_could_lose_an_acknowledged_write() {
+        assert!(facts(Some(3), Some(1), None).durability_warning().is_some());
+        assert!(facts(Some(3), Some(2), None).durability_warning().is_none());
+        assert!(facts(Some(1), Some(1), None).durability_warning().is_none());
+        assert!(facts(Some(3), None, None).durability_warning().is_none());
+    }
+
+    #[test]
+    fn knows_the_record_limit_only_when_every_topic_told_it() {
+        let told = [facts(None, None, Some(2000)), facts(None, None, Some(5000))];
+        assert_eq!(record_limit(&told), Some(5000));
+        let untold = [facts(None, None, Some(2000)), facts(None, None, None)];
+        assert_eq!(record_limit(&untold), None);
+        assert_eq!(min_insync_replicas(3), 2);
+        assert_eq!(min_insync_replicas(1), 1);
+    }
 }
