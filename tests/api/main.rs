@@ -15,6 +15,7 @@ mod prometheus;
 mod rejections;
 mod routing;
 mod security;
+mod slow_link;
 mod spool;
 mod spool_tools;
 mod webhooks;

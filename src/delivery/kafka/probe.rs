@@ -46,6 +46,7 @@ impl Probe {
     /// Probes until shutdown, calling `report(reachable)` after every probe.
     pub async fn run(mut self, report: impl Fn(bool) + Send + 'static) {
         let mut verdict = Verdict::default();
+        let mut budget = Budget::default();
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -69,14 +70,40 @@ impl Probe {
                 self.check = None;
             }
             let probe = self.publisher.clone();
-            let interval = self.interval;
-            let reachable = tokio::task::spawn_blocking(move || {
-                (0..ATTEMPTS).any(|_| probe.probe(interval / ATTEMPTS).is_ok())
+            let timeout = budget.attempt(self.interval, self.publisher.delivery_timeout());
+            let answered = tokio::task::spawn_blocking(move || {
+                (0..ATTEMPTS).find_map(|_| {
+                    let sent = std::time::Instant::now();
+                    probe.probe(timeout).ok().map(|()| sent.elapsed())
+                })
             })
             .await
-            .unwrap_or(false);
-            report(verdict.judge(reachable, self.publisher.acknowledged()));
+            .unwrap_or(None);
+            if let Some(round_trip) = answered {
+                budget.round_trip = Some(round_trip);
+            }
+            report(verdict.judge(answered.is_some(), self.publisher.acknowledged()));
         }
+    }
+}
+
+/// How long one metadata request of a probe may take. A distant cluster is slow, not
+/// down: before the first answer, up to `delivery_timeout_ms` ÷ [`ATTEMPTS`] (the bound a
+/// webhook's record gets too); after it, four times the last answer's round trip, but at
+/// least the interval ÷ [`ATTEMPTS`] and at most that first bound. So a cluster 400 ms away
+/// turns ready and stays so (`tests/api/slow_link.rs`), and a nearby cluster that goes
+/// down is still noticed within a few intervals.
+#[derive(Debug, Default)]
+struct Budget {
+    round_trip: Option<std::time::Duration>,
+}
+
+impl Budget {
+    fn attempt(&self, interval: Duration, delivery_timeout: Duration) -> Duration {
+        let floor = interval / ATTEMPTS;
+        let ceiling = (delivery_timeout / ATTEMPTS).max(floor);
+        self.round_trip
+            .map_or(ceiling, |rtt| (rtt * 4).clamp(floor, ceiling))
     }
 }
 
@@ -116,6 +143,19 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_waits_long_for_a_first_answer_then_in_step_with_the_round_trip() {
+        let (interval, delivery) = (Duration::from_millis(1000), Duration::from_millis(6000));
+        let mut b = Budget::default();
+        assert_eq!(b.attempt(interval, delivery), Duration::from_millis(2000));
+        b.round_trip = Some(Duration::from_millis(5));
+        assert_eq!(b.attempt(interval, delivery), interval / ATTEMPTS);
+        b.round_trip = Some(Duration::from_millis(400));
+        assert_eq!(b.attempt(interval, delivery), Duration::from_millis(1600));
+        b.round_trip = Some(Duration::from_millis(4000));
+        assert_eq!(b.attempt(interval, delivery), Duration::from_millis(2000));
+    }
 
     #[test]
     fn unreachable_until_an_answer_then_only_after_three_silent_probes_in_a_row() {

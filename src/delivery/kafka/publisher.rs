@@ -116,6 +116,11 @@ impl Publisher {
             .map(|_| ())
     }
 
+    /// How long a record may wait for Kafka's acknowledgement (`delivery_timeout_ms`).
+    pub fn delivery_timeout(&self) -> Duration {
+        self.inner.delivery_timeout
+    }
+
     /// Records Kafka has acknowledged so far (the delivery histogram's count: nothing is
     /// added to the hot path for it).
     pub fn acknowledged(&self) -> u64 {

@@ -36,7 +36,8 @@ impl Tansu {
         Self::start_with(free_port(), advertised)
     }
 
-    fn start_with(port: u16, advertised: u16) -> Self {
+    /// Starts a broker on `port` that tells clients to connect to `advertised`.
+    pub fn start_with(port: u16, advertised: u16) -> Self {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised_url = format!("tcp://127.0.0.1:{advertised}");

@@ -4,6 +4,7 @@ pub mod app;
 pub mod broker;
 pub mod kafka;
 pub mod process;
+pub mod proxy;
 pub mod schema;
 pub mod traffic;
 
