@@ -2,10 +2,9 @@
 //! from its statistics by `delivery/kafka/stats.rs`. Broker labels are node ids (capped
 //! there), topic labels come from the configuration.
 
-use prometheus::core::Collector;
-use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec};
 
-use super::{counter_vec, int_gauge};
+use super::Declare;
 
 /// The gauges and counters of librdkafka's statistics.
 #[derive(Debug, Clone)]
@@ -26,96 +25,53 @@ pub struct KafkaMetrics {
 }
 
 impl KafkaMetrics {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(d: &Declare) -> Self {
         let broker = &["broker"];
         Self {
-            queue_messages: int_gauge(
-                "qminder_bridge_kafka_queue_messages",
+            queue_messages: d.gauge("kafka_queue_messages",
                 "Records in the producer's queue, waiting to be sent or for their ack (librdkafka msg_cnt).",
             ),
-            queue_max_messages: int_gauge(
-                "qminder_bridge_kafka_queue_max_messages",
+            queue_max_messages: d.gauge("kafka_queue_max_messages",
                 "The producer queue's limit in records (queue.buffering.max.messages); a full queue answers 503.",
             ),
-            queue_bytes: int_gauge(
-                "qminder_bridge_kafka_queue_bytes",
+            queue_bytes: d.gauge("kafka_queue_bytes",
                 "Bytes of the records in the producer's queue (librdkafka msg_size).",
             ),
-            queue_max_bytes: int_gauge(
-                "qminder_bridge_kafka_queue_max_bytes",
+            queue_max_bytes: d.gauge("kafka_queue_max_bytes",
                 "The producer queue's limit in bytes (queue.buffering.max.kbytes).",
             ),
-            broker_rtt: GaugeVec::new(
-                Opts::new(
-                    "qminder_bridge_kafka_broker_rtt_seconds",
-                    "Round trip of requests to a broker over the last statistics interval, by broker node id and quantile; absent for a broker asked nothing in that interval.",
-                ),
+            broker_rtt: d.float_gauge_vec(
+                "kafka_broker_rtt_seconds",
+                "Round trip of requests to a broker over the last statistics interval, by broker node id and quantile; absent for a broker asked nothing in that interval.",
                 &["broker", "quantile"],
-            )
-            .expect("valid metric definition"),
-            broker_in_flight: gauge_vec(
-                "kafka_broker_requests_in_flight",
-                "Requests sent to a broker and waiting for its response.",
             ),
-            broker_waiting: gauge_vec(
-                "kafka_broker_requests_waiting",
-                "Requests waiting to be sent to a broker.",
-            ),
-            broker_transmit_errors: counter_vec(
-                "kafka_broker_transmit_errors_total",
+            broker_in_flight: d.gauge_vec("kafka_broker_requests_in_flight", "Requests sent to a broker and waiting for its response.", broker),
+            broker_waiting: d.gauge_vec("kafka_broker_requests_waiting", "Requests waiting to be sent to a broker.", broker),
+            broker_transmit_errors: d.counter_vec("kafka_broker_transmit_errors_total",
                 "Errors sending requests to a broker.",
                 broker,
             ),
-            broker_request_timeouts: counter_vec(
-                "kafka_broker_request_timeouts_total",
+            broker_request_timeouts: d.counter_vec("kafka_broker_request_timeouts_total",
                 "Requests to a broker that timed out.",
                 broker,
             ),
-            broker_retries: counter_vec(
-                "kafka_broker_retries_total",
+            broker_retries: d.counter_vec("kafka_broker_retries_total",
                 "Requests to a broker sent again after a retriable error.",
                 broker,
             ),
-            broker_connects: counter_vec(
-                "kafka_broker_connects_total",
+            broker_connects: d.counter_vec("kafka_broker_connects_total",
                 "Connections made to a broker.",
                 broker,
             ),
-            broker_disconnects: counter_vec(
-                "kafka_broker_disconnects_total",
+            broker_disconnects: d.counter_vec("kafka_broker_disconnects_total",
                 "Connections to a broker that were lost or closed.",
                 broker,
             ),
-            batch_messages: GaugeVec::new(
-                Opts::new(
-                    "qminder_bridge_kafka_batch_messages",
-                    "Average records per produce batch over the last statistics interval that had any, by topic.",
-                ),
+            batch_messages: d.float_gauge_vec(
+                "kafka_batch_messages",
+                "Average records per produce batch over the last statistics interval that had any, by topic.",
                 &["topic"],
-            )
-            .expect("valid metric definition"),
+            ),
         }
     }
-
-    pub(super) fn collectors(&self) -> Vec<Box<dyn Collector>> {
-        vec![
-            Box::new(self.queue_messages.clone()),
-            Box::new(self.queue_max_messages.clone()),
-            Box::new(self.queue_bytes.clone()),
-            Box::new(self.queue_max_bytes.clone()),
-            Box::new(self.broker_rtt.clone()),
-            Box::new(self.broker_in_flight.clone()),
-            Box::new(self.broker_waiting.clone()),
-            Box::new(self.broker_transmit_errors.clone()),
-            Box::new(self.broker_request_timeouts.clone()),
-            Box::new(self.broker_retries.clone()),
-            Box::new(self.broker_connects.clone()),
-            Box::new(self.broker_disconnects.clone()),
-            Box::new(self.batch_messages.clone()),
-        ]
-    }
-}
-
-fn gauge_vec(name: &str, help: &str) -> IntGaugeVec {
-    super::gauge_vec(name, help, &["broker"])
 }

@@ -7,26 +7,29 @@
 //! zero on start-up, so dashboards and alerts see a series before the first event.
 //! Imports nothing of the domain; whoever counts imports this.
 
+mod declare;
 mod kafka;
 
+use std::sync::Arc;
+
+use declare::Declare;
+pub use declare::PREFIX;
 pub use kafka::KafkaMetrics;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+    TextEncoder,
 };
 
 /// Endpoint label for requests to no configured path.
 pub const NO_ENDPOINT: &str = "none";
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-];
-
 /// The bridge's metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Every name declared, for the test that each is exported.
+    declared: Arc<Vec<String>>,
     pub events_accepted: IntCounterVec,
     pub events_rejected: IntCounterVec,
     pub events_forwarded: IntCounterVec,
@@ -62,56 +65,35 @@ pub struct SpoolMetrics {
 }
 
 impl SpoolMetrics {
-    fn new() -> Self {
+    fn new(d: &Declare) -> Self {
         Self {
-            bytes: int_gauge(
-                "qminder_bridge_spool_bytes",
+            bytes: d.gauge("spool_bytes",
                 "Bytes of spool segments on disk.",
             ),
-            events: int_gauge(
-                "qminder_bridge_spool_events",
+            events: d.gauge("spool_events",
                 "Spooled events not yet acknowledged by Kafka.",
             ),
-            oldest_age: prometheus::Gauge::new(
-                "qminder_bridge_spool_oldest_age_seconds",
+            oldest_age: d.float_gauge(
+                "spool_oldest_age_seconds",
                 "Age of the oldest spooled event not yet acknowledged by Kafka (0 when none).",
-            )
-            .expect("valid metric definition"),
-            forwarded: int_counter(
-                "qminder_bridge_spool_forwarded_total",
+            ),
+            forwarded: d.counter("spool_forwarded_total",
                 "Spooled events forwarded to Kafka and acknowledged.",
             ),
-            replayed: int_counter(
-                "qminder_bridge_spool_replayed_total",
+            replayed: d.counter("spool_replayed_total",
                 "Spooled events found unforwarded at start-up (after a crash or stop) and forwarded since.",
             ),
-            torn_records: int_counter(
-                "qminder_bridge_spool_torn_records_total",
+            torn_records: d.counter("spool_torn_records_total",
                 "Incomplete records at a spool segment's end, discarded at start-up (never acknowledged).",
             ),
-            forward_failures: counter_vec(
-                "spool_forward_failures_total",
+            forward_failures: d.counter_vec("spool_forward_failures_total",
                 "Attempts to forward a spooled event that Kafka did not acknowledge (the event stays spooled and is retried, or parked), by reason.",
                 &["reason"],
             ),
-            parked: int_counter(
-                "qminder_bridge_spool_parked_total",
+            parked: d.counter("spool_parked_total",
                 "Spooled events moved to the spool's parked/ directory for an operator: refused outright by Kafka (too large, invalid), or damaged on disk (found at start-up).",
             ),
         }
-    }
-
-    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
-        vec![
-            Box::new(self.bytes.clone()),
-            Box::new(self.events.clone()),
-            Box::new(self.oldest_age.clone()),
-            Box::new(self.forwarded.clone()),
-            Box::new(self.replayed.clone()),
-            Box::new(self.torn_records.clone()),
-            Box::new(self.parked.clone()),
-            Box::new(self.forward_failures.clone()),
-        ]
     }
 }
 
@@ -131,118 +113,83 @@ pub struct Labels<'a> {
 impl Metrics {
     /// Creates and registers every metric; pre-creates the series for `labels`.
     pub fn new(labels: &Labels<'_>) -> Self {
-        let m = Self {
-            events_accepted: counter_vec(
-                "events_accepted_total",
+        let d = Declare::default();
+        let mut m = Self {
+            events_accepted: d.counter_vec("events_accepted_total",
                 "Authenticated webhooks accepted for delivery, by endpoint and event type.",
                 &["endpoint", "event_type"],
             ),
-            events_rejected: counter_vec(
-                "events_rejected_total",
+            events_rejected: d.counter_vec("events_rejected_total",
                 "Requests turned away before acceptance, by endpoint and reason.",
                 &["endpoint", "reason"],
             ),
-            events_forwarded: counter_vec(
-                "events_forwarded_total",
+            events_forwarded: d.counter_vec("events_forwarded_total",
                 "Events acknowledged by Kafka, by event type and topic.",
                 &["event_type", "topic"],
             ),
-            events_failed: counter_vec(
-                "events_failed_total",
+            events_failed: d.counter_vec("events_failed_total",
                 "Accepted events Kafka did not acknowledge (answered 503), by event type and reason.",
                 &["event_type", "reason"],
             ),
-            events_deduplicated: counter_vec(
-                "events_deduplicated_total",
+            events_deduplicated: d.counter_vec("events_deduplicated_total",
                 "Webhooks answered with an earlier acknowledgement of the same event, not published again ([dedupe]).",
                 &["endpoint"],
             ),
-            request_duration: HistogramVec::new(
-                latency_histogram(
-                    "qminder_bridge_request_duration_seconds",
-                    "Time from receiving a webhook request to answering it, by endpoint.",
-                ),
+            request_duration: d.latency_histogram_vec(
+                "request_duration_seconds",
+                "Time from receiving a webhook request to answering it, by endpoint.",
                 &["endpoint"],
-            )
-            .expect("valid metric definition"),
-            delivery_duration: Histogram::with_opts(latency_histogram(
-                "qminder_bridge_kafka_delivery_duration_seconds",
+            ),
+            delivery_duration: d.latency_histogram(
+                "kafka_delivery_duration_seconds",
                 "Time from handing a record to the producer to Kafka's acknowledgement.",
-            ))
-            .expect("valid metric definition"),
-            requests_in_flight: int_gauge(
-                "qminder_bridge_requests_in_flight",
+            ),
+            requests_in_flight: d.gauge("requests_in_flight",
                 "Authenticated webhook requests being handled now (each holds a server.max_in_flight slot).",
             ),
-            in_flight_body_bytes: int_gauge(
-                "qminder_bridge_in_flight_body_bytes",
+            in_flight_body_bytes: d.gauge("in_flight_body_bytes",
                 "Bytes of the bodies of authenticated requests being handled now (server.max_in_flight_body_bytes).",
             ),
-            unverified_body_bytes: int_gauge(
-                "qminder_bridge_unverified_body_bytes",
+            unverified_body_bytes: d.gauge("unverified_body_bytes",
                 "Bytes of request bodies held before their signature was checked (server.max_unverified_body_bytes).",
             ),
-            producer_restarts: int_counter(
-                "qminder_bridge_producer_restarts_total",
+            producer_restarts: d.counter("producer_restarts_total",
                 "Kafka producers replaced because they could no longer deliver.",
             ),
-            kafka_max_record_bytes: int_gauge(
-                "qminder_bridge_kafka_max_record_bytes",
+            kafka_max_record_bytes: d.gauge("kafka_max_record_bytes",
                 "The largest record any routed topic accepts (max.message.bytes, learned at start-up); bodies declaring more are refused before reading. 0 while unknown.",
             ),
-            late_deliveries: int_counter(
-                "qminder_bridge_events_delivered_after_timeout_total",
+            late_deliveries: d.counter("events_delivered_after_timeout_total",
                 "Records answered 503 (timeout) that Kafka acknowledged later: expect a duplicate if the sender retries.",
             ),
-            ready: int_gauge(
-                "qminder_bridge_ready",
+            ready: d.gauge("ready",
                 "1 when the bridge is ready to take webhooks (broker reachable, not stopping).",
             ),
-            build_info: gauge_vec(
-                "build_info",
+            build_info: d.gauge_vec("build_info",
                 "Always 1; labels say which build runs.",
                 &["version"],
             ),
-            spool: SpoolMetrics::new(),
-            kafka: KafkaMetrics::new(),
+            spool: SpoolMetrics::new(&d),
+            kafka: KafkaMetrics::new(&d),
             registry: Registry::new(),
+            declared: Arc::default(),
         };
-        m.register_all();
-        m.precreate(labels);
-        m
-    }
-
-    fn register_all(&self) {
-        let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(self.events_accepted.clone()),
-            Box::new(self.events_rejected.clone()),
-            Box::new(self.events_forwarded.clone()),
-            Box::new(self.events_failed.clone()),
-            Box::new(self.events_deduplicated.clone()),
-            Box::new(self.request_duration.clone()),
-            Box::new(self.delivery_duration.clone()),
-            Box::new(self.requests_in_flight.clone()),
-            Box::new(self.in_flight_body_bytes.clone()),
-            Box::new(self.unverified_body_bytes.clone()),
-            Box::new(self.producer_restarts.clone()),
-            Box::new(self.kafka_max_record_bytes.clone()),
-            Box::new(self.late_deliveries.clone()),
-            Box::new(self.ready.clone()),
-            Box::new(self.build_info.clone()),
-        ];
-        collectors.extend(self.spool.collectors());
-        collectors.extend(self.kafka.collectors());
-        for c in collectors {
-            self.registry
-                .register(c)
-                .expect("each metric is registered once");
-        }
+        let (registry, declared) = d.finish();
         #[cfg(target_os = "linux")]
-        self.registry
+        registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("the process collector is registered once");
+        m.registry = registry;
+        m.declared = Arc::new(declared);
+        m.precreate(labels);
+        m
+    }
+
+    /// Every metric name the bridge declares (all registered as they were made).
+    pub fn declared(&self) -> &[String] {
+        &self.declared
     }
 
     fn precreate(&self, labels: &Labels<'_>) {
@@ -285,31 +232,50 @@ impl Metrics {
     }
 }
 
-fn int_gauge(name: &str, help: &str) -> IntGauge {
-    IntGauge::new(name, help).expect("valid metric definition")
-}
-
-fn int_counter(name: &str, help: &str) -> IntCounter {
-    IntCounter::new(name, help).expect("valid metric definition")
-}
-
-fn latency_histogram(name: &str, help: &str) -> HistogramOpts {
-    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
-}
-
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(format!("qminder_bridge_{name}"), help), labels)
-        .expect("valid metric definition")
-}
-
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(format!("qminder_bridge_{name}"), help), labels)
-        .expect("valid metric definition")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_declared_metric_is_exported_under_the_one_prefix() {
+        let m = Metrics::new(&Labels {
+            endpoints: vec!["/hook"],
+            event_types: vec!["ticket_created"],
+            routes: vec![("ticket_created", "qminder.ticket_created")],
+            reject_reasons: vec!["invalid_signature"],
+            failure_reasons: vec!["timeout"],
+        });
+        // These get series only from librdkafka's statistics: give each one.
+        let k = &m.kafka;
+        k.broker_rtt.with_label_values(&["1", "p99"]).set(0.0);
+        k.batch_messages.with_label_values(&["t"]).set(0.0);
+        for gauge in [&k.broker_in_flight, &k.broker_waiting] {
+            gauge.with_label_values(&["1"]).set(0);
+        }
+        for counter in [
+            &k.broker_transmit_errors,
+            &k.broker_request_timeouts,
+            &k.broker_retries,
+            &k.broker_connects,
+            &k.broker_disconnects,
+        ] {
+            counter.with_label_values(&["1"]);
+        }
+        let text = m.render();
+        for name in m.declared() {
+            assert!(name.starts_with(PREFIX), "{name}");
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is not exported"
+            );
+        }
+        let exported = text.matches(&format!("# TYPE {PREFIX}")).count();
+        assert_eq!(
+            exported,
+            m.declared().len(),
+            "exported but not declared here"
+        );
+    }
 
     #[test]
     fn exports_every_series_at_zero_before_any_traffic() {

@@ -28,8 +28,16 @@ async fn a_slow_link_to_kafka_is_not_an_outage() {
     let traffic = Traffic::start(&app, Instant::now(), 16, Duration::from_millis(20));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (answers, _) = traffic.finish().await;
-    let failed: Vec<u16> = answers.iter().filter(|a| !a.ok()).map(|a| a.status).collect();
-    let slowest = answers.iter().map(|a| a.done - a.sent).max().unwrap_or_default();
+    let failed: Vec<u16> = answers
+        .iter()
+        .filter(|a| !a.ok())
+        .map(|a| a.status)
+        .collect();
+    let slowest = answers
+        .iter()
+        .map(|a| a.done - a.sent)
+        .max()
+        .unwrap_or_default();
     println!(
         "slow link: {} answers, {} not 2xx, slowest {:.2} s",
         answers.len(),
@@ -37,7 +45,12 @@ async fn a_slow_link_to_kafka_is_not_an_outage() {
         slowest.as_secs_f64()
     );
     assert!(answers.len() > 200, "{} answers", answers.len());
-    assert!(failed.is_empty(), "{} of {} not 2xx: {failed:?}", failed.len(), answers.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} not 2xx: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
     let mut missing: HashSet<String> = answers.iter().map(|a| a.id.to_string()).collect();
     let (bootstrap, topic) = (app.bootstrap.clone(), app.topic("ticket_created"));
     tokio::task::spawn_blocking(move || {
