@@ -31,9 +31,14 @@ pub struct KafkaSettings {
     /// how the default was chosen and how to choose for a real cluster.
     pub linger_ms: f64,
     /// librdkafka's `max.in.flight.requests.per.connection`, 1–5 (the idempotent producer
-    /// allows at most 5). With 1, records that arrive while a request is in flight go
-    /// together in the next one, so batches grow with load by themselves.
-    pub max_in_flight_requests: u32,
+    /// allows at most 5). Unset (the default): the bridge chooses, 1 while the brokers are
+    /// near, 5 once the readiness probe measures a round trip of 25 ms or more (the
+    /// producer is then replaced, gracefully, once). With 1, records that arrive while a
+    /// request is in flight go together in the next one, so batches grow with load by
+    /// themselves (the fastest on a near cluster); on a distant one, 1 makes records queue
+    /// behind round trips until they time out (docs/performance.md, "A slow link").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight_requests: Option<u32>,
     /// How often librdkafka reports its statistics (queue, brokers' round trip, requests,
     /// errors, batches), exported as `qminder_bridge_kafka_*` metrics; 0 turns them off.
     /// Each report is parsed off the request path, on rdkafka's poll thread.
@@ -68,7 +73,7 @@ impl Default for KafkaSettings {
             dead_letter_topic: None,
             delivery_timeout_ms: 5_000,
             linger_ms: 1.0,
-            max_in_flight_requests: 1,
+            max_in_flight_requests: None,
             statistics_interval_ms: 5_000,
             record_format: RecordFormat::Structured,
             create_topics: false,
@@ -126,10 +131,12 @@ impl Settings {
         if !(0.0..=900_000.0).contains(&k.linger_ms) {
             problems.push("kafka.linger_ms must be between 0 and 900000 (default 1)".into());
         }
-        if !(1..=5).contains(&k.max_in_flight_requests) {
+        if k.max_in_flight_requests
+            .is_some_and(|n| !(1..=5).contains(&n))
+        {
             problems.push(
                 "kafka.max_in_flight_requests must be between 1 and 5, as the idempotent \
-                 producer requires (default 1)"
+                 producer requires (or unset: the bridge chooses by the brokers' distance)"
                     .into(),
             );
         }

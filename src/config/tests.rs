@@ -109,12 +109,12 @@ const RULES: &[Rule] = &[
     ),
     (
         "max_in_flight_requests 0",
-        |s| s.kafka.max_in_flight_requests = 0,
+        |s| s.kafka.max_in_flight_requests = Some(0),
         "kafka.max_in_flight_requests must be between 1 and 5",
     ),
     (
         "max_in_flight_requests 6",
-        |s| s.kafka.max_in_flight_requests = 6,
+        |s| s.kafka.max_in_flight_requests = Some(6),
         "kafka.max_in_flight_requests must be between 1 and 5",
     ),
     (

@@ -112,24 +112,23 @@ impl Ingress {
     async fn leave_a_trace(&self, refused: &Record<'_>, error: &DeliveryError, ctx: Context<'_>) {
         let route = self.router.dead_letter();
         let stub = record::encode_refused(refused, error.failure().code, route, ctx);
-        match self.deliver.deliver(&stub).await {
+        let outcome = self.deliver.deliver(&stub).await;
+        let span = tracing::warn_span!(
+            "refused for good",
+            id = refused.id,
+            event_type = refused.label,
+            topic = refused.topic,
+            bytes = refused.value.len(),
+            reason = error.reason(),
+            %error,
+        );
+        let _refused = span.enter();
+        match outcome {
             Ok(_) => tracing::warn!(
-                id = refused.id,
-                event_type = refused.label,
-                topic = refused.topic,
-                bytes = refused.value.len(),
-                reason = error.reason(),
-                %error,
                 dead_letter_topic = %route.topic,
                 "Kafka will never accept this record; answered it for good and left a stub in the dead-letter topic."
             ),
             Err(stub_error) => tracing::error!(
-                id = refused.id,
-                event_type = refused.label,
-                topic = refused.topic,
-                bytes = refused.value.len(),
-                reason = error.reason(),
-                %error,
                 %stub_error,
                 "Kafka will never accept this record, and its stub could not be written either; this line is the only trace."
             ),

@@ -1,6 +1,9 @@
 //! A slow, distant link to Kafka (a cloud cluster in another zone) is not an outage: with
 //! every chunk held 200 ms each way by a proxy and `delivery_timeout_ms = 2000`, steady
-//! signed traffic gets 2xx only, and every one is in Kafka.
+//! signed traffic gets 2xx only, and every one is in Kafka. Two things make it so: the
+//! readiness probe waits long enough for a distant cluster's first answer, and the
+//! producer keeps 5 requests in flight once the probe has measured the distance (with 1,
+//! forced by `kafka.max_in_flight_requests = 1`, 86 of 93 answers were 503 here).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -18,9 +21,6 @@ async fn a_slow_link_to_kafka_is_not_an_outage() {
     let _broker = Tansu::start_with(tansu_port, proxy.port);
     let app = spawn_app_with(&format!("127.0.0.1:{}", proxy.port), |s| {
         s.kafka.delivery_timeout_ms = 2000;
-        if let Ok(n) = std::env::var("SLOW_LINK_IN_FLIGHT") {
-            s.kafka.max_in_flight_requests = n.parse().expect("a number");
-        }
         s.server.request_timeout_ms = 4000;
         s.server.shutdown_timeout_ms = 6000;
     })

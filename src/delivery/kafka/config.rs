@@ -12,10 +12,26 @@ use secrecy::ExposeSecret;
 
 use crate::config::KafkaSettings;
 
-/// The producer's properties. librdkafka's own record size limit is raised to fit the
-/// largest body the bridge accepts plus its CloudEvents attributes (the broker's limit
-/// still applies, and a refusal is an honest 503).
-pub fn producer(kafka: &KafkaSettings, bootstrap: &str, max_body_bytes: usize) -> ClientConfig {
+/// Requests in flight per broker connection when the bridge chooses: near, and distant.
+pub const IN_FLIGHT_NEAR: u32 = 1;
+pub const IN_FLIGHT_DISTANT: u32 = 5;
+
+/// The producer's properties, for a near cluster or (`distant`) a distant one, which
+/// differ only where `kafka.max_in_flight_requests` is left to the bridge.
+/// librdkafka's own record size limit is raised to fit the largest body the bridge accepts
+/// plus its CloudEvents attributes (the broker's limit still applies: 413 and a stub).
+pub fn producer(
+    kafka: &KafkaSettings,
+    bootstrap: &str,
+    max_body_bytes: usize,
+    distant: bool,
+) -> ClientConfig {
+    let chosen = if distant {
+        IN_FLIGHT_DISTANT
+    } else {
+        IN_FLIGHT_NEAR
+    };
+    let in_flight = kafka.max_in_flight_requests.unwrap_or(chosen);
     let mut config = base(kafka, bootstrap);
     let max_record = (max_body_bytes + 64 * 1024).max(1_000_000);
     config
@@ -26,7 +42,7 @@ pub fn producer(kafka: &KafkaSettings, bootstrap: &str, max_body_bytes: usize) -
         .set("linger.ms", kafka.linger_ms.to_string())
         .set(
             "max.in.flight.requests.per.connection",
-            kafka.max_in_flight_requests.to_string(),
+            in_flight.to_string(),
         )
         .set(
             "statistics.interval.ms",
@@ -115,7 +131,7 @@ mod tests {
             delivery_timeout_ms: 1234,
             ..KafkaSettings::default()
         };
-        let c = producer(&kafka, "b:1", 2_000_000);
+        let c = producer(&kafka, "b:1", 2_000_000, false);
         assert_eq!(c.get("message.max.bytes"), Some("2065536"));
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
@@ -126,12 +142,27 @@ mod tests {
     }
 
     #[test]
+    fn requests_in_flight_follow_the_distance_unless_the_operator_chose() {
+        let mut kafka = KafkaSettings::default();
+        let in_flight = |k: &KafkaSettings, distant| {
+            producer(k, "b:1", 1000, distant)
+                .get("max.in.flight.requests.per.connection")
+                .map(str::to_owned)
+        };
+        assert_eq!(in_flight(&kafka, false).as_deref(), Some("1"));
+        assert_eq!(in_flight(&kafka, true).as_deref(), Some("5"));
+        kafka.max_in_flight_requests = Some(2);
+        assert_eq!(in_flight(&kafka, false).as_deref(), Some("2"));
+        assert_eq!(in_flight(&kafka, true).as_deref(), Some("2"));
+    }
+
+    #[test]
     fn a_back_off_of_the_passthrough_leaves_the_maximum_to_librdkafka() {
         let kafka = KafkaSettings {
             librdkafka: toml::from_str(r#""reconnect.backoff.ms" = "2000""#).unwrap(),
             ..KafkaSettings::default()
         };
-        let c = producer(&kafka, "b:1", 1000);
+        let c = producer(&kafka, "b:1", 1000, false);
         assert_eq!(c.get("reconnect.backoff.ms"), Some("2000"));
         assert_eq!(c.get("reconnect.backoff.max.ms"), None);
         c.create::<rdkafka::producer::BaseProducer>()
@@ -157,7 +188,7 @@ mod security_tests {
             },
             ..KafkaSettings::default()
         };
-        for c in [producer(&kafka, "b:1", 1000), admin(&kafka, "b:1")] {
+        for c in [producer(&kafka, "b:1", 1000, false), admin(&kafka, "b:1")] {
             assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
             assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
             assert_eq!(c.get("sasl.username"), Some("bridge"));

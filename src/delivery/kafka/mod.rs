@@ -14,6 +14,7 @@ mod config;
 mod context;
 mod embedded;
 mod probe;
+mod producers;
 mod publisher;
 mod stats;
 mod topics;
@@ -26,6 +27,8 @@ use tokio::task::JoinHandle;
 
 pub use embedded::EmbeddedBroker;
 pub use probe::Probe;
+use producers::Configs;
+pub use producers::{DISTANT, FIRST_BACKOFF, MAX_BACKOFF};
 pub use publisher::Publisher;
 use stats::StatsSink;
 pub use topics::{TopicCheck, TopicFacts, TopicOutcome, TopicSetup, record_limit};
@@ -187,8 +190,16 @@ fn producer(
     stats: Option<Arc<StatsSink>>,
 ) -> Result<Publisher, StartError> {
     let kafka = &settings.kafka;
+    let max_body = settings.server.max_body_bytes;
+    let configs = Configs {
+        near: config::producer(kafka, bootstrap, max_body, false),
+        distant: kafka
+            .max_in_flight_requests
+            .is_none()
+            .then(|| config::producer(kafka, bootstrap, max_body, true)),
+    };
     Publisher::new(
-        config::producer(kafka, bootstrap, settings.server.max_body_bytes),
+        configs,
         Duration::from_millis(kafka.delivery_timeout_ms),
         metrics.clone(),
         stats,
@@ -212,7 +223,7 @@ pub fn check_properties(settings: &Settings) -> Result<(), String> {
     } else {
         &kafka.bootstrap_servers
     };
-    config::producer(kafka, bootstrap, settings.server.max_body_bytes)
+    config::producer(kafka, bootstrap, settings.server.max_body_bytes, false)
         .create::<rdkafka::producer::BaseProducer>()
         .map(|_| ())
         .map_err(|e| kafka.librdkafka.redact(&e.to_string()))

@@ -47,6 +47,7 @@ impl Probe {
     pub async fn run(mut self, report: impl Fn(bool) + Send + 'static) {
         let mut verdict = Verdict::default();
         let mut budget = Budget::default();
+        let mut ever_ready = false;
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -79,10 +80,15 @@ impl Probe {
             })
             .await
             .unwrap_or(None);
+            // Not ready for the first time until the producer suits the brokers' distance.
+            let mut settled = true;
             if let Some(round_trip) = answered {
                 budget.round_trip = Some(round_trip);
+                settled = self.publisher.measured(round_trip);
             }
-            report(verdict.judge(answered.is_some(), self.publisher.acknowledged()));
+            let reachable = verdict.judge(answered.is_some(), self.publisher.acknowledged());
+            ever_ready |= reachable && settled;
+            report(reachable && (settled || ever_ready));
         }
     }
 }

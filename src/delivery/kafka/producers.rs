@@ -1,0 +1,233 @@
+//! The generations of the bridge's Kafka producer: the current one, and how it is replaced.
+//!
+//! A producer is replaced when it can no longer deliver (`publisher.rs` decides), or once,
+//! when the brokers turn out to be distant and `kafka.max_in_flight_requests` was left to
+//! the bridge ([`Producers::go_distant`]: a round trip of [`DISTANT`] or more, measured by
+//! the readiness probe; the replacement keeps more requests in flight, `config.rs`).
+//!
+//! A replacement is built on a thread of its own, never under a lock the HTTP workers take:
+//! they keep using the current producer meanwhile (a broken one answers at once), and the
+//! write lock is held only for the swap. It is warmed up first (connected, metadata in
+//! hand, within `delivery_timeout_ms`), so its first records do not pay for the handshakes. A producer that breaks again at once is replaced
+//! with exponential back-off ([`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`], back to
+//! the first after an acknowledged record): a missing ACL must not turn every request into
+//! handshakes with every broker. The old producer is flushed before it is dropped, because
+//! dropping a producer purges what it has not sent.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+
+use super::context::BridgeContext;
+use super::stats::StatsSink;
+use crate::metrics::Metrics;
+
+/// The wait before the second replacement of a producer that keeps breaking.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between two replacements.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A metadata round trip from which the brokers count as distant.
+pub const DISTANT: Duration = Duration::from_millis(25);
+
+/// One producer and its number.
+pub(super) struct Generation {
+    pub number: u64,
+    pub producer: FutureProducer<BridgeContext>,
+    /// Made with the distant configuration.
+    distant: bool,
+}
+
+/// The producer's properties for a near cluster, and for a distant one when the bridge
+/// chooses (`None` when the operator set `kafka.max_in_flight_requests`).
+#[derive(Debug, Clone)]
+pub struct Configs {
+    pub near: ClientConfig,
+    pub distant: Option<ClientConfig>,
+}
+
+/// Why a replacement is built.
+enum Why {
+    Broken(String),
+    Distant,
+}
+
+/// When the next replacement may be built; one at a time.
+#[derive(Debug, Default)]
+struct Restarts {
+    building: bool,
+    not_before: Option<Instant>,
+}
+
+/// The current producer and everything needed to replace it.
+pub(super) struct Producers {
+    configs: Configs,
+    /// Where every generation's statistics go.
+    stats: Option<Arc<StatsSink>>,
+    current: RwLock<Arc<Generation>>,
+    /// The brokers were found distant: replacements use `configs.distant`.
+    distant: AtomicBool,
+    restarts: Mutex<Restarts>,
+    /// The wait after the next replacement, in ms.
+    backoff_ms: AtomicU64,
+    flush_timeout: Duration,
+    metrics: Metrics,
+}
+
+impl Producers {
+    /// The first producer, for a near cluster.
+    pub fn new(
+        configs: Configs,
+        stats: Option<Arc<StatsSink>>,
+        flush_timeout: Duration,
+        metrics: Metrics,
+    ) -> Result<Self, KafkaError> {
+        let producer = configs
+            .near
+            .create_with_context(BridgeContext::with_stats(stats.clone()))?;
+        Ok(Self {
+            configs,
+            stats,
+            current: RwLock::new(Arc::new(Generation {
+                number: 0,
+                producer,
+                distant: false,
+            })),
+            distant: AtomicBool::new(false),
+            restarts: Mutex::default(),
+            backoff_ms: AtomicU64::new(millis(FIRST_BACKOFF)),
+            flush_timeout,
+            metrics,
+        })
+    }
+
+    pub fn current(&self) -> Arc<Generation> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// A record was acknowledged: the producer works, so the back-off starts over.
+    pub fn delivered(&self) {
+        if self.backoff_ms.load(Ordering::Relaxed) != millis(FIRST_BACKOFF) {
+            self.backoff_ms
+                .store(millis(FIRST_BACKOFF), Ordering::Relaxed);
+        }
+    }
+
+    /// Has `broken` replaced, unless that is done or under way, or the back-off says not yet.
+    pub fn replace_broken(self: &Arc<Self>, broken: &Generation, why: &KafkaError) {
+        if self.current().number != broken.number {
+            return;
+        }
+        let now = Instant::now();
+        if self.start_building(|r| r.not_before.is_some_and(|t| now < t)) {
+            self.spawn_build(Why::Broken(why.to_string()));
+        }
+    }
+
+    /// The probe measured `round_trip`: from [`DISTANT`] on, if the bridge chooses the
+    /// requests in flight, the producer is replaced once by one for a distant cluster.
+    /// `false` while that replacement is still to be made.
+    pub fn measured(self: &Arc<Self>, round_trip: Duration) -> bool {
+        if round_trip >= DISTANT
+            && self.configs.distant.is_some()
+            && !self.distant.swap(true, Ordering::AcqRel)
+        {
+            tracing::info!(
+                round_trip_ms = round_trip.as_millis(),
+                "The brokers are distant: replacing the producer with one that keeps more requests in flight."
+            );
+            self.go_distant();
+        }
+        !self.distant.load(Ordering::Acquire) || self.current().distant
+    }
+
+    /// Builds a distant producer unless one is current or being built.
+    fn go_distant(self: &Arc<Self>) {
+        if !self.current().distant && self.start_building(|_| false) {
+            self.spawn_build(Why::Distant);
+        }
+    }
+
+    /// Claims the one build slot, unless taken or `not_yet` says so.
+    fn start_building(&self, not_yet: impl Fn(&Restarts) -> bool) -> bool {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        if restarts.building || not_yet(&restarts) {
+            return false;
+        }
+        restarts.building = true;
+        true
+    }
+
+    fn spawn_build(self: &Arc<Self>, why: Why) {
+        let producers = Arc::clone(self);
+        std::thread::spawn(move || producers.build(&why));
+    }
+
+    /// Builds the replacement, swaps it in (the lock held only for the swap), releases
+    /// the build slot, then flushes the old producer.
+    fn build(self: &Arc<Self>, why: &Why) {
+        let distant = self.distant.load(Ordering::Acquire) && self.configs.distant.is_some();
+        let config = match (&self.configs.distant, distant) {
+            (Some(config), true) => config,
+            _ => &self.configs.near,
+        };
+        let created = config.create_with_context::<_, FutureProducer<BridgeContext>>(
+            BridgeContext::with_stats(self.stats.clone()),
+        );
+        let old = match created {
+            Ok(producer) => {
+                // Warm it up before it takes records: connected, with metadata. On a
+                // distant cluster the handshakes alone take several round trips, which
+                // the first records would otherwise spend out of their delivery timeout.
+                let _ = producer.client().fetch_metadata(None, self.flush_timeout);
+                let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+                let generation = Generation {
+                    number: current.number + 1,
+                    producer,
+                    distant,
+                };
+                Some(std::mem::replace(&mut *current, Arc::new(generation)))
+            }
+            Err(error) => {
+                tracing::error!(%error, "Could not create a new Kafka producer; keeping the current one.");
+                None
+            }
+        };
+        self.finished(why, old.is_some());
+        if let Some(old) = old {
+            let _ = old.producer.flush(self.flush_timeout);
+        }
+        // The brokers were found distant while a near producer was being built.
+        if self.distant.load(Ordering::Acquire) {
+            self.go_distant();
+        }
+    }
+
+    /// Ends a build: counts and logs it, and sets when the next may begin.
+    fn finished(&self, why: &Why, replaced: bool) {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        restarts.building = false;
+        let Why::Broken(error) = why else {
+            return;
+        };
+        let backoff = self.backoff_ms.load(Ordering::Relaxed);
+        self.backoff_ms
+            .store((backoff * 2).min(millis(MAX_BACKOFF)), Ordering::Relaxed);
+        restarts.not_before = Some(Instant::now() + Duration::from_millis(backoff));
+        if replaced {
+            self.metrics.producer_restarts.inc();
+            tracing::warn!(
+                %error,
+                next_not_before_ms = backoff,
+                "Replaced the Kafka producer, which could no longer deliver."
+            );
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
