@@ -85,7 +85,10 @@ async fn starts_without_a_broker_and_serves_once_one_appears() {
     .await;
     assert_eq!(app.readyz().await, 503);
     let response = app.post_signed(BODY).await;
-    let (status, retry) = (response.status(), response.headers().contains_key("retry-after"));
+    let (status, retry) = (
+        response.status(),
+        response.headers().contains_key("retry-after"),
+    );
     let body = response.text().await.unwrap_or_default();
     assert_eq!(status, 503, "{body}");
     assert!(retry);
