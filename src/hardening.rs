@@ -45,12 +45,17 @@ pub fn harden() -> Result<(), HardeningError> {
     Ok(())
 }
 
+/// Tests that set the process's umask take this first: it is one for the whole process.
+#[cfg(test)]
+pub static UMASK_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
     #[test]
     fn leaves_the_process_unable_to_dump_core_and_its_new_files_private() {
+        let _umask = UMASK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         harden().expect("hardening works for an unprivileged process too");
         assert_eq!(
             rustix::process::dumpable_behavior().unwrap(),

@@ -1,15 +1,37 @@
 //! The spool's one way to write a whole file so that a crash leaves either the old file or
 //! the complete new one: write a temporary file beside it, fsync it, rename it into place,
 //! fsync the directory. Used for the cursor, parked records and repaired segments.
+//! And the one way the spool creates files and directories: 0600 and 0700 whatever the
+//! process's umask, since they hold personal data.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+
+/// Options that create a file readable and writable by the bridge's user only.
+pub(super) fn private() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.mode(0o600);
+    options
+}
+
+/// Creates `dir` and its missing parents, 0700.
+pub(super) fn create_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
 
 /// Durably creates or replaces `path` with `parts`, concatenated.
 pub(super) fn replace(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
+    let mut file = private()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     for part in parts {
         file.write_all(part)?;
     }

@@ -16,7 +16,6 @@
 //! in `spool_parked_total` and logged as an error, and the cursor moves past it: kept for
 //! an operator (`qminder-bridge spool parked list|replay`), never silently dropped.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -286,7 +285,7 @@ async fn back_off(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) {
 /// Writes one frame to `dir/<seq>.frame`, durably, and why Kafka refused it beside it
 /// (`<seq>.reason`, for `spool parked list`).
 fn park_frame(dir: &Path, seq: u64, payload: &[u8], reason: &str) -> std::io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
+    super::durable::create_dir(dir)?;
     let path = dir.join(format!("{seq:020}.frame"));
     super::durable::replace(&inspect::reason_path(&path), &[reason.as_bytes(), b"\n"])?;
     super::durable::replace(&path, &[&frame::header(payload), payload])?;

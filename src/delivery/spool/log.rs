@@ -57,11 +57,28 @@ pub struct Shared {
     /// The forwarder's cursor: the first sequence number not yet acknowledged by Kafka.
     pub forwarded_to: AtomicU64,
     pub metrics: SpoolMetrics,
+    /// Tests: this many of the next writes fail, as a failing disk's would.
+    #[cfg(test)]
+    pub failing_writes: std::sync::atomic::AtomicU32,
 }
 
 impl Shared {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The I/O seam of the unit tests: a write that fails where nothing outside the
+    /// process could make one fail on cue. Always `Ok` outside tests.
+    fn injected_fault(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self
+            .failing_writes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(std::io::Error::other("an injected write failure"));
+        }
+        Ok(())
     }
 
     /// Brings the size gauges up to date (after a commit, a forward, a reclaim).
@@ -114,7 +131,7 @@ pub(crate) fn spawn_writer(
     std::thread::Builder::new()
         .name("spool-writer".into())
         .spawn(move || {
-            while let Ok(first) = requests.recv() {
+            while let Some(first) = next_append(&shared, &requests) {
                 let mut batch = vec![first];
                 while batch.len() < 4096 {
                     match requests.try_recv() {
@@ -126,6 +143,44 @@ pub(crate) fn spawn_writer(
             }
             let _ = active.1.sync_all();
         })
+}
+
+/// How often a spool that failed a write tries its disk again when no append does.
+pub const REPROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The next append; `None` once every sender is gone. While the last write failed, the disk
+/// is tried again every [`REPROBE_INTERVAL`] meanwhile, so that health (and `/readyz`)
+/// come back by themselves: a pod that is not ready gets no appends to prove it well.
+fn next_append(shared: &Shared, requests: &mpsc::Receiver<Append>) -> Option<Append> {
+    loop {
+        if shared.lock().healthy {
+            return requests.recv().ok();
+        }
+        match requests.recv_timeout(REPROBE_INTERVAL) {
+            Ok(append) => return Some(append),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => reprobe(shared),
+        }
+    }
+}
+
+/// Writes and fsyncs a small file in the spool directory; healthy again if that worked.
+fn reprobe(shared: &Shared) {
+    let path = shared.dir.join("probe");
+    let written = shared.injected_fault().and_then(|()| {
+        let mut file = super::durable::private()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.write_all(b"probe")?;
+        file.sync_data()?;
+        std::fs::remove_file(&path)
+    });
+    if written.is_ok() {
+        shared.lock().healthy = true;
+        tracing::info!("The spool's disk can be written again; ready for webhooks.");
+    }
 }
 
 /// The segment being appended to: (first sequence number, file).
@@ -145,7 +200,10 @@ fn open_active(shared: &Shared, limits: Limits) -> std::io::Result<Active> {
 fn new_segment(dir: &Path, state: &mut LogState) -> std::io::Result<Active> {
     let first = state.next_seq;
     let path = segment_path(dir, first);
-    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let file = super::durable::private()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     File::open(dir)?.sync_all()?;
     state.segments.insert(
         first,
@@ -182,9 +240,9 @@ fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Appen
     }
     // The lock is released for the write and fsync: readers only look at committed lengths.
     drop(state);
-    let written = active
-        .1
-        .write_all(&framed.buffer)
+    let written = shared
+        .injected_fault()
+        .and_then(|()| active.1.write_all(&framed.buffer))
         .and_then(|()| active.1.sync_data());
     match written {
         Ok(()) => publish(shared, limits, active, framed),

@@ -85,6 +85,8 @@ impl Spool {
             committed: tokio::sync::Notify::new(),
             forwarded_to: std::sync::atomic::AtomicU64::new(next),
             metrics: metrics.spool.clone(),
+            #[cfg(test)]
+            failing_writes: std::sync::atomic::AtomicU32::new(0),
         });
         shared.update_gauges();
         // Bounded: appends that gave up waiting (503) must not pile up behind a stalled disk.

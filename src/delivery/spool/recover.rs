@@ -1,9 +1,12 @@
 //! Start-up recovery: scan every segment, rebuild the log's state, and repair what is
 //! broken without dropping anything that may have been acknowledged.
 //!
-//! A frame that is cut short or fails its checksum *at the end of the last* segment was
-//! being written when the process died: it was never acknowledged (acknowledgement waits
-//! for the fsync), so it is cut off and counted as torn. A damaged frame *followed by intact
+//! A frame that is cut short *at the end of the last* segment was being written when the
+//! process died: it was never acknowledged (acknowledgement waits for the fsync), so it is
+//! cut off and counted as torn. A last frame that arrived whole (its header's length is
+//! exactly what is left) but fails its checksum may have been acknowledged (a bit flipped
+//! after the fsync): it is kept as damaged, like the ones below. Sequence numbers never go
+//! below a segment's name, even with the cursor gone. A damaged frame *followed by intact
 //! ones*, or at the end of an earlier (sealed) segment, is corruption of acknowledged data (a bad block, a flipped bit): recovery finds the next
 //! intact frame (its checksum and a higher sequence number than the last good one), keeps
 //! every intact frame, copies the damaged bytes to `parked/damaged-<segment>-<offset>.bin`
@@ -33,7 +36,7 @@ pub struct Recovered {
 /// Scans `dir` (creating it if needed), repairs its segments, and returns the log's state.
 /// `floor` is the forwarder's cursor: the next record gets at least that number.
 pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)> {
-    fs::create_dir_all(dir)?;
+    durable::create_dir(dir)?;
     let mut firsts: Vec<u64> = fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -56,6 +59,9 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
             }
         }
         recovered.records += scan.records;
+        // A segment's name is the number of its first record: never number below it, even
+        // when the cursor is gone and the segment empty.
+        next_seq = next_seq.max(first);
         if let Some(seq) = scan.last_seq {
             next_seq = next_seq.max(seq.saturating_add(1));
         }
@@ -137,6 +143,13 @@ fn scan(bytes: &[u8], first: u64) -> Scan {
                     out.damaged.push(at..next);
                     at = next;
                 }
+                // Nothing intact after it: a frame cut short was being written when the
+                // process died (never acknowledged: torn); one that arrived whole but fails
+                // its checksum may have been acknowledged, so it is kept as damaged.
+                None if complete_frame(&bytes[at..]) => {
+                    out.damaged.push(at..bytes.len());
+                    break;
+                }
                 None => {
                     out.torn = Some(at..bytes.len());
                     break;
@@ -145,6 +158,15 @@ fn scan(bytes: &[u8], first: u64) -> Scan {
         }
     }
     out
+}
+
+/// Whether `rest` is exactly one frame by its header's length (whatever its checksum says).
+fn complete_frame(rest: &[u8]) -> bool {
+    let Some(header) = rest.get(..frame::HEADER_LEN as usize) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    len <= frame::MAX_PAYLOAD && frame::HEADER_LEN + u64::from(len) == rest.len() as u64
 }
 
 /// The sequence number and length of an intact frame starting at `at` whose number is in
@@ -167,7 +189,7 @@ fn intact_frame(bytes: &[u8], at: usize, lowest: u64, highest: u64) -> Option<(u
 fn repair(dir: &Path, first: u64, path: &Path, scan: &Scan) -> std::io::Result<()> {
     let bytes = fs::read(path)?;
     let parked = parked_dir(dir);
-    fs::create_dir_all(&parked)?;
+    durable::create_dir(&parked)?;
     for range in &scan.damaged {
         let file = parked.join(format!("damaged-{first:020}-{}.bin", range.start));
         durable::replace(&file, &[&bytes[range.clone()]])?;
@@ -264,5 +286,34 @@ mod tests {
                 .len();
             assert_eq!(on_disk, segment.len);
         }
+    }
+
+    #[test]
+    fn a_complete_last_frame_that_fails_its_checksum_is_parked_not_cut() {
+        // Issue 20, row 5: a bit flipped in the last, complete, fsynced frame is damage to an
+        // acknowledged event, not a torn write: it is kept for an operator.
+        let dir = tempfile::tempdir().unwrap();
+        let mut last = frame(1);
+        let middle = last.len() / 2;
+        last[middle] ^= 0x01;
+        let bytes = [&frame(0)[..], &last[..]].concat();
+        std::fs::write(segment_path(dir.path(), 0), &bytes).unwrap();
+        let (_, recovered) = recover(dir.path(), 0).unwrap();
+        assert_eq!((recovered.damaged, recovered.torn), (1, 0));
+        let parked = std::fs::read_dir(dir.path().join("parked"))
+            .unwrap()
+            .count();
+        assert_eq!(parked, 1);
+    }
+
+    #[test]
+    fn a_deleted_cursor_never_takes_the_sequence_below_a_segments_name() {
+        // Issue 20, row 6: the cursor deleted while the last segment is empty. Its name is
+        // the floor: numbering restarts there, not at 0 (frames numbered below their
+        // segment's name were cut as torn at the next start: acknowledged events lost).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(segment_path(dir.path(), 26), b"").unwrap();
+        let (state, _) = recover(dir.path(), 0).unwrap();
+        assert_eq!(state.next_seq, 26);
     }
 }

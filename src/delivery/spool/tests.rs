@@ -478,3 +478,82 @@ async fn a_write_the_disk_does_not_confirm_in_time_is_a_spool_timeout_bounded_by
     );
     tasks.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_files_are_private_whatever_the_umask() {
+    // Issue 20, row 9: segments, the cursor and parked records hold personal data.
+    use std::os::unix::fs::PermissionsExt;
+    let _umask = crate::hardening::UMASK_TESTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let before = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("spool");
+    let kafka = Arc::new(FakeKafka::default());
+    kafka.unacceptable.lock().unwrap().insert("e1".into());
+    let m = metrics();
+    let (spool, tasks) = start(&dir, &kafka, &m);
+    assert_eq!(append(&spool, ids(0..3)).await, vec![0, 1, 2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.spool.parked.get() == 0 {
+        assert!(Instant::now() < deadline, "e1 was never parked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tasks.stop(Duration::from_secs(5)).await;
+    rustix::process::umask(before);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the spool directory");
+    assert_eq!(mode(&dir.join("parked")), 0o700, "parked/");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("parked")).unwrap())
+    {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files += 1;
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    assert!(files >= 3, "a segment, the cursor and a parked record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_cursor_never_loses_the_events_spooled_after_it() {
+    // Issue 20, row 6, end to end: an empty last segment named 26 and no cursor.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(log::segment_path(dir.path(), 26), b"").unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    kafka.down.store(true, Ordering::SeqCst);
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
+    assert_eq!(append(&spool, ids(0..3)).await, vec![26, 27, 28]);
+    tasks.stop(Duration::from_secs(5)).await;
+    drop(spool);
+    let kafka = Arc::new(FakeKafka::default());
+    let (_spool, tasks) = start(dir.path(), &kafka, &metrics());
+    assert_eq!(kafka.wait_for(3).await, ids(0..3));
+    tasks.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_comes_back_by_itself_once_the_disk_works_again() {
+    // Issue 20, row 2: after one failed write the spool stayed unhealthy (and the pod not
+    // ready, so no append ever came to prove it well) until a restart.
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
+    spool.inner.shared.failing_writes.store(1, Ordering::SeqCst);
+    let failed = spool.deliver(&record("e0")).await;
+    assert!(
+        matches!(failed, Err(DeliveryError::SpoolUnavailable(_))),
+        "{failed:?}"
+    );
+    assert!(!spool.is_healthy());
+    let deadline = Instant::now() + log::REPROBE_INTERVAL * 5;
+    while !spool.is_healthy() {
+        assert!(Instant::now() < deadline, "still unhealthy with no appends");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(append(&spool, ids(1..2)).await, vec![0]);
+    tasks.stop(Duration::from_secs(5)).await;
+}
