@@ -47,7 +47,7 @@ pub fn harden() -> Result<(), HardeningError> {
 
 /// Tests that set the process's umask take this first: it is one for the whole process.
 #[cfg(test)]
-pub static UMASK_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub static UMASK_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn leaves_the_process_unable_to_dump_core_and_its_new_files_private() {
-        let _umask = UMASK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let _umask = UMASK_TESTS.blocking_lock();
         harden().expect("hardening works for an unprivileged process too");
         assert_eq!(
             rustix::process::dumpable_behavior().unwrap(),

@@ -483,9 +483,7 @@ async fn a_write_the_disk_does_not_confirm_in_time_is_a_spool_timeout_bounded_by
 async fn spool_files_are_private_whatever_the_umask() {
     // Issue 20, row 9: segments, the cursor and parked records hold personal data.
     use std::os::unix::fs::PermissionsExt;
-    let _umask = crate::hardening::UMASK_TESTS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _umask = crate::hardening::UMASK_TESTS.lock().await;
     let before = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("spool");
