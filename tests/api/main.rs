@@ -7,6 +7,7 @@ mod attacks;
 mod cli;
 mod clients;
 mod cluster;
+mod disk;
 mod faults;
 mod injected;
 mod kafka_tls;

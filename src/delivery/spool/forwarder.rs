@@ -60,6 +60,8 @@ struct Progress {
     backoff: Duration,
     /// The record Kafka last refused outright, and how many times in a row.
     refused: Option<(u64, u32)>,
+    /// The cursor last made durable.
+    stored: u64,
 }
 
 impl Forwarder {
@@ -77,6 +79,7 @@ impl Forwarder {
             position: None,
             backoff: FIRST_BACKOFF,
             refused: None,
+            stored: next,
         };
         while !*stop.borrow() && stop.has_changed().is_ok() {
             self.update_gauges(progress.next, None);
@@ -96,6 +99,9 @@ impl Forwarder {
                     () = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = stop.changed() => {}
                 }
+                // The writer may have rolled a segment Kafka has all of: delete it (and
+                // store a cursor that could not be stored before).
+                self.persist(&mut progress).await;
                 continue;
             }
             if self.forward(&mut progress, &records).await {
@@ -153,7 +159,7 @@ impl Forwarder {
         self.count_forwarded(&records[..acked]);
         if acked > 0 {
             progress.next = records[acked - 1].seq.saturating_add(1);
-            self.persist(progress.next).await;
+            self.persist(progress).await;
             self.update_gauges(progress.next, records.get(acked).map(|r| r.received_ms));
         }
         let Some(failed) = records.get(acked) else {
@@ -170,7 +176,7 @@ impl Forwarder {
                 .inc();
             if refused_enough(progress, failed, error) && self.park(failed, error).await {
                 progress.next = failed.seq.saturating_add(1);
-                self.persist(progress.next).await;
+                self.persist(progress).await;
                 progress.refused = None;
                 progress.backoff = FIRST_BACKOFF;
                 return false;
@@ -226,19 +232,32 @@ impl Forwarder {
         }
     }
 
-    /// Makes `next` durable, then deletes segments wholly below it.
-    async fn persist(&self, next: u64) {
-        let cursor = self.cursor.clone();
+    /// Makes `progress.next` durable (unless it is already), and deletes segments wholly
+    /// below it. Deleting does not wait
+    /// for the cursor: every record below `next` is in Kafka, and on a full disk it is the
+    /// deletion that makes room for the cursor (a stale cursor after a crash only means
+    /// starting at the oldest segment left).
+    async fn persist(&self, progress: &mut Progress) {
+        let next = progress.next;
+        let cursor = (progress.stored != next).then(|| self.cursor.clone());
         let shared = Arc::clone(&self.shared);
         let done = tokio::task::spawn_blocking(move || {
-            cursor.store(next)?;
-            reclaim(&shared, next)
+            let reclaimed = reclaim(&shared, next);
+            (reclaimed, cursor.map(|c| c.store(next)))
         })
         .await;
         match done {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::error!(%error, "Cannot store the spool cursor; events may be forwarded twice after a restart.")
+            Ok((reclaimed, stored)) => {
+                if let Err(error) = reclaimed {
+                    tracing::warn!(%error, "Cannot delete forwarded spool segments yet; will retry.");
+                }
+                match stored {
+                    Some(Err(error)) => {
+                        tracing::error!(%error, "Cannot store the spool cursor; events may be forwarded twice after a restart.")
+                    }
+                    Some(Ok(())) => progress.stored = next,
+                    None => {}
+                }
             }
             Err(error) => tracing::error!(%error, "The spool cursor task failed."),
         }

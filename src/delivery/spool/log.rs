@@ -131,38 +131,60 @@ pub(crate) fn spawn_writer(
     std::thread::Builder::new()
         .name("spool-writer".into())
         .spawn(move || {
-            while let Some(first) = next_append(&shared, &requests) {
-                let mut batch = vec![first];
-                while batch.len() < 4096 {
-                    match requests.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+            loop {
+                match requests.recv_timeout(TICK) {
+                    Ok(first) => {
+                        let mut batch = vec![first];
+                        while batch.len() < 4096 {
+                            match requests.try_recv() {
+                                Ok(next) => batch.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                        commit(&shared, limits, &mut active, batch);
                     }
+                    Err(mpsc::RecvTimeoutError::Timeout) => idle(&shared, &mut active),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-                commit(&shared, limits, &mut active, batch);
             }
             let _ = active.1.sync_all();
         })
 }
 
-/// How often a spool that failed a write tries its disk again when no append does.
-pub const REPROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the writer, with no append to write, looks after the log: it tries a disk
+/// that failed a write again, and rolls an active segment Kafka has taken everything of.
+pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The next append; `None` once every sender is gone. While the last write failed, the disk
-/// is tried again every [`REPROBE_INTERVAL`] meanwhile, so that health (and `/readyz`)
-/// come back by themselves: a pod that is not ready gets no appends to prove it well.
-fn next_append(shared: &Shared, requests: &mpsc::Receiver<Append>) -> Option<Append> {
-    loop {
-        if shared.lock().healthy {
-            return requests.recv().ok();
-        }
-        match requests.recv_timeout(REPROBE_INTERVAL) {
-            Ok(append) => return Some(append),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-            Err(mpsc::RecvTimeoutError::Timeout) => reprobe(shared),
+/// The writer's work between appends. While the last write failed it tries the disk again
+/// (a pod that is not ready gets no appends to prove it well), so health and `/readyz`
+/// come back by themselves. An active segment all of whose records Kafka has acknowledged
+/// is rolled, so the forwarder can delete it: with large segments on a small disk, the
+/// one segment in use would otherwise hold the space for good.
+fn idle(shared: &Shared, active: &mut Active) {
+    if !shared.lock().healthy {
+        reprobe(shared);
+    }
+    let mut state = shared.lock();
+    let forwarded = shared.forwarded_to.load(Ordering::Acquire) >= state.next_seq;
+    let len = state.segments.get(&active.0).map_or(0, |s| s.len);
+    let pressed = state.full || !state.healthy || len >= ROLL_WHEN_FORWARDED;
+    if forwarded && len > 0 && pressed {
+        match new_segment(&shared.dir, &mut state) {
+            Ok(next) => {
+                *active = next;
+                drop(state);
+                shared.committed.notify_one();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Cannot roll the forwarded spool segment yet; will retry.");
+            }
         }
     }
 }
+
+/// A forwarded active segment at least this long is rolled when the writer is idle
+/// (smaller ones wait for space pressure, so a trickle of events does not make a file each).
+const ROLL_WHEN_FORWARDED: u64 = 64 * 1024;
 
 /// Writes and fsyncs a small file in the spool directory; healthy again if that worked.
 fn reprobe(shared: &Shared) {

@@ -1,0 +1,142 @@
+//! The spool's own disk fills (issue 20, row 1): on a 4 MiB tmpfs, with Kafka frozen until
+//! the spool refuses, then Kafka back. Every 202 must reach Kafka, the space come back, and
+//! the bridge be ready and answer 202 again within 30 s, with no restart. The tmpfs is
+//! mounted by the test (it runs as root here and in CI); a test that cannot make its fault
+//! fails, it never skips.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::broker::Tansu;
+use crate::helpers::kafka;
+use crate::helpers::spawn_app_with;
+
+/// A tmpfs of a given size, mounted on a fresh directory, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Self {
+        let dir = tempfile::tempdir().expect("a mount point");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (this test needs root, or CAP_SYS_ADMIN): {status}"
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn free(&self) -> u64 {
+        let stat = rustix::fs::statvfs(self.dir.path()).expect("statvfs");
+        stat.f_bavail * stat.f_frsize
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn ticket(i: usize) -> String {
+    let pad = "p".repeat(2000);
+    format!(r#"{{"type":"ticket_created","data":{{"id":"{i}","note":"{pad}"}}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_filled_to_enospc_serves_again_within_30_s_of_kafka_coming_back() {
+    let disk = SmallDisk::mount(4 * 1024 * 1024);
+    let broker = Tansu::start();
+    let app = spawn_app_with(&broker.bootstrap(), |s| {
+        s.spool.enabled = true;
+        s.spool.dir = disk.path().join("spool");
+        s.kafka.delivery_timeout_ms = 1500;
+        s.server.request_timeout_ms = 3000;
+        s.server.shutdown_timeout_ms = 5000;
+    })
+    .await;
+    broker.freeze();
+    let mut acknowledged = HashSet::new();
+    let mut refused = 0;
+    for i in 0..10_000 {
+        let response = app.post_signed(&ticket(i)).await;
+        match response.status().as_u16() {
+            202 => {
+                let ack: Value = response.json().await.expect("ack");
+                acknowledged.insert(ack["id"].as_str().expect("id").to_owned());
+            }
+            503 => {
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+            other => panic!("answered {other}"),
+        }
+    }
+    assert_eq!(refused, 3, "the spool never refused");
+    assert!(
+        disk.free() < 64 * 1024,
+        "the disk did not fill: {} free",
+        disk.free()
+    );
+    println!("disk full after {} events spooled", acknowledged.len());
+
+    broker.thaw();
+    let thawed = Instant::now();
+    let (bootstrap, topic) = (app.bootstrap.clone(), app.topic("ticket_created"));
+    let wanted = acknowledged.clone();
+    tokio::task::spawn_blocking(move || {
+        kafka::read_until(&bootstrap, &topic, Duration::from_secs(30), |records| {
+            let found: HashSet<String> = records
+                .iter()
+                .map(|r| r.json()["id"].as_str().expect("id").to_owned())
+                .collect();
+            wanted.is_subset(&found)
+        })
+    })
+    .await
+    .expect("every 202 in Kafka");
+    let deadline = thawed + Duration::from_secs(30);
+    loop {
+        let ready = app.readyz().await == 200;
+        let free = disk.free();
+        let status = app.post_signed(&ticket(20_000)).await.status().as_u16();
+        if ready && status == 202 && free > 2 * 1024 * 1024 {
+            println!(
+                "serving again {:.1} s after Kafka came back, {} KiB free",
+                thawed.elapsed().as_secs_f64(),
+                free / 1024
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "30 s after Kafka came back: /readyz {ready}, a new event {status}, {free} bytes free"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+}
