@@ -5,9 +5,12 @@
 //! waits for every ack. The cursor — the first sequence number not yet acknowledged — only
 //! moves past a contiguous run of acknowledged records, and is made durable (`cursor.rs`)
 //! before segments wholly below it are deleted.
-//! If a record fails, the forwarder waits (backing off up to 5 s) and re-sends from it:
-//! records after it in that batch that Kafka did acknowledge are sent again (at-least-once;
-//! consumers de-duplicate on the CloudEvents id). Every failed attempt is counted in
+//! If a record fails, the forwarder waits (backing off up to 5 s) and re-sends from it;
+//! records after it that Kafka did acknowledge are remembered and not sent again, unless
+//! they share the failed record's topic and key: those go out again after it, so the last
+//! copy of each key's records is in order (a record stuck for minutes used to multiply
+//! every record behind it; at-least-once still: consumers de-duplicate on the CloudEvents
+//! id). Every failed attempt is counted in
 //! `spool_forward_failures_total` (not `events_failed_total`: no sender was answered 503
 //! for it). A record Kafka refuses *itself* (too large for the broker,
 //! invalid: a final `DeliveryError`, `TooLarge` or `Unacceptable`) would block every record behind it forever, so
@@ -62,6 +65,9 @@ struct Progress {
     refused: Option<(u64, u32)>,
     /// The cursor last made durable.
     stored: u64,
+    /// Records above the cursor that Kafka has already acknowledged (they were behind one
+    /// that failed): not sent again when the failed one is retried.
+    taken: std::collections::BTreeSet<u64>,
 }
 
 impl Forwarder {
@@ -80,6 +86,7 @@ impl Forwarder {
             backoff: FIRST_BACKOFF,
             refused: None,
             stored: next,
+            taken: std::collections::BTreeSet::new(),
         };
         while !*stop.borrow() && stop.has_changed().is_ok() {
             self.update_gauges(progress.next, None);
@@ -142,23 +149,44 @@ impl Forwarder {
             count = records.len(),
             "Forwarding spooled events."
         );
+        // Records Kafka took in an earlier try (behind one that failed) are not sent again.
         let pending: Vec<_> = records
             .iter()
+            .filter(|r| !progress.taken.contains(&r.seq))
             .map(|r| self.deliver.deliver(&r.record()))
             .collect();
-        let results = futures_util::future::join_all(pending).await;
-        let acked = results
+        let mut results = futures_util::future::join_all(pending).await.into_iter();
+        let outcomes: Vec<Option<Result<Delivered, DeliveryError>>> = records
             .iter()
-            .take_while(|r| matches!(r, Ok(Delivered::Kafka { .. })))
-            .count();
+            .map(|r| {
+                (!progress.taken.contains(&r.seq))
+                    .then(|| results.next())
+                    .flatten()
+            })
+            .collect();
+        let ok = |o: &Option<Result<Delivered, DeliveryError>>| {
+            o.as_ref()
+                .is_none_or(|r| matches!(r, Ok(Delivered::Kafka { .. })))
+        };
+        let acked = outcomes.iter().take_while(|o| ok(o)).count();
         tracing::debug!(
             acked,
             of = records.len(),
             "Kafka answered for spooled events."
         );
-        self.count_forwarded(&records[..acked]);
+        let newly: Vec<&Spooled> = records
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| matches!(o, Some(Ok(Delivered::Kafka { .. }))))
+            .map(|(r, _)| r)
+            .collect();
+        self.count_forwarded(&newly);
+        progress
+            .taken
+            .extend(taken_behind(&records[acked..], &outcomes[acked..]));
         if acked > 0 {
             progress.next = records[acked - 1].seq.saturating_add(1);
+            progress.taken = progress.taken.split_off(&progress.next);
             self.persist(progress).await;
             self.update_gauges(progress.next, records.get(acked).map(|r| r.received_ms));
         }
@@ -168,7 +196,7 @@ impl Forwarder {
         };
         // Re-read from the first record that was not acknowledged.
         progress.position = None;
-        if let Some(Err(error)) = results.get(acked) {
+        if let Some(Some(Err(error))) = outcomes.get(acked) {
             self.metrics
                 .spool
                 .forward_failures
@@ -186,7 +214,7 @@ impl Forwarder {
         true
     }
 
-    fn count_forwarded(&self, records: &[Spooled]) {
+    fn count_forwarded(&self, records: &[&Spooled]) {
         for record in records {
             self.metrics
                 .events_forwarded
@@ -277,6 +305,28 @@ impl Forwarder {
                 .set(now.saturating_sub(ms) as f64 / 1000.0);
         }
     }
+}
+
+/// Of the records from the first failure on, the ones Kafka acknowledged that need not be
+/// sent again: all but those behind a failed record of the same topic and key, which go
+/// out again after it so that the last copy of each key's records is in order.
+fn taken_behind(
+    records: &[Spooled],
+    outcomes: &[Option<Result<Delivered, DeliveryError>>],
+) -> Vec<u64> {
+    let mut stuck: std::collections::HashSet<(&str, Option<&str>)> = Default::default();
+    let mut taken = Vec::new();
+    for (record, outcome) in records.iter().zip(outcomes) {
+        let class = (record.topic.as_str(), record.key.as_deref());
+        match outcome {
+            Some(Ok(Delivered::Kafka { .. })) if !stuck.contains(&class) => taken.push(record.seq),
+            Some(_) => {
+                stuck.insert(class);
+            }
+            None => {}
+        }
+    }
+    taken
 }
 
 /// Whether Kafka has now refused `failed` itself [`PARK_AFTER`] times in a row.

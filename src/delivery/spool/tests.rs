@@ -19,6 +19,8 @@ struct FakeKafka {
     down: AtomicBool,
     fail_once: Mutex<HashSet<String>>,
     unacceptable: Mutex<HashSet<String>>,
+    /// Ids that fail (retriably) this many more times.
+    failing: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Deliver for FakeKafka {
@@ -27,6 +29,7 @@ impl Deliver for FakeKafka {
             Err(DeliveryError::TooLarge("MessageSizeTooLarge".into()))
         } else if self.down.load(Ordering::SeqCst)
             || self.fail_once.lock().unwrap().remove(record.id)
+            || self.fails_again(record.id)
         {
             Err(DeliveryError::Timeout)
         } else {
@@ -42,6 +45,17 @@ impl Deliver for FakeKafka {
 }
 
 impl FakeKafka {
+    /// Whether `id` is to fail once more (counting that failure down).
+    fn fails_again(&self, id: &str) -> bool {
+        match self.failing.lock().unwrap().get_mut(id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn got(&self) -> Vec<String> {
         self.got.lock().unwrap().clone()
     }
@@ -553,5 +567,45 @@ async fn health_comes_back_by_itself_once_the_disk_works_again() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(append(&spool, ids(1..2)).await, vec![0]);
+    tasks.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_keeps_failing_never_makes_the_ones_kafka_took_go_out_again() {
+    // Issue 20, row 3, in part: one event of a new type whose topic is missing, then five
+    // others, became 25 records, everything behind the stuck one sent again on each retry.
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    kafka.failing.lock().unwrap().insert("n0".into(), 4);
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
+    let stuck = Record {
+        topic: "qminder.ticket_teleported",
+        ..record("n0")
+    };
+    let others = ids(0..5);
+    let mut pending = vec![spool.deliver(&stuck)];
+    for (i, id) in others.iter().enumerate() {
+        let mut r = record(id);
+        r.key = Some(["1", "2", "3", "4", "5"][i]);
+        pending.push(spool.deliver(&r));
+    }
+    for outcome in futures_util::future::join_all(pending).await {
+        assert!(
+            matches!(outcome, Ok(Delivered::Spooled { .. })),
+            "{outcome:?}"
+        );
+    }
+    // n0 goes through last: every send of the batch it is in was made by then.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kafka.got().contains(&"n0".to_owned()) {
+        assert!(Instant::now() < deadline, "n0 never went through");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut got = kafka.got();
+    got.sort();
+    let mut want = others.clone();
+    want.push("n0".into());
+    want.sort();
+    assert_eq!(got, want, "each event once");
     tasks.stop(Duration::from_secs(5)).await;
 }
