@@ -23,8 +23,10 @@ pub struct Answer {
     pub status: u16,
     /// `Retry-After` is sent: nothing is wrong with the request, try again later.
     pub retry: bool,
-    /// The request body may be left unread, so the connection is closed
-    /// (`Connection: close`) and the sender does not reuse it.
+    /// The connection is closed (`Connection: close`): the body may be left unread, or the
+    /// client is not Qminder (a refusal before acceptance), whose connection is a slot of
+    /// `server.max_connections` it must not keep. Delivery failures keep it: the sender
+    /// is Qminder and will send again.
     pub close: bool,
 }
 
@@ -85,8 +87,7 @@ impl IngressError {
         match self {
             Self::Forbidden => row("ip_not_allowed", 403, false, true),
             Self::MissingSignature => row("missing_signature", 401, false, true),
-            // The body was read (the signature is checked over it): the connection can stay.
-            Self::InvalidSignature => row("invalid_signature", 401, false, false),
+            Self::InvalidSignature => row("invalid_signature", 401, false, true),
             Self::BodyTooLarge => row("body_too_large", 413, false, true),
             Self::HeadersTooLarge => row("headers_too_large", 431, false, true),
             Self::BadRequest(_) => row("bad_request", 400, false, true),
@@ -94,8 +95,8 @@ impl IngressError {
             Self::BodyBudgetExhausted => row("body_budget_exhausted", 503, true, true),
             Self::Overloaded => row("overloaded", 503, true, true),
             Self::ShuttingDown => row("shutting_down", 503, true, true),
-            Self::NotFound => row("not_found", 404, false, false),
-            Self::MethodNotAllowed => row("method_not_allowed", 405, false, false),
+            Self::NotFound => row("not_found", 404, false, true),
+            Self::MethodNotAllowed => row("method_not_allowed", 405, false, true),
             Self::Delivery(error) => {
                 let failure = error.failure();
                 row(failure.code, failure.status, failure.retry, false)

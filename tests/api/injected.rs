@@ -86,19 +86,26 @@ async fn a_retriable_broker_error_that_outlasts_the_delivery_timeout_is_a_503() 
     app.stop().await;
 }
 
-/// Row 3 of issue 19, made with the mock cluster's error injection (tansu enforces no
-/// `max.message.bytes`): a record the broker refuses as too large gets a final 413 (no
+/// Row 3 of issue 19: a record Kafka will never accept gets a final 413 (no
 /// `Retry-After`: sending it again cannot help), counted under its own reason, and a stub
-/// in the dead-letter topic says what was refused.
+/// in the dead-letter topic says what was refused. Made with librdkafka's own limit
+/// (`message.max.bytes`, lowered through the passthrough as an operator matching a topic's
+/// limit would): tansu enforces no `max.message.bytes`, and a broker's refusal alone is
+/// not final (below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_the_broker_will_never_accept_gets_a_final_413_and_leaves_a_stub() {
+async fn a_record_kafka_will_never_accept_gets_a_final_413_and_leaves_a_stub() {
     let cluster = MockCluster::new(1).expect("mock cluster");
-    let app = app_on(&cluster).await;
-    cluster.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    let app = app_with(&cluster, |s| {
+        s.kafka
+            .librdkafka
+            .insert("message.max.bytes".into(), "1000".into());
+    })
+    .await;
+    let large = BODY.replace(
+        "\"31\"",
+        &format!("\"31\",\"note\":\"{}\"", "n".repeat(1500)),
     );
-    let response = app.post_signed(BODY).await;
+    let response = app.post_signed(&large).await;
     assert_eq!(response.status(), 413);
     assert!(!response.headers().contains_key("retry-after"));
     assert_eq!(
@@ -120,12 +127,35 @@ async fn a_record_the_broker_will_never_accept_gets_a_final_413_and_leaves_a_stu
     let stub = stubs[0].json();
     assert_eq!(stub["reason"], "record_too_large");
     assert_eq!(stub["event_type"], "ticket_served");
-    assert_eq!(stub["bytes"].as_u64().map(|b| b > 0), Some(true));
+    assert_eq!(stub["bytes"].as_u64().map(|b| b > 1500), Some(true));
     assert_eq!(
         stubs[0].headers["qminder-bridge-reason"],
         "record_too_large"
     );
     // The refusal was for that record only.
+    assert_eq!(app.post_signed(BODY).await.status(), 200);
+    app.stop().await;
+}
+
+/// A broker refuses a whole produce batch as too large: a small record refused with a
+/// large one it shared a batch with is worth sending again, so its answer is a 503, not a
+/// final 413 (the broker's refusal is made here with the mock cluster's error injection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_record_the_broker_refuses_as_too_large_is_a_503_worth_retrying() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let app = app_on(&cluster).await;
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let response = app.post_signed(BODY).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"error":"kafka_unavailable"}"#
+    );
+    assert_eq!(app.metric(&failed("refused")).await, 1.0);
     assert_eq!(app.post_signed(BODY).await.status(), 200);
     app.stop().await;
 }
@@ -171,13 +201,13 @@ async fn in_spool_mode_a_record_the_broker_keeps_refusing_is_parked_and_the_rest
     // The broker refuses the next record every time the forwarder tries it.
     cluster.request_errors(
         RDKafkaApiKey::Produce,
-        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; PARK_AFTER as usize],
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; PARK_AFTER as usize],
     );
     let refused = BODY.replace("\"31\"", "\"32\"");
     assert_eq!(app.post_signed(&refused).await.status(), 202);
     wait_metric(&app, "qminder_bridge_spool_parked_total", 1.0).await;
     assert_eq!(
-        app.metric(r#"qminder_bridge_spool_forward_failures_total{reason="too_large"}"#)
+        app.metric(r#"qminder_bridge_spool_forward_failures_total{reason="unacceptable"}"#)
             .await,
         f64::from(PARK_AFTER)
     );
@@ -201,7 +231,7 @@ async fn in_spool_mode_a_record_the_broker_keeps_refusing_is_parked_and_the_rest
     assert!(parked[0].ends_with(".frame") && parked[1].ends_with(".reason"));
     let reason =
         std::fs::read_to_string(dir.path().join("parked").join(&parked[1])).expect("the reason");
-    assert!(reason.contains("too large"), "{reason}");
+    assert!(reason.contains("refuses this record itself"), "{reason}");
 
     // What comes after it is not held up.
     let next = BODY.replace("\"31\"", "\"33\"");

@@ -71,7 +71,7 @@ async fn a_parked_record_is_listed_then_replayed_into_kafka_and_leaves_parked() 
     .await;
     cluster.request_errors(
         RDKafkaApiKey::Produce,
-        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; PARK_AFTER as usize],
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; PARK_AFTER as usize],
     );
     assert_eq!(app.post_signed(&ticket_created(41)).await.status(), 202);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -88,7 +88,10 @@ async fn a_parked_record_is_listed_then_replayed_into_kafka_and_leaves_parked() 
     let text = stdout(&listed);
     assert!(text.starts_with("1 parked item(s)"), "{text}");
     assert!(text.contains(&format!("topic {topic}")), "{text}");
-    assert!(text.contains("too large"), "the reason is shown: {text}");
+    assert!(
+        text.contains("refuses this record itself"),
+        "the reason is shown: {text}"
+    );
     let id = text
         .lines()
         .nth(1)

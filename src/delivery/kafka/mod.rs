@@ -92,7 +92,14 @@ impl Kafka {
             .map_or(kafka.bootstrap_servers.as_str(), |b| b.bootstrap_servers());
         let stats = (kafka.statistics_interval_ms > 0)
             .then(|| StatsSink::new(metrics.kafka.clone(), topics.iter().cloned()));
-        let publisher = producer(settings, bootstrap, metrics, stats)?;
+        let record_limit = Arc::new(RecordLimit::default());
+        let publisher = producer(
+            settings,
+            bootstrap,
+            metrics,
+            stats,
+            Arc::clone(&record_limit),
+        )?;
         let names = topics.clone();
         let topics = (kafka.create_topics && embedded.is_none()).then(|| TopicSetup {
             admin: config::admin(kafka, bootstrap),
@@ -101,8 +108,7 @@ impl Kafka {
             partitions: kafka.partitions,
             replication_factor: kafka.replication_factor,
         });
-        let (topics_ready, _) = watch::channel(topics.is_none());
-        let record_limit = Arc::new(RecordLimit::default());
+        let (topics_ready, _) = watch::channel(false);
         let compressed = kafka.librdkafka.iter().any(|(k, v)| {
             matches!(k.as_str(), "compression.type" | "compression.codec") && v != "none"
         });
@@ -112,6 +118,8 @@ impl Kafka {
             compressed,
             limit: Arc::clone(&record_limit),
             gauge: metrics.kafka_max_record_bytes.clone(),
+            said: Vec::new(),
+            looked: false,
         };
         Ok(Self {
             publisher,
@@ -134,7 +142,9 @@ impl Kafka {
         Arc::clone(&self.record_limit)
     }
 
-    /// Turns true once the topics exist (at once when the bridge need not create them).
+    /// Turns true once the topics exist (created if the bridge is to create them) and the
+    /// producer suits the brokers' distance (`producers.rs`); readiness and the spool's
+    /// forwarder wait for it.
     pub fn topics_ready(&self) -> watch::Receiver<bool> {
         self.topics_ready.subscribe()
     }
@@ -188,6 +198,7 @@ fn producer(
     bootstrap: &str,
     metrics: &Metrics,
     stats: Option<Arc<StatsSink>>,
+    record_limit: Arc<RecordLimit>,
 ) -> Result<Publisher, StartError> {
     let kafka = &settings.kafka;
     let max_body = settings.server.max_body_bytes;
@@ -203,6 +214,7 @@ fn producer(
         Duration::from_millis(kafka.delivery_timeout_ms),
         metrics.clone(),
         stats,
+        record_limit,
     )
     .map_err(|e| StartError::Producer(kafka.librdkafka.redact(&e.to_string())))
 }
@@ -211,7 +223,13 @@ fn producer(
 /// its own), to flush before it is dropped.
 pub fn replay_publisher(settings: &Settings) -> Result<Publisher, StartError> {
     let metrics = Metrics::new(&crate::metrics::Labels::default());
-    producer(settings, &settings.kafka.bootstrap_servers, &metrics, None)
+    producer(
+        settings,
+        &settings.kafka.bootstrap_servers,
+        &metrics,
+        None,
+        Arc::default(),
+    )
 }
 
 /// `check-config`: asks librdkafka whether it accepts the producer's properties (it knows

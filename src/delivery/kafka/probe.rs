@@ -1,8 +1,10 @@
 //! The broker probe behind readiness: every `kafka.health_interval_ms`, create the missing
-//! topics first if the bridge was asked to and look at them once (`topics.rs`: warnings
-//! for thin durability, the record limit of the ingress), then ask the broker for metadata
-//! through the producer's own client (bounded by the same interval) and report whether it
-//! answered. librdkafka's `fetch_metadata` blocks, so each probe runs on Tokio's blocking
+//! topics first if the bridge was asked to and look at them (`topics.rs`: warnings for
+//! thin durability, the record limit of the ingress; again every [`LOOK_AGAIN`]), then ask
+//! the broker for metadata through the producer's own client and report whether it
+//! answered. Until the producer suits the brokers' distance (`producers.rs`, from the
+//! round trips measured here), `topics_ready` stays false: readiness and the spool's
+//! forwarder wait for it. How long one request may take: [`Budget`]. librdkafka's `fetch_metadata` blocks, so each probe runs on Tokio's blocking
 //! pool. librdkafka sends the request to one broker of its choosing (the most recently
 //! used), so one slow or vanishing broker can fail a request while the others serve. So a
 //! probe is up to [`ATTEMPTS`] requests within the interval (librdkafka avoids a broker
@@ -25,6 +27,8 @@ use crate::shutdown::Stopping;
 
 /// Failed probes in a row, without an ack meanwhile, before the brokers count as unreachable.
 pub const FAILED_PROBES: u32 = 3;
+/// How often the topics are looked at again once they were (limits, durability).
+pub const LOOK_AGAIN: Duration = Duration::from_secs(300);
 /// Metadata requests a probe may make, each bounded by the interval ÷ this.
 pub const ATTEMPTS: u32 = 3;
 
@@ -37,7 +41,7 @@ pub struct Probe {
     pub topics: Option<TopicSetup>,
     /// Set to true once the topics are in place.
     pub topics_ready: watch::Sender<bool>,
-    /// A look at the topics, once they are in place; `None` once done.
+    /// A look at the topics once they are in place, and every [`LOOK_AGAIN`] after.
     pub check: Option<TopicCheck>,
     pub stopping: Arc<Stopping>,
 }
@@ -47,7 +51,10 @@ impl Probe {
     pub async fn run(mut self, report: impl Fn(bool) + Send + 'static) {
         let mut verdict = Verdict::default();
         let mut budget = Budget::default();
-        let mut ever_ready = false;
+        // Round trips measured before the producer was settled for the brokers' distance.
+        let mut samples: Vec<Duration> = Vec::new();
+        let mut settled = false;
+        let mut next_look: Option<std::time::Instant> = None;
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -61,14 +68,14 @@ impl Probe {
             if let Some(setup) = &self.topics
                 && setup.run(self.interval.max(Duration::from_secs(5))).await
             {
-                self.topics_ready.send_replace(true);
                 self.topics = None;
             }
             if self.topics.is_none()
-                && let Some(check) = &self.check
+                && next_look.is_none_or(|t| std::time::Instant::now() >= t)
+                && let Some(check) = &mut self.check
                 && check.run(self.interval.max(Duration::from_secs(5))).await
             {
-                self.check = None;
+                next_look = Some(std::time::Instant::now() + LOOK_AGAIN);
             }
             let probe = self.publisher.clone();
             let timeout = budget.attempt(self.interval, self.publisher.delivery_timeout());
@@ -80,15 +87,19 @@ impl Probe {
             })
             .await
             .unwrap_or(None);
-            // Not ready for the first time until the producer suits the brokers' distance.
-            let mut settled = true;
             if let Some(round_trip) = answered {
                 budget.round_trip = Some(round_trip);
-                settled = self.publisher.measured(round_trip);
+                if !settled {
+                    samples.push(round_trip);
+                    settled = self.publisher.settle(&samples);
+                }
             }
-            let reachable = verdict.judge(answered.is_some(), self.publisher.acknowledged());
-            ever_ready |= reachable && settled;
-            report(reachable && (settled || ever_ready));
+            // Ready (and forwarding from the spool) only once the topics are in place and
+            // the producer suits the brokers' distance; then for good.
+            if settled && self.topics.is_none() && !*self.topics_ready.borrow() {
+                self.topics_ready.send_replace(true);
+            }
+            report(verdict.judge(answered.is_some(), self.publisher.acknowledged()));
         }
     }
 }

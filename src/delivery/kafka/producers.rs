@@ -32,6 +32,8 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A metadata round trip from which the brokers count as distant.
 pub const DISTANT: Duration = Duration::from_millis(25);
+/// Answers that must all be that slow before the brokers count as distant.
+pub const SAMPLES: usize = 3;
 
 /// One producer and its number.
 pub(super) struct Generation {
@@ -51,7 +53,8 @@ pub struct Configs {
 
 /// Why a replacement is built.
 enum Why {
-    Broken(String),
+    /// Generation `.0` can no longer deliver (`.1` says why).
+    Broken(u64, String),
     Distant,
 }
 
@@ -123,30 +126,46 @@ impl Producers {
         }
         let now = Instant::now();
         if self.start_building(|r| r.not_before.is_some_and(|t| now < t)) {
-            self.spawn_build(Why::Broken(why.to_string()));
+            self.spawn_build(Why::Broken(broken.number, why.to_string()));
         }
     }
 
-    /// The probe measured `round_trip`: from [`DISTANT`] on, if the bridge chooses the
-    /// requests in flight, the producer is replaced once by one for a distant cluster.
-    /// `false` while that replacement is still to be made.
-    pub fn measured(self: &Arc<Self>, round_trip: Duration) -> bool {
-        if round_trip >= DISTANT
-            && self.configs.distant.is_some()
-            && !self.distant.swap(true, Ordering::AcqRel)
-        {
+    /// Decides, once, from the round trips the probe measured before the bridge was first
+    /// ready, whether the brokers are distant; `true` once the producer suits them. Near
+    /// at the first answer under [`DISTANT`]; distant only if [`SAMPLES`] answers were all
+    /// slower (a first answer pays for the connection's handshakes, TLS and SASL). Never
+    /// decided again: a swap under traffic could reorder one key's records across two
+    /// producers.
+    pub fn settle(self: &Arc<Self>, round_trips: &[Duration]) -> bool {
+        if self.configs.distant.is_none() {
+            return true;
+        }
+        if !self.distant.load(Ordering::Acquire) {
+            let Some(fastest) = round_trips.iter().min() else {
+                return false;
+            };
+            if *fastest < DISTANT {
+                return true;
+            }
+            if round_trips.len() < SAMPLES {
+                return false;
+            }
+            self.distant.store(true, Ordering::Release);
             tracing::info!(
-                round_trip_ms = round_trip.as_millis(),
+                round_trip_ms = fastest.as_millis(),
                 "The brokers are distant: replacing the producer with one that keeps more requests in flight."
             );
-            self.go_distant();
         }
-        !self.distant.load(Ordering::Acquire) || self.current().distant
+        self.go_distant();
+        self.current().distant
     }
 
-    /// Builds a distant producer unless one is current or being built.
+    /// Builds a distant producer unless one is current, or being built, or the last try
+    /// failed too recently.
     fn go_distant(self: &Arc<Self>) {
-        if !self.current().distant && self.start_building(|_| false) {
+        let now = Instant::now();
+        if !self.current().distant && self.start_building(|r| r.not_before.is_some_and(|t| now < t))
+        {
             self.spawn_build(Why::Distant);
         }
     }
@@ -163,7 +182,13 @@ impl Producers {
 
     fn spawn_build(self: &Arc<Self>, why: Why) {
         let producers = Arc::clone(self);
-        std::thread::spawn(move || producers.build(&why));
+        let spawned = std::thread::Builder::new()
+            .name("producer-build".into())
+            .spawn(move || producers.build(&why));
+        if let Err(error) = spawned {
+            tracing::error!(%error, "Cannot start a thread to build a Kafka producer; will try again.");
+            self.finished(&Why::Distant, false);
+        }
     }
 
     /// Builds the replacement, swaps it in (the lock held only for the swap), releases
@@ -184,12 +209,21 @@ impl Producers {
                 // the first records would otherwise spend out of their delivery timeout.
                 let _ = producer.client().fetch_metadata(None, self.flush_timeout);
                 let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-                let generation = Generation {
-                    number: current.number + 1,
-                    producer,
-                    distant,
+                let stale = match why {
+                    Why::Broken(number, _) => current.number != *number,
+                    Why::Distant => current.distant,
                 };
-                Some(std::mem::replace(&mut *current, Arc::new(generation)))
+                if stale {
+                    // Replaced meanwhile: the current producer is not the one that broke.
+                    None
+                } else {
+                    let generation = Generation {
+                        number: current.number + 1,
+                        producer,
+                        distant,
+                    };
+                    Some(std::mem::replace(&mut *current, Arc::new(generation)))
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "Could not create a new Kafka producer; keeping the current one.");
@@ -206,11 +240,15 @@ impl Producers {
         }
     }
 
-    /// Ends a build: counts and logs it, and sets when the next may begin.
+    /// Ends a build: counts and logs it, and sets when the next may begin (a distant
+    /// producer that could not be made is tried again after the back-off too).
     fn finished(&self, why: &Why, replaced: bool) {
         let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
         restarts.building = false;
-        let Why::Broken(error) = why else {
+        let Why::Broken(_, error) = why else {
+            if !replaced {
+                restarts.not_before = Some(Instant::now() + FIRST_BACKOFF);
+            }
             return;
         };
         let backoff = self.backoff_ms.load(Ordering::Relaxed);

@@ -24,7 +24,7 @@ use rdkafka::producer::{FutureRecord, Producer};
 
 use super::producers::{Configs, Generation, Producers};
 use super::stats::StatsSink;
-use crate::delivery::{Deliver, Delivered, DeliveryError, Pending};
+use crate::delivery::{Deliver, Delivered, DeliveryError, Pending, RecordLimit};
 use crate::metrics::Metrics;
 use crate::record::Record;
 
@@ -32,6 +32,18 @@ struct Inner {
     producers: Arc<Producers>,
     delivery_timeout: Duration,
     metrics: Metrics,
+    /// What the topics accept, once learned: tells a record too large for any topic from
+    /// one refused with a batch it shared.
+    record_limit: Arc<RecordLimit>,
+}
+
+/// Where a librdkafka error came from.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// librdkafka refused the record itself, before sending it.
+    Local,
+    /// The broker answered the produce request that carried it, `bytes` long.
+    Broker { bytes: usize },
 }
 
 /// The Kafka producer, replaced when it breaks. Cheap to clone.
@@ -57,6 +69,7 @@ impl Publisher {
         delivery_timeout: Duration,
         metrics: Metrics,
         stats: Option<Arc<StatsSink>>,
+        record_limit: Arc<RecordLimit>,
     ) -> Result<Self, KafkaError> {
         let producers = Producers::new(configs, stats, delivery_timeout, metrics.clone())?;
         Ok(Self {
@@ -64,14 +77,15 @@ impl Publisher {
                 producers: Arc::new(producers),
                 delivery_timeout,
                 metrics,
+                record_limit,
             }),
         })
     }
 
-    /// The readiness probe measured a metadata round trip: distant brokers get a producer
-    /// that keeps more requests in flight (`producers.rs`). `false` while it is being made.
-    pub fn measured(&self, round_trip: Duration) -> bool {
-        self.inner.producers.measured(round_trip)
+    /// The round trips the readiness probe measured so far: whether the producer suits
+    /// the brokers' distance yet (`producers.rs`).
+    pub fn settle(&self, round_trips: &[Duration]) -> bool {
+        self.inner.producers.settle(round_trips)
     }
 
     /// Asks the broker for metadata, as the readiness check. Blocks up to `timeout`.
@@ -117,10 +131,17 @@ impl Deliver for Publisher {
         if let Some(key) = record.key {
             kafka_record = kafka_record.key(key);
         }
+        let bytes = record.value.len()
+            + record.key.map_or(0, str::len)
+            + record
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
         let started = Instant::now();
         match generation.producer.send_result(kafka_record) {
             Err((error, _)) => {
-                let error = self.inner.classify(&generation, &error);
+                let error = self.inner.classify(&generation, &error, Origin::Local);
                 Box::pin(std::future::ready(Err(error)))
             }
             Ok(mut report) => {
@@ -138,7 +159,9 @@ impl Deliver for Publisher {
                                 offset: delivery.offset,
                             })
                         }
-                        Ok(Ok(Err((error, _)))) => Err(inner.classify(&generation, &error)),
+                        Ok(Ok(Err((error, _)))) => {
+                            Err(inner.classify(&generation, &error, Origin::Broker { bytes }))
+                        }
                         Ok(Err(_canceled)) => Err(DeliveryError::Unavailable),
                         Err(_elapsed) => {
                             inner.watch_late_report(generation, report);
@@ -154,7 +177,12 @@ impl Deliver for Publisher {
 impl Inner {
     /// Maps a librdkafka error to what the sender is told, replacing the producer when
     /// the error means it cannot deliver any more.
-    fn classify(self: &Arc<Self>, generation: &Generation, error: &KafkaError) -> DeliveryError {
+    fn classify(
+        self: &Arc<Self>,
+        generation: &Generation,
+        error: &KafkaError,
+        origin: Origin,
+    ) -> DeliveryError {
         let code = error.rdkafka_error_code();
         let broken = matches!(
             code,
@@ -177,7 +205,10 @@ impl Inner {
                 DeliveryError::Unavailable
             }
             _ if broken => DeliveryError::Unavailable,
-            Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+            // Final only when it is this record that is too large: librdkafka's own limit,
+            // or larger than any topic accepts. A broker refuses a whole batch at once, so
+            // a record refused with one it shared is worth sending again: 503.
+            Some(RDKafkaErrorCode::MessageSizeTooLarge) if self.too_large(origin) => {
                 DeliveryError::TooLarge(error.to_string())
             }
             Some(
@@ -186,6 +217,17 @@ impl Inner {
                 | RDKafkaErrorCode::InvalidTimestamp,
             ) => DeliveryError::Unacceptable(error.to_string()),
             _ => DeliveryError::Refused(error.to_string()),
+        }
+    }
+
+    /// Whether a record refused as too large is so by itself.
+    fn too_large(&self, origin: Origin) -> bool {
+        match origin {
+            Origin::Local => true,
+            Origin::Broker { bytes } => self
+                .record_limit
+                .get()
+                .is_some_and(|limit| bytes as u64 > limit),
         }
     }
 
@@ -205,7 +247,7 @@ impl Inner {
                     tracing::debug!("A record answered 503 reached Kafka after the timeout.");
                 }
                 Ok(Ok(Err((error, _)))) => {
-                    inner.classify(&generation, &error);
+                    inner.classify(&generation, &error, Origin::Broker { bytes: 0 });
                 }
                 Ok(Err(_)) | Err(_) => {}
             }

@@ -76,11 +76,16 @@ pub struct TopicCheck {
     pub limit: Arc<RecordLimit>,
     /// `qminder_bridge_kafka_max_record_bytes`: the limit, 0 while unknown.
     pub gauge: IntGauge,
+    /// The warnings already logged, so that a look again says only what changed.
+    pub said: Vec<String>,
+    /// Looked once already.
+    pub looked: bool,
 }
 
 impl TopicCheck {
-    /// Looks at the topics; true once the broker answered.
-    pub async fn run(&self, timeout: Duration) -> bool {
+    /// Looks at the topics; true once the broker answered. Run again from time to time
+    /// (`probe.rs`): an operator may raise a topic's limit or its `min.insync.replicas`.
+    pub async fn run(&mut self, timeout: Duration) -> bool {
         let facts = match inspect(&self.admin, &self.topics, timeout).await {
             Ok(facts) => facts,
             Err(error) => {

@@ -16,12 +16,25 @@ pub(super) fn private() -> OpenOptions {
     options
 }
 
-/// Creates `dir` and its missing parents, 0700.
+/// Creates `dir` and its missing parents, 0700; an existing `dir` (made by an earlier
+/// release, or by a volume mount) is made 0700 where the bridge may.
 pub(super) fn create_dir(dir: &Path) -> std::io::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
+        .create(dir)?;
+    make_private(dir, 0o700);
+    Ok(())
+}
+
+/// Sets `path`'s mode, where the bridge may (an earlier release's files were 0644).
+pub(super) fn make_private(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o777 != mode
+    {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+    }
 }
 
 /// Durably creates or replaces `path` with `parts`, concatenated.

@@ -131,6 +131,9 @@ pub(crate) fn spawn_writer(
     std::thread::Builder::new()
         .name("spool-writer".into())
         .spawn(move || {
+            // The log is looked after every TICK whatever the traffic: a full spool that
+            // refuses every append must still free itself while appends keep coming.
+            let mut looked_after = std::time::Instant::now();
             loop {
                 match requests.recv_timeout(TICK) {
                     Ok(first) => {
@@ -143,19 +146,23 @@ pub(crate) fn spawn_writer(
                         }
                         commit(&shared, limits, &mut active, batch);
                     }
-                    Err(mpsc::RecvTimeoutError::Timeout) => idle(&shared, &mut active),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                if looked_after.elapsed() >= TICK {
+                    idle(&shared, &mut active);
+                    looked_after = std::time::Instant::now();
                 }
             }
             let _ = active.1.sync_all();
         })
 }
 
-/// How often the writer, with no append to write, looks after the log: it tries a disk
-/// that failed a write again, and rolls an active segment Kafka has taken everything of.
+/// How often the writer looks after the log, between appends or not: it tries a disk that
+/// failed a write again, and rolls an active segment Kafka has taken everything of.
 pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The writer's work between appends. While the last write failed it tries the disk again
+/// The writer's work besides appending. While the last write failed it tries the disk again
 /// (a pod that is not ready gets no appends to prove it well), so health and `/readyz`
 /// come back by themselves. An active segment all of whose records Kafka has acknowledged
 /// is rolled, so the forwarder can delete it: with large segments on a small disk, the
@@ -182,8 +189,8 @@ fn idle(shared: &Shared, active: &mut Active) {
     }
 }
 
-/// A forwarded active segment at least this long is rolled when the writer is idle
-/// (smaller ones wait for space pressure, so a trickle of events does not make a file each).
+/// A forwarded active segment at least this long is rolled (smaller ones wait for space
+/// pressure, so a trickle of events does not make a file each).
 const ROLL_WHEN_FORWARDED: u64 = 64 * 1024;
 
 /// Writes and fsyncs a small file in the spool directory; healthy again if that worked.

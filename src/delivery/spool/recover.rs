@@ -51,6 +51,7 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
     let last = firsts.last().copied();
     for first in firsts {
         let path = segment_path(dir, first);
+        durable::make_private(&path, 0o600);
         let mut scan = scan(&fs::read(&path)?, first);
         if Some(first) != last {
             // Only the segment being written when the process died can have a torn tail.

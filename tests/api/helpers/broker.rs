@@ -116,11 +116,22 @@ pub fn shared() -> &'static str {
         .0
 }
 
+/// A port free now and never handed out before by this test process: two tests that got
+/// the same port (the kernel reuses a released one soon) would share a broker, and one
+/// test's frozen broker would not be the one its bridge talks to.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn signal(pid: u32, name: &str) {
