@@ -134,17 +134,13 @@ async fn a_spool_filled_to_enospc_serves_again_within_30_s_of_kafka_coming_back(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (bootstrap, topic) = (app.bootstrap.clone(), app.topic("ticket_created"));
-    tokio::task::spawn_blocking(move || {
-        kafka::read_until(&bootstrap, &topic, Duration::from_secs(30), |records| {
-            let found: HashSet<String> = records
-                .iter()
-                .map(|r| r.json()["id"].as_str().expect("id").to_owned())
-                .collect();
-            acknowledged.is_subset(&found)
-        })
-    })
-    .await
-    .expect("every 202 in Kafka");
+    let topic = app.topic("ticket_created");
+    kafka::wait_for_ids(
+        &app.bootstrap,
+        &topic,
+        &acknowledged,
+        Duration::from_secs(30),
+    )
+    .await;
     app.stop().await;
 }

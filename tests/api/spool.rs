@@ -30,18 +30,7 @@ fn ticket(i: usize) -> String {
 
 /// Waits until `topic` holds records with every id in `ids`.
 async fn wait_in_kafka(bootstrap: &str, topic: &str, ids: &HashSet<String>) {
-    let (b, t, wanted) = (bootstrap.to_owned(), topic.to_owned(), ids.clone());
-    tokio::task::spawn_blocking(move || {
-        kafka::read_until(&b, &t, Duration::from_secs(60), |records| {
-            let found: HashSet<String> = records
-                .iter()
-                .map(|r| r.json()["id"].as_str().expect("id").to_owned())
-                .collect();
-            wanted.is_subset(&found)
-        })
-    })
-    .await
-    .expect("reader");
+    kafka::wait_for_ids(bootstrap, topic, ids, Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,3 +191,25 @@ fn received(m: &rdkafka::message::BorrowedMessage<'_>) -> Received {
         headers,
     }
 }
+
+/// Reads `topic` until it holds a CloudEvent with every id of `ids` (structured records),
+/// failing after `within`.
+pub async fn wait_for_ids(
+    bootstrap: &str,
+    topic: &str,
+    ids: &std::collections::HashSet<String>,
+    within: Duration,
+) {
+    let (b, t, wanted) = (bootstrap.to_owned(), topic.to_owned(), ids.clone());
+    tokio::task::spawn_blocking(move || {
+        read_until(&b, &t, within, |records| {
+            let found: std::collections::HashSet<String> = records
+                .iter()
+                .map(|r| r.json()["id"].as_str().expect("id").to_owned())
+                .collect();
+            wanted.is_subset(&found)
+        })
+    })
+    .await
+    .expect("reader");
+}
