@@ -119,6 +119,16 @@ impl Settings {
                     .into(),
             );
         }
+        let recovery = BASE_BYTES + 2 * self.spool.segment_bytes;
+        if self.spool.enabled && recovery > limit {
+            warnings.push(format!(
+                "spool.segment_bytes ({} MiB) is large for server.memory_limit_bytes ({} MiB): \
+                 recovery at start-up reads a segment whole, twice when it repairs one; lower \
+                 segment_bytes",
+                self.spool.segment_bytes / (1024 * 1024),
+                limit / (1024 * 1024)
+            ));
+        }
         for (key, weak) in [
             ("enable.ssl.certificate.verification", "false"),
             ("ssl.endpoint.identification.algorithm", "none"),
@@ -163,6 +173,19 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("server.max_in_flight_body_bytes"));
         assert!(warnings[0].contains("server.memory_limit_bytes (256 MiB)"));
+    }
+
+    #[test]
+    fn warns_when_recovering_a_spool_segment_would_not_fit_the_memory_limit() {
+        let mut s = Settings::default();
+        s.spool.enabled = true;
+        s.spool.max_bytes = 4 * 1024 * 1024 * 1024;
+        s.spool.segment_bytes = 1024 * 1024 * 1024;
+        let warnings = s.warnings();
+        assert!(
+            warnings.iter().any(|w| w.contains("spool.segment_bytes")),
+            "{warnings:?}"
+        );
     }
 
     #[test]
