@@ -10,7 +10,7 @@
 //! The running spool holds the directory's exclusive [`lock`], which the operator's
 //! `spool parked replay` respects; [`inspect`] reads a directory without changing it.
 
-mod cursor;
+pub mod cursor;
 mod durable;
 pub mod forwarder;
 pub mod frame;
