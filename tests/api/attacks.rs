@@ -146,6 +146,7 @@ fn ok_count(statuses: &[u16]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_unsigned_bodies_on_as_many_connections_as_max_in_flight_do_not_keep_out_signed_deliveries()
  {
+    let _alone = crate::helpers::HEAVY.write().await;
     let bridge = BridgeProcess::start(broker::shared(), |s| s.server.max_in_flight = 16);
     bridge.wait_ready(Duration::from_secs(30)).await;
     // 16 connections, each dripping a 1,000-byte body at 1 byte a second.
@@ -166,6 +167,7 @@ async fn slow_unsigned_bodies_on_as_many_connections_as_max_in_flight_do_not_kee
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_connections_dripping_a_byte_a_second_do_not_keep_out_signed_deliveries() {
     // The defaults, but for the test settings (two workers, a test broker and topics).
+    let _alone = crate::helpers::HEAVY.write().await;
     let bridge = BridgeProcess::start(broker::shared(), |_| {});
     bridge.wait_ready(Duration::from_secs(30)).await;
     let attack = Attack::start(&bridge.address, 2000, 1000, 1, Duration::from_secs(1));
@@ -187,6 +189,7 @@ async fn two_thousand_connections_dripping_a_byte_a_second_do_not_keep_out_signe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_concurrent_megabyte_bodies_with_a_wrong_signature_stay_under_the_pod_limit()
 {
+    let _alone = crate::helpers::HEAVY.write().await;
     let bridge = BridgeProcess::start(broker::shared(), |_| {});
     bridge.wait_ready(Duration::from_secs(30)).await;
     // 300 connections, each sending 1 MiB bodies as fast as the bridge takes them.

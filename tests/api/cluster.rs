@@ -221,6 +221,7 @@ async fn find_all(app: &TestApp, acknowledged: &[u64]) -> usize {
 }
 
 async fn run(scenario: Scenario, mode: Mode) {
+    let _timed = crate::helpers::HEAVY.read().await;
     let expect = scenario.expect();
     let prefix = format!("c{}x{:?}x{:?}", std::process::id(), scenario, mode).to_lowercase();
     let cluster = Cluster::new(&prefix);

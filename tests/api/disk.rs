@@ -67,6 +67,7 @@ fn ticket(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spool_filled_to_enospc_serves_again_within_30_s_of_kafka_coming_back() {
+    let _timed = crate::helpers::HEAVY.read().await;
     let disk = SmallDisk::mount(4 * 1024 * 1024);
     let broker = Tansu::start();
     let app = spawn_app_with(&broker.bootstrap(), |s| {

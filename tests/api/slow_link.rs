@@ -16,6 +16,7 @@ use crate::helpers::traffic::Traffic;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_link_to_kafka_is_not_an_outage() {
+    let _timed = crate::helpers::HEAVY.read().await;
     let tansu_port = free_port();
     let proxy = DelayProxy::start(tansu_port, Duration::from_millis(200)).await;
     let _broker = Tansu::start_with(tansu_port, proxy.port);

@@ -10,6 +10,11 @@ pub mod traffic;
 
 pub use app::{PATH, SECRET, TestApp, sign, spawn_app, spawn_app_unready, spawn_app_with};
 
+/// Tests that load the machine heavily (the attacks) take this for writing; tests whose
+/// bounds are about time (the cluster faults, the slow link, the full disk) take it for
+/// reading: they run together, but never while an attack eats the CPU they are timed on.
+pub static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// `text` in a temporary `.toml` file that lives as long as the value.
 pub fn config_file(text: &str) -> tempfile::NamedTempFile {
     use std::io::Write;
