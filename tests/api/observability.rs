@@ -88,8 +88,8 @@ async fn is_live_without_a_broker_but_ready_only_with_one() {
     app.stop().await;
 
     // Nothing listens on this port: alive, and not ready over many health checks.
-    let nowhere = format!("127.0.0.1:{}", crate::helpers::broker::free_port());
-    let app = crate::helpers::spawn_app_unready(&nowhere, |_| {}).await;
+    let nowhere = crate::helpers::broker::DeadAddress::new();
+    let app = crate::helpers::spawn_app_unready(nowhere.as_str(), |_| {}).await;
     let until = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < until {
         assert_eq!(healthz(&app).await, 200);

@@ -131,8 +131,8 @@ async fn a_parked_record_is_listed_then_replayed_into_kafka_and_leaves_parked() 
 async fn status_counts_a_stopped_bridges_backlog_exactly() {
     let dir = tempfile::tempdir().expect("spool dir");
     // No broker: everything stays in the spool.
-    let dead = format!("127.0.0.1:{}", crate::helpers::broker::free_port());
-    let app = spawn_app_unready(&dead, spool_in(dir.path())).await;
+    let dead = crate::helpers::broker::DeadAddress::new();
+    let app = spawn_app_unready(dead.as_str(), spool_in(dir.path())).await;
     for id in 0..17 {
         assert_eq!(app.post_signed(&ticket_created(id)).await.status(), 202);
     }
@@ -157,8 +157,8 @@ async fn status_counts_a_stopped_bridges_backlog_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_refuses_while_a_bridge_holds_the_spool_directory() {
     let dir = tempfile::tempdir().expect("spool dir");
-    let dead = format!("127.0.0.1:{}", crate::helpers::broker::free_port());
-    let app = spawn_app_unready(&dead, spool_in(dir.path())).await;
+    let dead = crate::helpers::broker::DeadAddress::new();
+    let app = spawn_app_unready(dead.as_str(), spool_in(dir.path())).await;
     let config = config_for(&app);
 
     let refused = spool(config.path(), &["parked", "replay", "--all"]).await;

@@ -116,6 +116,34 @@ pub fn shared() -> &'static str {
         .0
 }
 
+/// An address where nothing answers for as long as this value lives: a socket bound to it
+/// and never listening, so a connection is refused at once and no other test's broker,
+/// proxy or bridge can take the port. (A port that was merely free once was, in a CI run,
+/// taken by another test's broker while a test counted on nothing being there.)
+#[derive(Debug)]
+pub struct DeadAddress {
+    _held: tokio::net::TcpSocket,
+    address: String,
+}
+
+impl DeadAddress {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .expect("a port to hold");
+        let address = socket.local_addr().expect("its address").to_string();
+        Self {
+            _held: socket,
+            address,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.address
+    }
+}
+
 /// A port free now and never handed out before by this test process: two tests that got
 /// the same port (the kernel reuses a released one soon) would share a broker, and one
 /// test's frozen broker would not be the one its bridge talks to.
