@@ -104,6 +104,9 @@ fn status(dir: &Path) -> Result<ExitCode, String> {
     println!("cursor            {} (the next event to forward)", s.cursor);
     println!("segments          {}", s.segments);
     println!("parked            {}", s.parked);
+    for (topic, events) in &s.held {
+        println!("held              {events} events of {topic} (Kafka refuses the topic for now)");
+    }
     if s.unreadable_tails > 0 {
         println!(
             "unreadable tails  {} (torn or damaged bytes; the bridge's recovery handles them at start-up)",

@@ -26,6 +26,10 @@ pub struct SpoolSettings {
     /// (reason `spool_timeout`); at most what `server.request_timeout_ms` leaves after the
     /// body's deadline is used. Above 0.
     pub write_timeout_ms: u64,
+    /// Most of `max_bytes`, in percent, that the records of one held topic may take (a
+    /// topic Kafka refuses for now: missing, not writable); past it they are parked, so
+    /// one topic can never fill the spool. 1 to 100.
+    pub held_topic_max_percent: u8,
 }
 
 impl Default for SpoolSettings {
@@ -37,6 +41,7 @@ impl Default for SpoolSettings {
             segment_bytes: 64 * 1024 * 1024,
             forward_batch: 512,
             write_timeout_ms: 5_000,
+            held_topic_max_percent: 25,
         }
     }
 }
@@ -117,6 +122,12 @@ impl Settings {
         }
         if s.write_timeout_ms == 0 {
             problems.push("spool.write_timeout_ms must be above 0 (default 5000)".into());
+        }
+        if !(1..=100).contains(&s.held_topic_max_percent) {
+            problems.push(format!(
+                "spool.held_topic_max_percent ({}) must be 1 to 100 (default 25)",
+                s.held_topic_max_percent
+            ));
         }
     }
 

@@ -260,6 +260,14 @@ const RULES: &[Rule] = &[
         "spool.forward_batch must be above 0",
     ),
     (
+        "spool held_topic_max_percent",
+        |s| {
+            s.spool.enabled = true;
+            s.spool.held_topic_max_percent = 0;
+        },
+        "spool.held_topic_max_percent (0) must be 1 to 100",
+    ),
+    (
         "privacy field path",
         |s| {
             s.privacy.fields.insert("a..b".into(), Action::Drop);

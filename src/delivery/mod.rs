@@ -40,6 +40,10 @@ pub enum DeliveryError {
     QueueFull,
     #[error("Kafka refused the record: {0}")]
     Refused(String),
+    /// Kafka refuses the record's topic (missing, not writable, unknown partition): a
+    /// cause confined to the topic, so the spool sets the topic aside rather than wait.
+    #[error("Kafka refuses the record's topic: {0}")]
+    TopicRefused(String),
     /// Larger than Kafka accepts (librdkafka's `message.max.bytes`, or the topic's
     /// `max.message.bytes`): final.
     #[error("the record is larger than Kafka accepts: {0}")]
@@ -81,10 +85,11 @@ const fn failure(reason: &'static str, code: &'static str, status: u16, retry: b
 
 impl DeliveryError {
     /// One of each variant, in table order: what [`failures`](Self::failures) lists.
-    pub const EXAMPLES: [Self; 9] = [
+    pub const EXAMPLES: [Self; 10] = [
         Self::Timeout,
         Self::QueueFull,
         Self::Refused(String::new()),
+        Self::TopicRefused(String::new()),
         Self::TooLarge(String::new()),
         Self::Unacceptable(String::new()),
         Self::Unavailable,
@@ -100,6 +105,7 @@ impl DeliveryError {
             Self::Timeout => failure("timeout", "kafka_timeout", 503, true),
             Self::QueueFull => failure("queue_full", "kafka_unavailable", 503, true),
             Self::Refused(_) => failure("refused", "kafka_unavailable", 503, true),
+            Self::TopicRefused(_) => failure("topic_refused", "kafka_unavailable", 503, true),
             Self::TooLarge(_) => failure("too_large", "record_too_large", 413, false),
             Self::Unacceptable(_) => failure("unacceptable", "record_unacceptable", 422, false),
             Self::Unavailable => failure("unavailable", "kafka_unavailable", 503, true),
@@ -117,6 +123,11 @@ impl DeliveryError {
     /// Whether Kafka will never take this record, however often it is sent.
     pub fn is_final(&self) -> bool {
         !self.failure().retry
+    }
+
+    /// Whether the cause is confined to the record's topic, whatever the other topics do.
+    pub fn is_topic_confined(&self) -> bool {
+        matches!(self, Self::TopicRefused(_))
     }
 
     /// The `reason` label of `events_failed_total` and `spool_forward_failures_total`.

@@ -62,6 +62,10 @@ pub struct SpoolMetrics {
     pub parked: IntCounter,
     /// Forwarding attempts Kafka did not acknowledge, by failure reason (retried).
     pub forward_failures: IntCounterVec,
+    /// Events held aside because Kafka refuses their topic for now, by topic.
+    pub held_events: IntGaugeVec,
+    /// Bytes of the held events' files.
+    pub held_bytes: IntGauge,
 }
 
 impl SpoolMetrics {
@@ -89,6 +93,13 @@ impl SpoolMetrics {
             forward_failures: d.counter_vec("spool_forward_failures_total",
                 "Attempts to forward a spooled event that Kafka did not acknowledge (the event stays spooled and is retried, or parked), by reason.",
                 &["reason"],
+            ),
+            held_events: d.gauge_vec("spool_held_events",
+                "Spooled events held aside, by topic, because Kafka refuses their topic for now (missing, not writable); the other topics flow, and these follow in order once it is writable.",
+                &["topic"],
+            ),
+            held_bytes: d.gauge("spool_held_bytes",
+                "Bytes of the spool's held events (counted in spool.max_bytes).",
             ),
             parked: d.counter("spool_parked_total",
                 "Spooled events moved to the spool's parked/ directory for an operator: refused outright by Kafka (too large, invalid), or damaged on disk (found at start-up).",
@@ -265,6 +276,8 @@ mod tests {
         ] {
             counter.with_label_values(&["1"]);
         }
+        // This one only once a topic is held.
+        m.spool.held_events.with_label_values(&["t"]).set(0);
         let text = m.render();
         for name in m.declared() {
             assert!(name.starts_with(PREFIX), "{name}");

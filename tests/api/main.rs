@@ -18,5 +18,6 @@ mod routing;
 mod security;
 mod slow_link;
 mod spool;
+mod spool_held;
 mod spool_tools;
 mod webhooks;

@@ -276,30 +276,11 @@ async fn answers_408_when_the_body_does_not_arrive_in_time_for_kafka_to_fit_the_
 /// more than any routed topic accepts: it could never be delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_before_reading_a_body_larger_than_any_topic_accepts() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     let bootstrap = crate::helpers::broker::shared();
     let app = spawn_app_with(bootstrap, |s| {
         s.kafka.create_topics = false;
-        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .expect("an admin client");
         let topics: Vec<String> = s.kafka.router().topics();
-        let new: Vec<NewTopic<'_>> = topics
-            .iter()
-            .map(|t| {
-                NewTopic::new(t, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "2000")
-            })
-            .collect();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                tokio::runtime::Runtime::new()
-                    .expect("runtime")
-                    .block_on(admin.create_topics(&new, &AdminOptions::new()))
-                    .expect("CreateTopics");
-            });
-        });
+        crate::helpers::kafka::create_topics(bootstrap, &topics, &[("max.message.bytes", "2000")]);
     })
     .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -216,6 +216,12 @@ impl Inner {
                 | RDKafkaErrorCode::InvalidRecord
                 | RDKafkaErrorCode::InvalidTimestamp,
             ) => DeliveryError::Unacceptable(error.to_string()),
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed,
+            ) => DeliveryError::TopicRefused(error.to_string()),
             _ => DeliveryError::Refused(error.to_string()),
         }
     }

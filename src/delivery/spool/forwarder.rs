@@ -1,25 +1,22 @@
 //! Forwards spooled records to Kafka, in order, and remembers how far it got.
 //!
-//! Reads committed frames (`read.rs`) from the oldest unforwarded position, hands a batch to the
-//! publisher in sequence order (the idempotent producer keeps per-partition order), and
-//! waits for every ack. The cursor — the first sequence number not yet acknowledged — only
-//! moves past a contiguous run of acknowledged records, and is made durable (`cursor.rs`)
-//! before segments wholly below it are deleted.
+//! Reads committed frames (`read.rs`) from the oldest unforwarded position, hands a batch
+//! to the publisher in sequence order (the idempotent producer keeps per-partition order),
+//! and waits for every answer. The cursor — the first sequence number that still needs
+//! something — only moves past a contiguous run of records that need nothing more
+//! (`steps.rs`), and is made durable (`cursor.rs`); segments wholly below it are deleted.
 //! If a record fails, the forwarder waits (backing off up to 5 s) and re-sends from it;
 //! records after it that Kafka did acknowledge are remembered and not sent again, unless
 //! they share the failed record's topic and key: those go out again after it, so the last
-//! copy of each key's records is in order (a record stuck for minutes used to multiply
-//! every record behind it; at-least-once still: consumers de-duplicate on the CloudEvents
-//! id). Every failed attempt is counted in
-//! `spool_forward_failures_total` (not `events_failed_total`: no sender was answered 503
-//! for it). A record Kafka refuses *itself* (too large for the broker,
-//! invalid: a final `DeliveryError`, `TooLarge` or `Unacceptable`) would block every record behind it forever, so
-//! after `PARK_AFTER` refusals in a row it is written, as a frame, to `parked/<seq>.frame`
-//! (with Kafka's reason in `parked/<seq>.reason`) in the spool directory (fsynced), counted
-//! in `spool_parked_total` and logged as an error, and the cursor moves past it: kept for
-//! an operator (`qminder-bridge spool parked list|replay`), never silently dropped.
+//! copy of each key's records is in order (at-least-once: consumers de-duplicate on the
+//! CloudEvents id). Every failed attempt is counted in `spool_forward_failures_total` (not
+//! `events_failed_total`: no sender was answered 503 for it).
+//! A record Kafka refuses for its topic's sake (missing, not writable) is held aside with
+//! every later record of that topic (`held.rs`, retried by `drain.rs`), so no other topic
+//! waits on it. A record Kafka refuses *itself* (a final `DeliveryError`: too large,
+//! invalid) would block every record behind it forever, so after `PARK_AFTER` refusals in
+//! a row it is parked (`park.rs`) and the cursor moves past it.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +24,12 @@ use tokio::sync::watch;
 
 use super::cursor::Cursor;
 use super::frame::{self, Spooled};
-use super::inspect;
+use super::held::{Held, Holding};
 use super::log::Shared;
+use super::park::Parking;
 use super::read::{Position, read_batch, reclaim};
-use crate::delivery::{Deliver, Delivered, DeliveryError};
+use super::steps::{Step, account, done_prefix, taken_behind, to_hold};
+use crate::delivery::{Deliver, DeliveryError};
 use crate::metrics::Metrics;
 /// Refusals of one record in a row (each after a back-off) before it is parked.
 pub const PARK_AFTER: u32 = 3;
@@ -46,8 +45,10 @@ pub(crate) struct Forwarder {
     pub replay_below: u64,
     /// Forwarding waits until the topics exist (when the bridge creates them).
     pub topics_ready: watch::Receiver<bool>,
-    /// Where records Kafka refuses outright are kept (`<spool dir>/parked`).
-    pub parked_dir: PathBuf,
+    /// Where records that must leave the stream are kept for an operator.
+    pub parking: Parking,
+    /// Topics Kafka refuses for now, and their records.
+    pub held: Arc<Held>,
 }
 
 /// The first back-off after a failure; it doubles up to [`MAX_BACKOFF`].
@@ -139,9 +140,9 @@ impl Forwarder {
         }
     }
 
-    /// Hands `records` to Kafka in order and moves the cursor past the acknowledged run.
-    /// True when a record failed and is to be retried after a back-off (false also when
-    /// it was parked instead).
+    /// Hands `records` to Kafka in order (holding aside those of held topics) and moves the
+    /// cursor past the run that needs nothing more. True when a record failed and is to be
+    /// retried after a back-off (false also when it was held or parked instead).
     async fn forward(&self, progress: &mut Progress, records: &[Spooled]) -> bool {
         self.update_gauges(progress.next, records.first().map(|r| r.received_ms));
         tracing::debug!(
@@ -149,60 +150,32 @@ impl Forwarder {
             count = records.len(),
             "Forwarding spooled events."
         );
-        // Records Kafka took in an earlier try (behind one that failed) are not sent again.
-        let pending: Vec<_> = records
-            .iter()
-            .filter(|r| !progress.taken.contains(&r.seq))
-            .map(|r| self.deliver.deliver(&r.record()))
-            .collect();
-        let mut results = futures_util::future::join_all(pending).await.into_iter();
-        let outcomes: Vec<Option<Result<Delivered, DeliveryError>>> = records
-            .iter()
-            .map(|r| {
-                (!progress.taken.contains(&r.seq))
-                    .then(|| results.next())
-                    .flatten()
-            })
-            .collect();
-        let ok = |o: &Option<Result<Delivered, DeliveryError>>| {
-            o.as_ref()
-                .is_none_or(|r| matches!(r, Ok(Delivered::Kafka { .. })))
-        };
-        let acked = outcomes.iter().take_while(|o| ok(o)).count();
+        let steps = self.attempt(progress, records).await;
+        let done = done_prefix(&steps);
         tracing::debug!(
-            acked,
+            done,
             of = records.len(),
             "Kafka answered for spooled events."
         );
-        let newly: Vec<&Spooled> = records
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| matches!(o, Some(Ok(Delivered::Kafka { .. }))))
-            .map(|(r, _)| r)
-            .collect();
-        self.count_forwarded(&newly);
         progress
             .taken
-            .extend(taken_behind(&records[acked..], &outcomes[acked..]));
-        if acked > 0 {
-            progress.next = records[acked - 1].seq.saturating_add(1);
+            .extend(taken_behind(&records[done..], &steps[done..]));
+        if done > 0 {
+            progress.next = records[done - 1].seq.saturating_add(1);
             progress.taken = progress.taken.split_off(&progress.next);
             self.persist(progress).await;
-            self.update_gauges(progress.next, records.get(acked).map(|r| r.received_ms));
+            self.update_gauges(progress.next, records.get(done).map(|r| r.received_ms));
         }
-        let Some(failed) = records.get(acked) else {
+        let Some(failed) = records.get(done) else {
             progress.backoff = FIRST_BACKOFF;
             return false;
         };
-        // Re-read from the first record that was not acknowledged.
+        // Re-read from the first record that needs more.
         progress.position = None;
-        if let Some(Some(Err(error))) = outcomes.get(acked) {
-            self.metrics
-                .spool
-                .forward_failures
-                .with_label_values(&[error.reason()])
-                .inc();
-            if refused_enough(progress, failed, error) && self.park(failed, error).await {
+        if let Some(error) = steps[done].error() {
+            if refused_enough(progress, failed, error)
+                && self.parking.park(failed, error.to_string()).await
+            {
                 progress.next = failed.seq.saturating_add(1);
                 self.persist(progress).await;
                 progress.refused = None;
@@ -214,50 +187,84 @@ impl Forwarder {
         true
     }
 
-    fn count_forwarded(&self, records: &[&Spooled]) {
-        for record in records {
-            self.metrics
-                .events_forwarded
-                .with_label_values(&[&record.label, &record.topic])
-                .inc();
-            self.metrics.spool.forwarded.inc();
-            if record.seq < self.replay_below {
-                self.metrics.spool.replayed.inc();
-            }
+    /// One attempt at `records`: those of held topics are held without sending, the rest
+    /// are sent (but for those Kafka took before), and then those Kafka refuses for their
+    /// topic's sake are held. What became of each, in order.
+    async fn attempt(&self, progress: &Progress, records: &[Spooled]) -> Vec<Step> {
+        let mut steps: Vec<Option<Step>> = records
+            .iter()
+            .map(|r| progress.taken.contains(&r.seq).then_some(Step::Taken))
+            .collect();
+        let unsent: Vec<usize> = (0..records.len()).filter(|i| steps[*i].is_none()).collect();
+        for (i, step) in self.set_aside(records, &unsent, false).await {
+            steps[i] = Some(step);
         }
+        let sending: Vec<usize> = (0..records.len()).filter(|i| steps[*i].is_none()).collect();
+        let answers = sending
+            .iter()
+            .map(|i| self.deliver.deliver(&records[*i].record()));
+        let answers = futures_util::future::join_all(answers).await;
+        for (i, answer) in sending.into_iter().zip(answers) {
+            steps[i] = Some(Step::Sent(answer));
+        }
+        let mut steps: Vec<Step> = steps
+            .into_iter()
+            .map(|s| s.unwrap_or(Step::Taken))
+            .collect();
+        account(&self.metrics, records, &steps, self.replay_below);
+        let hold = to_hold(records, &steps);
+        for (i, step) in self.set_aside(records, &hold, true).await {
+            steps[i] = step;
+        }
+        steps
     }
 
-    /// Keeps a record Kafka refuses outright in `parked/`, durably. False if it could not
-    /// be written (the forwarder then keeps retrying it: nothing is dropped).
-    async fn park(&self, record: &Spooled, why: &DeliveryError) -> bool {
-        let dir = self.parked_dir.clone();
-        let mut payload = frame::encode_payload(&record.record(), record.received_ms);
-        frame::set_seq(&mut payload, record.seq);
-        let seq = record.seq;
-        let reason = why.to_string();
-        let written =
-            tokio::task::spawn_blocking(move || park_frame(&dir, seq, &payload, &reason)).await;
-        match written {
-            Ok(Ok(path)) => {
-                self.metrics.spool.parked.inc();
-                tracing::error!(
-                    seq,
-                    event_type = %record.label,
-                    topic = %record.topic,
-                    file = %path.display(),
-                    "Kafka refuses a spooled event outright (too large or invalid); parked it for an operator and went on with the next."
-                );
-                true
-            }
-            Ok(Err(error)) => {
-                tracing::error!(%error, seq, "Cannot park a spooled event Kafka refuses; retrying it.");
-                false
-            }
-            Err(error) => {
-                tracing::error!(%error, seq, "The parking task failed; retrying the event.");
-                false
-            }
+    /// Holds `records[which]` with their topics (starting to hold a topic only if `start`),
+    /// parking those past their topic's share. Returns what became of each that is held,
+    /// parked, or could not be written (it stays in the log, and is retried).
+    async fn set_aside(
+        &self,
+        records: &[Spooled],
+        which: &[usize],
+        start: bool,
+    ) -> Vec<(usize, Step)> {
+        if which.is_empty() || (!start && !self.held.any()) {
+            return Vec::new();
         }
+        let chosen: Vec<(usize, Spooled)> =
+            which.iter().map(|i| (*i, records[*i].clone())).collect();
+        let held = Arc::clone(&self.held);
+        let holdings = tokio::task::spawn_blocking(move || {
+            let hold = |(i, r): (usize, Spooled)| (i, held.hold(&r, start));
+            chosen.into_iter().map(hold).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut steps = Vec::new();
+        for (i, holding) in holdings {
+            let record = &records[i];
+            let step = match holding {
+                Holding::NotHeld => continue,
+                Holding::Held => Step::SetAside,
+                Holding::OverShare => {
+                    let why = format!(
+                        "its topic {} is held (Kafka refuses it for now) and has used its share \
+                         of the spool (spool.held_topic_max_percent)",
+                        record.topic
+                    );
+                    if !self.parking.park(record, why).await {
+                        continue;
+                    }
+                    Step::SetAside
+                }
+                Holding::Failed(error) => {
+                    tracing::error!(%error, seq = record.seq, topic = %record.topic, "Cannot hold a spooled event aside; it stays in the log, and holds up the ones behind it.");
+                    Step::Sent(Err(DeliveryError::SpoolUnavailable(error.to_string())))
+                }
+            };
+            steps.push((i, step));
+        }
+        steps
     }
 
     /// Makes `progress.next` durable (unless it is already), and deletes segments wholly
@@ -307,28 +314,6 @@ impl Forwarder {
     }
 }
 
-/// Of the records from the first failure on, the ones Kafka acknowledged that need not be
-/// sent again: all but those behind a failed record of the same topic and key, which go
-/// out again after it so that the last copy of each key's records is in order.
-fn taken_behind(
-    records: &[Spooled],
-    outcomes: &[Option<Result<Delivered, DeliveryError>>],
-) -> Vec<u64> {
-    let mut stuck: std::collections::HashSet<(&str, Option<&str>)> = Default::default();
-    let mut taken = Vec::new();
-    for (record, outcome) in records.iter().zip(outcomes) {
-        let class = (record.topic.as_str(), record.key.as_deref());
-        match outcome {
-            Some(Ok(Delivered::Kafka { .. })) if !stuck.contains(&class) => taken.push(record.seq),
-            Some(_) => {
-                stuck.insert(class);
-            }
-            None => {}
-        }
-    }
-    taken
-}
-
 /// Whether Kafka has now refused `failed` itself [`PARK_AFTER`] times in a row.
 fn refused_enough(progress: &mut Progress, failed: &Spooled, error: &DeliveryError) -> bool {
     if !error.is_final() {
@@ -349,14 +334,4 @@ async fn back_off(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) {
         _ = stop.changed() => {}
     }
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
-}
-
-/// Writes one frame to `dir/<seq>.frame`, durably, and why Kafka refused it beside it
-/// (`<seq>.reason`, for `spool parked list`).
-fn park_frame(dir: &Path, seq: u64, payload: &[u8], reason: &str) -> std::io::Result<PathBuf> {
-    super::durable::create_dir(dir)?;
-    let path = dir.join(format!("{seq:020}.frame"));
-    super::durable::replace(&inspect::reason_path(&path), &[reason.as_bytes(), b"\n"])?;
-    super::durable::replace(&path, &[&frame::header(payload), payload])?;
-    Ok(path)
 }

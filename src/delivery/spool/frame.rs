@@ -80,6 +80,16 @@ pub fn encode_payload(record: &Record<'_>, received_ms: u64) -> Vec<u8> {
     out
 }
 
+/// The whole frame (header and payload) of a record read back: how a record is kept
+/// outside the log (held or parked).
+pub fn encode(record: &Spooled) -> Vec<u8> {
+    let mut payload = encode_payload(&record.record(), record.received_ms);
+    set_seq(&mut payload, record.seq);
+    let mut frame = header(&payload).to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
 /// The sequence number of the frame that starts at `bytes[0]`, read without checking
 /// the frame (the payload starts with it); `None` if too few bytes.
 pub fn peek_seq(bytes: &[u8]) -> Option<u64> {

@@ -30,6 +30,8 @@ pub struct Status {
     pub unreadable_tails: usize,
     /// Items in `parked/`.
     pub parked: usize,
+    /// Events held aside by topic (`held/<topic>/`), for topics Kafka refused.
+    pub held: Vec<(String, usize)>,
 }
 
 /// One item of `parked/`: a record Kafka refused, or damaged bytes recovery set aside.
@@ -83,6 +85,7 @@ pub fn status(dir: &Path) -> io::Result<Status> {
         oldest_received_ms: None,
         unreadable_tails: 0,
         parked: parked(dir)?.len(),
+        held: held(dir)?,
     };
     for path in segments(dir)? {
         // A running bridge's forwarder may delete a segment it has passed meanwhile.
@@ -126,6 +129,26 @@ fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
         .collect();
     firsts.sort_unstable();
     Ok(firsts.into_iter().map(|(_, p)| p).collect())
+}
+
+/// How many events each held topic has in `held/`.
+fn held(dir: &Path) -> io::Result<Vec<(String, usize)>> {
+    let topics = match fs::read_dir(dir.join("held")) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut held = Vec::new();
+    for topic in topics {
+        let topic = topic?;
+        let frames = fs::read_dir(topic.path())?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".frame"))
+            .count();
+        held.push((topic.file_name().to_string_lossy().into_owned(), frames));
+    }
+    held.sort();
+    Ok(held)
 }
 
 /// Every item of `parked/`, sorted by name (records by sequence number).

@@ -38,6 +38,8 @@ pub struct LogState {
     pub next_seq: u64,
     /// Total bytes of all segments.
     pub bytes: u64,
+    /// Bytes of held records (`held.rs`): they count towards `max_bytes` too.
+    pub held_bytes: u64,
     /// False after a failed write or fsync, until one succeeds.
     pub healthy: bool,
     /// True after an append was refused for lack of room, until forwarding frees some.
@@ -300,7 +302,7 @@ fn frame_batch(state: &mut LogState, limits: Limits, active: u64, batch: Vec<App
         next_seq: state.next_seq,
         start_len: state.segments.get(&active).map_or(0, |s| s.len),
     };
-    let mut bytes = state.bytes;
+    let mut bytes = state.bytes + state.held_bytes;
     let mut refused = false;
     for mut append in batch {
         if append.payload.len() > frame::MAX_PAYLOAD as usize {

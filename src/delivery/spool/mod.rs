@@ -11,14 +11,18 @@
 //! `spool parked replay` respects; [`inspect`] reads a directory without changing it.
 
 pub mod cursor;
+mod drain;
 mod durable;
 pub mod forwarder;
 pub mod frame;
+mod held;
 pub mod inspect;
 pub mod lock;
 pub mod log;
+mod park;
 mod read;
 mod recover;
+mod steps;
 
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -89,6 +93,13 @@ impl Spool {
             failing_writes: std::sync::atomic::AtomicU32::new(0),
         });
         shared.update_gauges();
+        let max_held = settings.max_bytes / 100 * u64::from(settings.held_topic_max_percent);
+        let held = Arc::new(held::Held::open(
+            &settings.dir,
+            Arc::clone(&shared),
+            max_held,
+            metrics.spool.clone(),
+        )?);
         // Bounded: appends that gave up waiting (503) must not pile up behind a stalled disk.
         let (requests, receiver) = mpsc::sync_channel(queue);
         log::spawn_writer(
@@ -100,6 +111,17 @@ impl Spool {
             receiver,
         )?;
         let (stop, stopped) = watch::channel(false);
+        let parking = park::Parking {
+            dir: log::parked_dir(&settings.dir),
+            metrics: metrics.clone(),
+        };
+        let drainer = drain::Drainer::new(
+            Arc::clone(&held),
+            Arc::clone(&kafka),
+            parking.clone(),
+            settings.forward_batch,
+            topics_ready.clone(),
+        );
         let forwarder = Forwarder {
             shared: Arc::clone(&shared),
             cursor,
@@ -108,12 +130,14 @@ impl Spool {
             batch: settings.forward_batch,
             replay_below,
             topics_ready,
-            parked_dir: log::parked_dir(&settings.dir),
+            parking,
+            held,
         };
-        // The forwarder owns the directory's lock: it is released only once the forwarder
-        // (the one writer of the cursor) has ended.
+        // The forwarder and the drainer own the directory's lock: it is released only once
+        // both (the writers of the cursor and of the held records) have ended.
+        let drained = stopped.clone();
         let forwarder = tokio::spawn(async move {
-            forwarder.run(next, stopped).await;
+            tokio::join!(forwarder.run(next, stopped), drainer.run(drained));
             tracing::debug!(lock = %lock.path().display(), "Released the spool directory.");
         });
         let spool = Self {
@@ -130,7 +154,7 @@ impl Spool {
     /// Healthy: the last write succeeded and the spool has not run out of room.
     pub fn is_healthy(&self) -> bool {
         let state = self.inner.shared.lock();
-        state.healthy && !state.full && state.bytes < self.inner.max_bytes
+        state.healthy && !state.full && state.bytes + state.held_bytes < self.inner.max_bytes
     }
 }
 

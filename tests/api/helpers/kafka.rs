@@ -113,16 +113,33 @@ pub fn scan(
     mut take: impl FnMut(&Received) -> bool,
 ) {
     let consumer = consumer(bootstrap);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
+    let deadline = Instant::now() + within;
+    // The topic may not exist yet (a bridge in spool mode is ready before it has made its
+    // topics): an empty assignment would read nothing, for good.
+    let partitions = loop {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let ids: Vec<i32> = metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .collect();
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: no such topic within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut tpl = TopicPartitionList::new();
-    for p in metadata.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+    for p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
             .expect("a valid partition");
     }
     consumer.assign(&tpl).expect("assignment");
-    let deadline = Instant::now() + within;
     let mut read = 0_usize;
     let mut last_error = None;
     loop {
@@ -212,4 +229,37 @@ pub async fn wait_for_ids(
     })
     .await
     .expect("reader");
+}
+
+/// Creates `topics` (1 partition, replication 1, with topic configs `extra`) with an admin
+/// client of our own, waiting for the broker's answer; callable from inside a runtime.
+pub fn create_topics(bootstrap: &str, topics: &[String], extra: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("an admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            extra.iter().fold(
+                NewTopic::new(t, 1, TopicReplication::Fixed(1)),
+                |n, (k, v)| n.set(k, v),
+            )
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let created = tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(admin.create_topics(&new, &AdminOptions::new()))
+                .expect("CreateTopics");
+            for result in created {
+                if let Err((topic, code)) = result {
+                    panic!("cannot create {topic}: {code}");
+                }
+            }
+        });
+    });
 }

@@ -21,11 +21,22 @@ struct FakeKafka {
     unacceptable: Mutex<HashSet<String>>,
     /// Ids that fail (retriably) this many more times.
     failing: Mutex<std::collections::HashMap<String, u32>>,
+    /// Topics whose every record fails with this error (a missing topic: a timeout on a
+    /// broker that says nothing more, or `TopicRefused` on one that does).
+    refusing_topics: Mutex<std::collections::HashMap<String, DeliveryError>>,
 }
 
 impl Deliver for FakeKafka {
     fn deliver(&self, record: &Record<'_>) -> Pending {
-        let result = if self.unacceptable.lock().unwrap().contains(record.id) {
+        let refusal = self
+            .refusing_topics
+            .lock()
+            .unwrap()
+            .get(record.topic)
+            .cloned();
+        let result = if let Some(error) = refusal {
+            Err(error)
+        } else if self.unacceptable.lock().unwrap().contains(record.id) {
             Err(DeliveryError::TooLarge("MessageSizeTooLarge".into()))
         } else if self.down.load(Ordering::SeqCst)
             || self.fail_once.lock().unwrap().remove(record.id)
@@ -85,6 +96,7 @@ fn settings(dir: &std::path::Path) -> SpoolSettings {
         segment_bytes: 64 * 1024 * 1024,
         forward_batch: 16,
         write_timeout_ms: 5_000,
+        held_topic_max_percent: 25,
     }
 }
 
@@ -609,3 +621,5 @@ async fn a_record_that_keeps_failing_never_makes_the_ones_kafka_took_go_out_agai
     assert_eq!(got, want, "each event once");
     tasks.stop(Duration::from_secs(5)).await;
 }
+
+mod held;

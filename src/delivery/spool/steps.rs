@@ -1,0 +1,140 @@
+//! What became of each record of a forwarding attempt, and what follows from it: how far
+//! the cursor may move, which records Kafka took need not go out again, and which records
+//! are to be held aside because Kafka refuses their topic, not the cluster.
+
+use std::collections::HashSet;
+
+use super::frame::Spooled;
+use crate::delivery::{Delivered, DeliveryError};
+use crate::metrics::Metrics;
+
+/// What became of one record of an attempt.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Kafka took it in an earlier attempt.
+    Taken,
+    /// Set aside durably (held with its topic, or parked): out of the log's stream.
+    SetAside,
+    /// Sent in this attempt, with Kafka's answer.
+    Sent(Result<Delivered, DeliveryError>),
+}
+
+impl Step {
+    /// Whether the record needs nothing more from this stream.
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self,
+            Self::Taken | Self::SetAside | Self::Sent(Ok(Delivered::Kafka { .. }))
+        )
+    }
+
+    fn acked(&self) -> bool {
+        matches!(self, Self::Sent(Ok(Delivered::Kafka { .. })))
+    }
+
+    pub fn error(&self) -> Option<&DeliveryError> {
+        match self {
+            Self::Sent(Err(error)) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// How many records, from the first, need nothing more: the cursor moves past them.
+pub(crate) fn done_prefix(steps: &[Step]) -> usize {
+    steps.iter().take_while(|s| s.is_done()).count()
+}
+
+/// Of the records from the first not done on, the ones that need not go out again: set
+/// aside, or acknowledged and not behind a failed record of the same topic and key (those
+/// go out again after it, so that the last copy of each key's records is in order).
+pub(crate) fn taken_behind(records: &[Spooled], steps: &[Step]) -> Vec<u64> {
+    let mut stuck: HashSet<(&str, Option<&str>)> = HashSet::new();
+    let mut taken = Vec::new();
+    for (record, step) in records.iter().zip(steps) {
+        let class = (record.topic.as_str(), record.key.as_deref());
+        match step {
+            Step::Taken => {}
+            Step::SetAside => taken.push(record.seq),
+            Step::Sent(Ok(_)) if !stuck.contains(&class) => taken.push(record.seq),
+            Step::Sent(_) => {
+                stuck.insert(class);
+            }
+        }
+    }
+    taken
+}
+
+/// The records to hold aside with their topic after an attempt: each that failed for a
+/// reason confined to its topic — Kafka says so, or took another topic's record in the
+/// same attempt (the cluster works) while this one timed out or was refused — then every
+/// later failed record of a topic so held, and every later acknowledged one with the key
+/// of a held one (it goes out again after it, in order). Indexes into `records`.
+pub(crate) fn to_hold(records: &[Spooled], steps: &[Step]) -> Vec<usize> {
+    let acked_topics: HashSet<&str> = records
+        .iter()
+        .zip(steps)
+        .filter(|(_, s)| s.acked())
+        .map(|(r, _)| r.topic.as_str())
+        .collect();
+    let confined = |record: &Spooled, error: &DeliveryError| {
+        error.is_topic_confined()
+            || (matches!(error, DeliveryError::Timeout | DeliveryError::Refused(_))
+                && acked_topics.iter().any(|t| *t != record.topic))
+    };
+    let mut topics: HashSet<&str> = HashSet::new();
+    let mut keys: HashSet<(&str, Option<&str>)> = HashSet::new();
+    let mut hold = Vec::new();
+    for (i, (record, step)) in records.iter().zip(steps).enumerate() {
+        let topic = record.topic.as_str();
+        let class = (topic, record.key.as_deref());
+        let held = match step {
+            Step::Sent(Err(error)) if error.is_final() => false,
+            Step::Sent(Err(error)) => topics.contains(topic) || confined(record, error),
+            Step::Sent(Ok(_)) => keys.contains(&class),
+            Step::Taken | Step::SetAside => false,
+        };
+        if held {
+            topics.insert(topic);
+            keys.insert(class);
+            hold.push(i);
+        }
+    }
+    hold
+}
+
+/// Counts records Kafka acknowledged (those numbered below `replay_below` were in the
+/// spool at start-up: replayed too).
+pub(super) fn count_forwarded(metrics: &Metrics, records: &[&Spooled], replay_below: u64) {
+    for record in records {
+        metrics
+            .events_forwarded
+            .with_label_values(&[&record.label, &record.topic])
+            .inc();
+        metrics.spool.forwarded.inc();
+        if record.seq < replay_below {
+            metrics.spool.replayed.inc();
+        }
+    }
+}
+
+/// Counts what an attempt's answers were: each acknowledged record forwarded, each
+/// failure by reason.
+pub(super) fn account(metrics: &Metrics, records: &[Spooled], steps: &[Step], replay_below: u64) {
+    let mut sent = Vec::new();
+    for (record, step) in records.iter().zip(steps) {
+        match step {
+            Step::Sent(Ok(Delivered::Kafka { .. })) => sent.push(record),
+            Step::Sent(Err(error)) => {
+                let reason = error.reason();
+                metrics
+                    .spool
+                    .forward_failures
+                    .with_label_values(&[reason])
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+    count_forwarded(metrics, &sent, replay_below);
+}
