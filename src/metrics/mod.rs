@@ -66,6 +66,8 @@ pub struct SpoolMetrics {
     pub held_events: IntGaugeVec,
     /// Bytes of the held events' files.
     pub held_bytes: IntGauge,
+    /// 1 while Kafka refuses every record alike and parking is stopped.
+    pub park_breaker_open: IntGauge,
 }
 
 impl SpoolMetrics {
@@ -100,6 +102,9 @@ impl SpoolMetrics {
             ),
             held_bytes: d.gauge("spool_held_bytes",
                 "Bytes of the spool's held events (counted in spool.max_bytes).",
+            ),
+            park_breaker_open: d.gauge("spool_park_breaker_open",
+                "1 while Kafka refuses many distinct spooled events with the same final error (the cluster's cause, e.g. clock skew): nothing is parked, forwarding retries in order until Kafka takes one.",
             ),
             parked: d.counter("spool_parked_total",
                 "Spooled events moved to the spool's parked/ directory for an operator: refused outright by Kafka (too large, invalid), or damaged on disk (found at start-up).",

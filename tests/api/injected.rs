@@ -363,3 +363,35 @@ async fn existing_topics_need_no_create_permission() {
     assert_eq!(app.post_signed(BODY).await.status(), 200);
     app.stop().await;
 }
+
+/// Issue 20, row 4: when the broker refuses every record alike (here `INVALID_TIMESTAMP`,
+/// as clock skew makes it), the cause is the cluster: nothing is parked, the breaker says
+/// so, and the events go out in order once the refusal stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_spool_mode_a_refusal_of_every_record_parks_none_and_resumes_in_order() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let dir = tempfile::tempdir().expect("spool dir");
+    let app = app_with(&cluster, |s| {
+        s.spool.enabled = true;
+        s.spool.dir = dir.path().to_owned();
+    })
+    .await;
+    assert_eq!(app.post_signed(BODY).await.status(), 202);
+    wait_metric(&app, "qminder_bridge_spool_forwarded_total", 1.0).await;
+
+    // Refused for about 6 s of retries, then taken again.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP; 6],
+    );
+    for id in 40..45 {
+        let body = BODY.replace("\"31\"", &format!("\"{id}\""));
+        assert_eq!(app.post_signed(&body).await.status(), 202);
+    }
+    wait_metric(&app, "qminder_bridge_spool_park_breaker_open", 1.0).await;
+    wait_metric(&app, "qminder_bridge_spool_forwarded_total", 6.0).await;
+    wait_metric(&app, "qminder_bridge_spool_park_breaker_open", 0.0).await;
+    assert_eq!(app.metric("qminder_bridge_spool_parked_total").await, 0.0);
+    assert_eq!(app.metric("qminder_bridge_spool_events").await, 0.0);
+    app.stop().await;
+}

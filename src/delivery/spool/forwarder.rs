@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use super::breaker::BREAKER_AFTER;
+use super::breaker::Breaker;
 use super::cursor::Cursor;
 use super::frame::{self, Spooled};
 use super::held::{Held, Holding};
@@ -69,6 +71,8 @@ struct Progress {
     /// Records above the cursor that Kafka has already acknowledged (they were behind one
     /// that failed): not sent again when the failed one is retried.
     taken: std::collections::BTreeSet<u64>,
+    /// Stops parking while Kafka refuses every record alike.
+    breaker: Breaker,
 }
 
 impl Forwarder {
@@ -88,6 +92,7 @@ impl Forwarder {
             refused: None,
             stored: next,
             taken: std::collections::BTreeSet::new(),
+            breaker: Breaker::new(self.metrics.spool.park_breaker_open.clone()),
         };
         while !*stop.borrow() && stop.has_changed().is_ok() {
             self.update_gauges(progress.next, None);
@@ -151,6 +156,7 @@ impl Forwarder {
             "Forwarding spooled events."
         );
         let steps = self.attempt(progress, records).await;
+        progress.breaker.saw(&steps);
         let done = done_prefix(&steps);
         tracing::debug!(
             done,
@@ -174,8 +180,10 @@ impl Forwarder {
         progress.position = None;
         if let Some(error) = steps[done].error() {
             if refused_enough(progress, failed, error)
+                && progress.breaker.may_park(&steps, error)
                 && self.parking.park(failed, error.to_string()).await
             {
+                progress.breaker.parked(error);
                 progress.next = failed.seq.saturating_add(1);
                 self.persist(progress).await;
                 progress.refused = None;

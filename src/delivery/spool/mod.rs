@@ -10,6 +10,7 @@
 //! The running spool holds the directory's exclusive [`lock`], which the operator's
 //! `spool parked replay` respects; [`inspect`] reads a directory without changing it.
 
+mod breaker;
 pub mod cursor;
 mod drain;
 mod durable;

@@ -28,7 +28,7 @@ impl Step {
         )
     }
 
-    fn acked(&self) -> bool {
+    pub fn acked(&self) -> bool {
         matches!(self, Self::Sent(Ok(Delivered::Kafka { .. })))
     }
 

@@ -24,16 +24,20 @@ struct FakeKafka {
     /// Topics whose every record fails with this error (a missing topic: a timeout on a
     /// broker that says nothing more, or `TopicRefused` on one that does).
     refusing_topics: Mutex<std::collections::HashMap<String, DeliveryError>>,
+    /// Every record is refused with this final error (a cluster-wide refusal: clock skew).
+    refusing_all: Mutex<Option<DeliveryError>>,
 }
 
 impl Deliver for FakeKafka {
     fn deliver(&self, record: &Record<'_>) -> Pending {
-        let refusal = self
+        let everything = self.refusing_all.lock().unwrap().clone();
+        let topic = self
             .refusing_topics
             .lock()
             .unwrap()
             .get(record.topic)
             .cloned();
+        let refusal = everything.or(topic);
         let result = if let Some(error) = refusal {
             Err(error)
         } else if self.unacceptable.lock().unwrap().contains(record.id) {
@@ -622,4 +626,5 @@ async fn a_record_that_keeps_failing_never_makes_the_ones_kafka_took_go_out_agai
     tasks.stop(Duration::from_secs(5)).await;
 }
 
+mod breaker;
 mod held;
