@@ -42,6 +42,8 @@ pub struct Metrics {
     pub unverified_body_bytes: IntGauge,
     pub producer_restarts: IntCounter,
     pub kafka_max_record_bytes: IntGauge,
+    /// Routed topics the brokers do not have, at the last look.
+    pub kafka_topics_missing: IntGauge,
     pub late_deliveries: IntCounter,
     pub ready: IntGauge,
     pub spool: SpoolMetrics,
@@ -174,6 +176,9 @@ impl Metrics {
             ),
             kafka_max_record_bytes: d.gauge("kafka_max_record_bytes",
                 "The largest record any routed topic accepts (max.message.bytes, learned at start-up); bodies declaring more are refused before reading. 0 while unknown.",
+            ),
+            kafka_topics_missing: d.gauge("kafka_topics_missing",
+                "Routed topics (known, unknown, dead-letter, overrides) the brokers do not have, at the last look (at start, then every 5 minutes): events for them are not delivered (spool mode holds them aside).",
             ),
             late_deliveries: d.counter("events_delivered_after_timeout_total",
                 "Records answered 503 (timeout) that Kafka acknowledged later: expect a duplicate if the sender retries.",

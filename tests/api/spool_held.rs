@@ -99,3 +99,23 @@ async fn wait_metric(app: &crate::helpers::TestApp, series: &str, want: f64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A routed topic the broker does not have while `create_topics = false` is a warning and
+/// a metric (with an alert on it), never a readiness failure: one missing topic must not
+/// take the whole bridge out of service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_routed_topic_is_counted_not_a_readiness_failure() {
+    let bootstrap = crate::helpers::broker::shared();
+    let app = spawn_app_with(bootstrap, |s| {
+        s.kafka.create_topics = false;
+        let unknown = s.kafka.unknown_topic();
+        let topics: Vec<String> = s.kafka.router().topics();
+        let present: Vec<String> = topics.into_iter().filter(|t| *t != unknown).collect();
+        kafka::create_topics(bootstrap, &present, &[]);
+    })
+    .await;
+    wait_metric(&app, "qminder_bridge_kafka_topics_missing", 1.0).await;
+    assert_eq!(app.readyz().await, 200);
+    assert_eq!(app.post_signed(&ticket_created(1)).await.status(), 200);
+    app.stop().await;
+}

@@ -118,6 +118,7 @@ impl Kafka {
             compressed,
             limit: Arc::clone(&record_limit),
             gauge: metrics.kafka_max_record_bytes.clone(),
+            missing: metrics.kafka_topics_missing.clone(),
             said: Vec::new(),
             looked: false,
         };

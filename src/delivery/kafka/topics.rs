@@ -76,6 +76,8 @@ pub struct TopicCheck {
     pub limit: Arc<RecordLimit>,
     /// `qminder_bridge_kafka_max_record_bytes`: the limit, 0 while unknown.
     pub gauge: IntGauge,
+    /// `qminder_bridge_kafka_topics_missing`: routed topics the brokers do not have.
+    pub missing: IntGauge,
     /// The warnings already logged, so that a look again says only what changed.
     pub said: Vec<String>,
     /// Looked once already.
@@ -101,10 +103,12 @@ impl TopicCheck {
             .filter(|f| f.partitions.is_none())
             .map(|f| f.name.as_str())
             .collect();
+        self.missing
+            .set(i64::try_from(missing.len()).unwrap_or(i64::MAX));
         if !missing.is_empty() {
             tracing::warn!(
                 ?missing,
-                "Routed topics the broker does not have: events for them will not be delivered."
+                "Routed topics the broker does not have: events for them are not delivered (spool mode holds them aside until the topics exist)."
             );
         }
         let limit = if self.compressed {
