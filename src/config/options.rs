@@ -18,7 +18,7 @@ pub struct SpoolSettings {
     /// Most disk the spool may use; beyond it webhooks get 503 until forwarding frees room.
     pub max_bytes: u64,
     /// Size at which a segment file is closed and a new one started; forwarded segments
-    /// are deleted whole.
+    /// are deleted whole. 65536 to 268435456 (recovery reads a segment whole).
     pub segment_bytes: u64,
     /// Records the forwarder hands to Kafka at once (and at most 4 MiB of them).
     pub forward_batch: usize,
@@ -45,6 +45,10 @@ impl Default for SpoolSettings {
         }
     }
 }
+
+/// The largest `spool.segment_bytes`: start-up recovery reads one segment whole (twice
+/// when repairing it), so this bounds its memory.
+pub const MAX_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// `[dedupe]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,8 +109,12 @@ impl Settings {
         if s.dir.as_os_str().is_empty() {
             problems.push("spool.dir is empty; name a directory that survives restarts".into());
         }
-        if s.segment_bytes < 64 * 1024 {
-            problems.push("spool.segment_bytes must be at least 65536 (default 67108864)".into());
+        if !(64 * 1024..=MAX_SEGMENT_BYTES).contains(&s.segment_bytes) {
+            problems.push(format!(
+                "spool.segment_bytes ({}) must be 65536 to {MAX_SEGMENT_BYTES} (default \
+                 67108864): start-up recovery reads a segment whole",
+                s.segment_bytes
+            ));
         }
         let least = ((self.server.max_body_bytes as u64 + 64 * 1024) * 4).max(s.segment_bytes * 2);
         if s.max_bytes < least {

@@ -241,7 +241,7 @@ const RULES: &[Rule] = &[
             s.spool.enabled = true;
             s.spool.segment_bytes = 1024;
         },
-        "spool.segment_bytes must be at least 65536",
+        "spool.segment_bytes (1024) must be 65536 to 268435456",
     ),
     (
         "spool max_bytes",
@@ -258,6 +258,15 @@ const RULES: &[Rule] = &[
             s.spool.forward_batch = 0;
         },
         "spool.forward_batch must be above 0",
+    ),
+    (
+        "spool segment_bytes too large",
+        |s| {
+            s.spool.enabled = true;
+            s.spool.segment_bytes = 1 << 30;
+            s.spool.max_bytes = 4 << 30;
+        },
+        "spool.segment_bytes (1073741824) must be 65536 to 268435456",
     ),
     (
         "spool held_topic_max_percent",

@@ -76,7 +76,7 @@ impl SpoolMetrics {
     fn new(d: &Declare) -> Self {
         Self {
             bytes: d.gauge("spool_bytes",
-                "Bytes of spool segments on disk.",
+                "Bytes the spool uses on disk, against spool.max_bytes: segments, held and parked records.",
             ),
             events: d.gauge("spool_events",
                 "Spooled events not yet acknowledged by Kafka.",

@@ -73,6 +73,9 @@ async fn a_spool_filled_to_enospc_serves_again_within_30_s_of_kafka_coming_back(
     let app = spawn_app_with(&broker.bootstrap(), |s| {
         s.spool.enabled = true;
         s.spool.dir = disk.path().join("spool");
+        // Half the disk: the active segment is the one the disk fills in (a segment larger
+        // than the whole disk is refused at start).
+        s.spool.segment_bytes = 2 * 1024 * 1024;
         s.kafka.delivery_timeout_ms = 1500;
         s.server.request_timeout_ms = 3000;
         s.server.shutdown_timeout_ms = 5000;
@@ -170,4 +173,39 @@ fn the_spool_cursor_moves_on_a_full_disk() {
         .store(2)
         .expect("moving the cursor needs no free block");
     assert_eq!(cursor.load().expect("a cursor"), 2);
+}
+
+/// Issue 20, item 2: `spool.max_bytes` is checked against the filesystem (statvfs) at
+/// start: more than it can hold is a warning; less than one segment of room is refused,
+/// saying what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_larger_than_its_filesystem_is_warned_about_and_one_without_room_for_a_segment_refused()
+ {
+    use qminder_bridge::delivery::spool::room::{Room, check};
+    let disk = SmallDisk::mount(1024 * 1024);
+    let room = check(disk.path(), 1 << 30, 64 * 1024, 0).expect("statvfs");
+    assert!(
+        matches!(room, Room::Short { room_bytes } if room_bytes <= 1024 * 1024),
+        "{room:?}"
+    );
+    assert_eq!(
+        check(disk.path(), 512 * 1024, 64 * 1024, 0).expect("statvfs"),
+        Room::Enough
+    );
+    let room = check(disk.path(), 1 << 30, 4 * 1024 * 1024, 0).expect("statvfs");
+    assert!(matches!(room, Room::TooSmall { .. }), "{room:?}");
+
+    let broker = crate::helpers::broker::shared();
+    let mut settings = crate::helpers::app::test_settings(broker);
+    settings.spool.enabled = true;
+    settings.spool.dir = disk.path().join("spool");
+    settings.spool.segment_bytes = 4 * 1024 * 1024;
+    settings.spool.max_bytes = 64 * 1024 * 1024;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let failed = qminder_bridge::startup::Application::build_on(settings, listener).await;
+    let error = failed.err().expect("refused").to_string();
+    assert!(
+        error.contains("room for less than one segment") && error.contains("spool.segment_bytes"),
+        "{error}"
+    );
 }

@@ -40,6 +40,8 @@ pub struct LogState {
     pub bytes: u64,
     /// Bytes of held records (`held.rs`): they count towards `max_bytes` too.
     pub held_bytes: u64,
+    /// Bytes in `parked/`: on the same disk, so they count towards `max_bytes` too.
+    pub parked_bytes: u64,
     /// False after a failed write or fsync, until one succeeds.
     pub healthy: bool,
     /// True after an append was refused for lack of room, until forwarding frees some.
@@ -62,6 +64,14 @@ pub struct Shared {
     /// Tests: this many of the next writes fail, as a failing disk's would.
     #[cfg(test)]
     pub failing_writes: std::sync::atomic::AtomicU32,
+}
+
+impl LogState {
+    /// What the spool uses of its disk, against `spool.max_bytes`: segments, held and
+    /// parked records.
+    pub fn used(&self) -> u64 {
+        self.bytes + self.held_bytes + self.parked_bytes
+    }
 }
 
 impl Shared {
@@ -91,7 +101,7 @@ impl Shared {
             .saturating_sub(self.forwarded_to.load(Ordering::Acquire));
         self.metrics
             .bytes
-            .set(i64::try_from(state.bytes).unwrap_or(i64::MAX));
+            .set(i64::try_from(state.used()).unwrap_or(i64::MAX));
         self.metrics
             .events
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
@@ -302,7 +312,7 @@ fn frame_batch(state: &mut LogState, limits: Limits, active: u64, batch: Vec<App
         next_seq: state.next_seq,
         start_len: state.segments.get(&active).map_or(0, |s| s.len),
     };
-    let mut bytes = state.bytes + state.held_bytes;
+    let mut bytes = state.used();
     let mut refused = false;
     for mut append in batch {
         if append.payload.len() > frame::MAX_PAYLOAD as usize {

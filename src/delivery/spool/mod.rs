@@ -23,6 +23,7 @@ pub mod log;
 mod park;
 mod read;
 mod recover;
+pub mod room;
 mod steps;
 
 use std::sync::{Arc, mpsc};
@@ -93,14 +94,7 @@ impl Spool {
             #[cfg(test)]
             failing_writes: std::sync::atomic::AtomicU32::new(0),
         });
-        shared.update_gauges();
-        let max_held = settings.max_bytes / 100 * u64::from(settings.held_topic_max_percent);
-        let held = Arc::new(held::Held::open(
-            &settings.dir,
-            Arc::clone(&shared),
-            max_held,
-            metrics.spool.clone(),
-        )?);
+        let held = open_aside(settings, &shared, metrics)?;
         // Bounded: appends that gave up waiting (503) must not pile up behind a stalled disk.
         let (requests, receiver) = mpsc::sync_channel(queue);
         log::spawn_writer(
@@ -115,6 +109,7 @@ impl Spool {
         let parking = park::Parking {
             dir: log::parked_dir(&settings.dir),
             metrics: metrics.clone(),
+            shared: Arc::clone(&shared),
         };
         let drainer = drain::Drainer::new(
             Arc::clone(&held),
@@ -155,8 +150,37 @@ impl Spool {
     /// Healthy: the last write succeeded and the spool has not run out of room.
     pub fn is_healthy(&self) -> bool {
         let state = self.inner.shared.lock();
-        state.healthy && !state.full && state.bytes + state.held_bytes < self.inner.max_bytes
+        state.healthy && !state.full && state.used() < self.inner.max_bytes
     }
+}
+
+/// Finds what the spool keeps outside its log (held and parked records, counted towards
+/// `max_bytes`), and checks the filesystem has room for the spool.
+fn open_aside(
+    settings: &SpoolSettings,
+    shared: &Arc<Shared>,
+    metrics: &Metrics,
+) -> std::io::Result<Arc<held::Held>> {
+    let max_held = settings.max_bytes / 100 * u64::from(settings.held_topic_max_percent);
+    let held = held::Held::open(
+        &settings.dir,
+        Arc::clone(shared),
+        max_held,
+        metrics.spool.clone(),
+    )?;
+    let used = {
+        let mut state = shared.lock();
+        state.parked_bytes = park::size_of(&log::parked_dir(&settings.dir))?;
+        state.used()
+    };
+    shared.update_gauges();
+    room::require(
+        &settings.dir,
+        settings.max_bytes,
+        settings.segment_bytes,
+        used,
+    )?;
+    Ok(Arc::new(held))
 }
 
 /// Recovers the log in `dir` from the durable cursor on, counting and logging what

@@ -8,15 +8,20 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use super::frame::{self, Spooled};
 use super::inspect;
+use super::log::Shared;
 use crate::metrics::Metrics;
 
-/// Where parked records go, and what counts them.
+/// Where parked records go, and what counts them (their bytes count towards the spool's
+/// `max_bytes`: they are on its disk).
 #[derive(Clone)]
 pub(crate) struct Parking {
     pub dir: PathBuf,
     pub metrics: Metrics,
+    pub shared: Arc<Shared>,
 }
 
 impl Parking {
@@ -25,6 +30,7 @@ impl Parking {
     pub async fn park(&self, record: &Spooled, why: String) -> bool {
         let dir = self.dir.clone();
         let bytes = frame::encode(record);
+        let size = (bytes.len() + why.len() + 1) as u64;
         let seq = record.seq;
         let reason = why.clone();
         let written =
@@ -32,6 +38,8 @@ impl Parking {
         match written {
             Ok(Ok(path)) => {
                 self.metrics.spool.parked.inc();
+                self.shared.lock().parked_bytes += size;
+                self.shared.update_gauges();
                 tracing::error!(
                     seq,
                     event_type = %record.label,
@@ -67,4 +75,18 @@ fn park_frame(dir: &Path, seq: u64, frame: &[u8], reason: &str) -> std::io::Resu
     super::durable::replace(&inspect::reason_path(&path), &[reason.as_bytes(), b"\n"])?;
     super::durable::replace(&path, &[frame])?;
     Ok(path)
+}
+
+/// The bytes of every file in `dir` (`parked/`), 0 if there is none.
+pub(super) fn size_of(dir: &Path) -> std::io::Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut total = 0;
+    for entry in entries {
+        total += entry?.metadata()?.len();
+    }
+    Ok(total)
 }

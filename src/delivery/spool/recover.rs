@@ -103,6 +103,7 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
             next_seq,
             bytes,
             held_bytes: 0,
+            parked_bytes: 0,
             healthy: true,
             full: false,
             active_damaged: false,

@@ -628,3 +628,41 @@ async fn a_record_that_keeps_failing_never_makes_the_ones_kafka_took_go_out_agai
 
 mod breaker;
 mod held;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_records_count_towards_max_bytes() {
+    // Issue 20, item 2: parked/ is on the same disk; it must not let the spool outgrow it.
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    kafka.unacceptable.lock().unwrap().insert("big0".into());
+    let m = metrics();
+    let mut small = settings(dir.path());
+    small.max_bytes = 200 * 1024;
+    small.segment_bytes = 64 * 1024;
+    let deliver: Arc<dyn Deliver> = kafka.clone();
+    let (spool, tasks) = Spool::start(&small, deliver, ready(), &m, QUEUE).unwrap();
+    let big = |id: &'static str| Record {
+        value: Cow::Owned(vec![b'x'; 120 * 1024]),
+        ..record(id)
+    };
+    assert!(matches!(
+        spool.deliver(&big("big0")).await,
+        Ok(Delivered::Spooled { .. })
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Parked, and its segment rolled and deleted: only the parked copy is left.
+    while m.spool.parked.get() == 0 || spool.inner.shared.lock().bytes > 0 {
+        assert!(Instant::now() < deadline, "never parked and reclaimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = spool.deliver(&big("big1")).await;
+    assert!(
+        matches!(refused, Err(DeliveryError::SpoolFull)),
+        "120 KiB parked + 120 KiB > 200 KiB: {refused:?}"
+    );
+    assert!(
+        m.spool.bytes.get() >= 120 * 1024,
+        "spool_bytes shows the parked bytes"
+    );
+    tasks.stop(Duration::from_secs(5)).await;
+}
