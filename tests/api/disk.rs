@@ -203,7 +203,10 @@ async fn a_spool_larger_than_its_filesystem_is_warned_about_and_one_without_room
     settings.spool.max_bytes = 64 * 1024 * 1024;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let failed = qminder_bridge::startup::Application::build_on(settings, listener).await;
-    let error = failed.err().expect("refused").to_string();
+    let Err(error) = failed else {
+        panic!("a spool without room for a segment was opened");
+    };
+    let error = error.to_string();
     assert!(
         error.contains("room for less than one segment") && error.contains("spool.segment_bytes"),
         "{error}"
