@@ -7,10 +7,13 @@
 //! records in a row were parked for the same reason: nothing more is parked, the forwarder
 //! backs off and retries in order, `spool_park_breaker_open` is 1 and an alert fires. Any
 //! acknowledgement closes it: a record behind the refused one that Kafka takes (every
-//! attempt sends the records behind) shows the refusal is that record's, and it is parked.
+//! attempt sends the records behind) shows the refusal is that record's, and it is parked
+//! — also when Kafka took them in an earlier attempt, after this record's first refusal
+//! (the model test found the stream waiting for new traffic otherwise).
 
 use prometheus::IntGauge;
 
+use super::forwarder::PARK_AFTER;
 use super::steps::Step;
 use crate::delivery::DeliveryError;
 
@@ -22,6 +25,12 @@ pub(crate) struct Breaker {
     streak: Option<(String, u32)>,
     open: bool,
     gauge: IntGauge,
+    /// Attempts seen so far, and the last one in which Kafka acknowledged a record.
+    attempts: u64,
+    last_ack: Option<u64>,
+    /// The record Kafka refuses itself at the head: (sequence number, refusals in a row,
+    /// the attempt of the first).
+    head: Option<(u64, u32, u64)>,
 }
 
 impl Breaker {
@@ -31,14 +40,19 @@ impl Breaker {
             streak: None,
             open: false,
             gauge,
+            attempts: 0,
+            last_ack: None,
+            head: None,
         }
     }
 
     /// After an attempt: an acknowledgement closes the breaker (the cluster takes records).
     pub fn saw(&mut self, steps: &[Step]) {
+        self.attempts += 1;
         if !steps.iter().any(Step::acked) {
             return;
         }
+        self.last_ack = Some(self.attempts);
         self.streak = None;
         if self.open {
             self.open = false;
@@ -49,10 +63,24 @@ impl Breaker {
         }
     }
 
-    /// Whether a record refused with `error` often enough to park may be parked: not while the breaker is open, and not if this attempt or the last parked
-    /// records show the cluster refuses every record alike (then it opens).
-    pub fn may_park(&mut self, steps: &[Step], error: &DeliveryError) -> bool {
-        if steps.iter().any(Step::acked) {
+    /// Whether the head record `seq`, just refused with `error`, is to be parked: only a
+    /// final refusal, the [`PARK_AFTER`]th in a row; then yes if Kafka took any record
+    /// since this one was first refused (the refusal is this record's), and otherwise not
+    /// while the breaker is open, nor if this attempt or the last parked records show the
+    /// cluster refusing every record alike (then it opens).
+    pub fn may_park(&mut self, seq: u64, steps: &[Step], error: &DeliveryError) -> bool {
+        if !error.is_final() {
+            return false;
+        }
+        let (times, since) = match self.head {
+            Some((s, n, since)) if s == seq => (n + 1, since),
+            _ => (1, self.attempts),
+        };
+        self.head = Some((seq, times, since));
+        if times < PARK_AFTER {
+            return false;
+        }
+        if self.last_ack.is_some_and(|at| at >= since) {
             return true;
         }
         if self.open {
@@ -77,8 +105,9 @@ impl Breaker {
         false
     }
 
-    /// A record was parked for `error`.
+    /// The head record was parked for `error`.
     pub fn parked(&mut self, error: &DeliveryError) {
+        self.head = None;
         let why = error.to_string();
         self.streak = Some(match self.streak.take() {
             Some((reason, n)) if reason == why => (reason, n + 1),

@@ -64,8 +64,6 @@ struct Progress {
     /// Where the reader stands; `None` to look up `next` afresh.
     position: Option<Position>,
     backoff: Duration,
-    /// The record Kafka last refused outright, and how many times in a row.
-    refused: Option<(u64, u32)>,
     /// The cursor last made durable.
     stored: u64,
     /// Records above the cursor that Kafka has already acknowledged (they were behind one
@@ -89,7 +87,6 @@ impl Forwarder {
             next,
             position: None,
             backoff: FIRST_BACKOFF,
-            refused: None,
             stored: next,
             taken: std::collections::BTreeSet::new(),
             breaker: Breaker::new(self.metrics.spool.park_breaker_open.clone()),
@@ -179,14 +176,12 @@ impl Forwarder {
         // Re-read from the first record that needs more.
         progress.position = None;
         if let Some(error) = steps[done].error() {
-            if refused_enough(progress, failed, error)
-                && progress.breaker.may_park(&steps, error)
+            if progress.breaker.may_park(failed.seq, &steps, error)
                 && self.parking.park(failed, error.to_string()).await
             {
                 progress.breaker.parked(error);
                 progress.next = failed.seq.saturating_add(1);
                 self.persist(progress).await;
-                progress.refused = None;
                 progress.backoff = FIRST_BACKOFF;
                 return false;
             }
@@ -320,19 +315,6 @@ impl Forwarder {
                 .set(now.saturating_sub(ms) as f64 / 1000.0);
         }
     }
-}
-
-/// Whether Kafka has now refused `failed` itself [`PARK_AFTER`] times in a row.
-fn refused_enough(progress: &mut Progress, failed: &Spooled, error: &DeliveryError) -> bool {
-    if !error.is_final() {
-        return false;
-    }
-    let times = match progress.refused {
-        Some((seq, n)) if seq == failed.seq => n + 1,
-        _ => 1,
-    };
-    progress.refused = Some((failed.seq, times));
-    times >= PARK_AFTER
 }
 
 /// Waits `backoff` (or until stopped), then doubles it, up to [`MAX_BACKOFF`].

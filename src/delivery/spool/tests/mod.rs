@@ -628,6 +628,7 @@ async fn a_record_that_keeps_failing_never_makes_the_ones_kafka_took_go_out_agai
 
 mod breaker;
 mod held;
+mod model;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_records_count_towards_max_bytes() {
