@@ -45,20 +45,22 @@ async fn app_with(cluster: &Cluster<'_>, tweak: impl FnOnce(&mut Settings)) -> T
     .await
 }
 
+/// The bridge in spool mode on the mock cluster, with a first event forwarded.
+async fn spool_app_on(cluster: &Cluster<'_>, dir: &std::path::Path) -> TestApp {
+    let app = app_with(cluster, |s| {
+        s.spool.enabled = true;
+        s.spool.dir = dir.to_owned();
+    })
+    .await;
+    assert_eq!(app.post_signed(BODY).await.status(), 202);
+    wait_metric(&app, "qminder_bridge_spool_forwarded_total", 1.0).await;
+    app
+}
+
 /// Polls `series` until it reads `want` (at most 20 s).
 async fn wait_metric(app: &TestApp, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let value = app.metric(series).await;
-        if value == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} is {value}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_for_metric(series, want, Duration::from_secs(20))
+        .await;
 }
 
 fn failed(reason: &str) -> String {
@@ -190,13 +192,7 @@ async fn a_fenced_producer_is_replaced_and_the_next_event_is_delivered() {
 async fn in_spool_mode_a_record_the_broker_keeps_refusing_is_parked_and_the_rest_flow() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let dir = tempfile::tempdir().expect("spool dir");
-    let app = app_with(&cluster, |s| {
-        s.spool.enabled = true;
-        s.spool.dir = dir.path().to_owned();
-    })
-    .await;
-    assert_eq!(app.post_signed(BODY).await.status(), 202);
-    wait_metric(&app, "qminder_bridge_spool_forwarded_total", 1.0).await;
+    let app = spool_app_on(&cluster, dir.path()).await;
 
     // The broker refuses the next record every time the forwarder tries it.
     cluster.request_errors(
@@ -371,13 +367,7 @@ async fn existing_topics_need_no_create_permission() {
 async fn in_spool_mode_a_refusal_of_every_record_parks_none_and_resumes_in_order() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let dir = tempfile::tempdir().expect("spool dir");
-    let app = app_with(&cluster, |s| {
-        s.spool.enabled = true;
-        s.spool.dir = dir.path().to_owned();
-    })
-    .await;
-    assert_eq!(app.post_signed(BODY).await.status(), 202);
-    wait_metric(&app, "qminder_bridge_spool_forwarded_total", 1.0).await;
+    let app = spool_app_on(&cluster, dir.path()).await;
 
     // Refused for about 6 s of retries, then taken again.
     cluster.request_errors(

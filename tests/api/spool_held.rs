@@ -3,7 +3,7 @@
 //! aside, and follows once the topic is created.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::kafka;
 use crate::helpers::spawn_app_with;
@@ -20,12 +20,7 @@ async fn a_missing_topic_holds_up_no_other_and_follows_once_created() {
         s.spool.dir = dir.path().to_owned();
         s.kafka.delivery_timeout_ms = 1500;
         s.server.request_timeout_ms = 3000;
-        s.kafka.create_topics = false;
-        // Every routed topic but the one unknown event types go to.
-        let unknown = s.kafka.unknown_topic();
-        let topics: Vec<String> = s.kafka.router().topics();
-        let present: Vec<String> = topics.into_iter().filter(|t| *t != unknown).collect();
-        kafka::create_topics(bootstrap, &present, &[]);
+        all_topics_but_unknown(s, bootstrap);
     })
     .await;
     let missing = app.topic("unknown");
@@ -71,6 +66,16 @@ async fn a_missing_topic_holds_up_no_other_and_follows_once_created() {
     app.stop().await;
 }
 
+/// Makes every routed topic but the one unknown event types go to, and tells the bridge
+/// not to make topics itself.
+fn all_topics_but_unknown(s: &mut qminder_bridge::config::Settings, bootstrap: &str) {
+    s.kafka.create_topics = false;
+    let unknown = s.kafka.unknown_topic();
+    let topics: Vec<String> = s.kafka.router().topics();
+    let present: Vec<String> = topics.into_iter().filter(|t| *t != unknown).collect();
+    kafka::create_topics(bootstrap, &present, &[]);
+}
+
 /// Forwarding attempts Kafka did not acknowledge, whatever the reason.
 async fn failures(app: &crate::helpers::TestApp) -> f64 {
     let text = app.metrics().await;
@@ -82,22 +87,8 @@ async fn failures(app: &crate::helpers::TestApp) -> f64 {
 
 /// Polls `series` until it reads `want` (at most 60 s).
 async fn wait_metric(app: &crate::helpers::TestApp, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = app.metrics().await;
-        let value = text
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map_or(f64::NAN, |v| v.parse().expect("a number"));
-        if value == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} is {value}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.wait_for_metric(series, want, Duration::from_secs(60))
+        .await;
 }
 
 /// A routed topic the broker does not have while `create_topics = false` is a warning and
@@ -107,11 +98,7 @@ async fn wait_metric(app: &crate::helpers::TestApp, series: &str, want: f64) {
 async fn a_missing_routed_topic_is_counted_not_a_readiness_failure() {
     let bootstrap = crate::helpers::broker::shared();
     let app = spawn_app_with(bootstrap, |s| {
-        s.kafka.create_topics = false;
-        let unknown = s.kafka.unknown_topic();
-        let topics: Vec<String> = s.kafka.router().topics();
-        let present: Vec<String> = topics.into_iter().filter(|t| *t != unknown).collect();
-        kafka::create_topics(bootstrap, &present, &[]);
+        all_topics_but_unknown(s, bootstrap);
     })
     .await;
     wait_metric(&app, "qminder_bridge_kafka_topics_missing", 1.0).await;

@@ -254,6 +254,27 @@ impl TestApp {
             .expect("a number")
     }
 
+    /// Polls `series` until it reads `want` (a series not exported yet reads NaN),
+    /// failing after `within`.
+    pub async fn wait_for_metric(&self, series: &str, want: f64, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let text = self.metrics().await;
+            let value = text
+                .lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+                .map_or(f64::NAN, |v| v.parse().expect("a number"));
+            if value == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{series} is {value}, want {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn readyz(&self) -> u16 {
         match self
             .http

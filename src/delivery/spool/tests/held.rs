@@ -19,6 +19,18 @@ fn refuse_topic(kafka: &FakeKafka, error: DeliveryError) {
     refusing.insert(MISSING.into(), error);
 }
 
+/// A spool in `dir` whose Kafka refuses [`MISSING`] with `error`.
+fn refusing(
+    dir: &std::path::Path,
+    error: DeliveryError,
+) -> (Arc<FakeKafka>, Metrics, Spool, SpoolTasks) {
+    let kafka = Arc::new(FakeKafka::default());
+    refuse_topic(&kafka, error);
+    let m = metrics();
+    let (spool, tasks) = start(dir, &kafka, &m);
+    (kafka, m, spool, tasks)
+}
+
 async fn spooled(spool: &Spool, record: &Record<'_>) {
     let outcome = spool.deliver(record).await;
     assert!(
@@ -42,12 +54,9 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_kafka_cannot_take_holds_up_no_other_topic_and_follows_in_order_once_it_can() {
     let dir = tempfile::tempdir().unwrap();
-    let kafka = Arc::new(FakeKafka::default());
     // A broker that says nothing more than that the record timed out: the other topics'
     // acks in the same batch show the cause is the topic's.
-    refuse_topic(&kafka, DeliveryError::Timeout);
-    let m = metrics();
-    let (spool, tasks) = start(dir.path(), &kafka, &m);
+    let (kafka, m, spool, tasks) = refusing(dir.path(), DeliveryError::Timeout);
     spooled(&spool, &to_missing("n0")).await;
     // Far more than one forward batch (16) behind it.
     append(&spool, ids(0..40)).await;
@@ -72,13 +81,8 @@ async fn a_topic_kafka_cannot_take_holds_up_no_other_topic_and_follows_in_order_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_kafka_says_it_refuses_is_held_even_with_nothing_else_to_compare() {
     let dir = tempfile::tempdir().unwrap();
-    let kafka = Arc::new(FakeKafka::default());
-    refuse_topic(
-        &kafka,
-        DeliveryError::TopicRefused("TopicAuthorizationFailed".into()),
-    );
-    let m = metrics();
-    let (spool, tasks) = start(dir.path(), &kafka, &m);
+    let refused = DeliveryError::TopicRefused("TopicAuthorizationFailed".into());
+    let (_kafka, m, spool, tasks) = refusing(dir.path(), refused);
     spooled(&spool, &to_missing("n0")).await;
     until("never held", || held(&m) == 1).await;
     assert_eq!(m.spool.events.get(), 0);
@@ -88,10 +92,7 @@ async fn a_topic_kafka_says_it_refuses_is_held_even_with_nothing_else_to_compare
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_events_survive_a_restart_and_go_out_once_the_topic_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let kafka = Arc::new(FakeKafka::default());
-    refuse_topic(&kafka, DeliveryError::Timeout);
-    let m = metrics();
-    let (spool, tasks) = start(dir.path(), &kafka, &m);
+    let (kafka, m, spool, tasks) = refusing(dir.path(), DeliveryError::Timeout);
     spooled(&spool, &to_missing("n0")).await;
     append(&spool, ids(0..3)).await;
     kafka.wait_for(3).await;
