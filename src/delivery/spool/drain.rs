@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::forwarder::PARK_AFTER;
+use super::breaker::PARK_AFTER;
 use super::frame::Spooled;
 use super::held::Held;
 use super::park::Parking;

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use super::breaker::BREAKER_AFTER;
 use super::breaker::Breaker;
+pub use super::breaker::{BREAKER_AFTER, PARK_AFTER};
 use super::cursor::Cursor;
 use super::frame::{self, Spooled};
 use super::held::{Held, Holding};
@@ -33,8 +33,6 @@ use super::read::{Position, read_batch, reclaim};
 use super::steps::{Step, account, done_prefix, taken_behind, to_hold};
 use crate::delivery::{Deliver, DeliveryError};
 use crate::metrics::Metrics;
-/// Refusals of one record in a row (each after a back-off) before it is parked.
-pub const PARK_AFTER: u32 = 3;
 
 /// The forwarder's settings and collaborators.
 pub(crate) struct Forwarder {

@@ -25,6 +25,7 @@ mod read;
 mod recover;
 pub mod room;
 mod steps;
+mod writer;
 
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -97,7 +98,7 @@ impl Spool {
         let held = open_aside(settings, &shared, metrics)?;
         // Bounded: appends that gave up waiting (503) must not pile up behind a stalled disk.
         let (requests, receiver) = mpsc::sync_channel(queue);
-        log::spawn_writer(
+        writer::spawn_writer(
             Arc::clone(&shared),
             Limits {
                 max_bytes: settings.max_bytes,

@@ -577,7 +577,7 @@ async fn health_comes_back_by_itself_once_the_disk_works_again() {
         "{failed:?}"
     );
     assert!(!spool.is_healthy());
-    let deadline = Instant::now() + log::TICK * 5;
+    let deadline = Instant::now() + writer::TICK * 5;
     while !spool.is_healthy() {
         assert!(Instant::now() < deadline, "still unhealthy with no appends");
         tokio::time::sleep(Duration::from_millis(20)).await;
