@@ -27,8 +27,8 @@ pub struct SpoolSettings {
     /// body's deadline is used. Above 0.
     pub write_timeout_ms: u64,
     /// Most of `max_bytes`, in percent, that the records of one held topic may take (a
-    /// topic Kafka refuses for now: missing, not writable); past it they are parked, so
-    /// one topic can never fill the spool. 1 to 100.
+    /// topic Kafka refuses for now: missing, not writable); past it that topic's new
+    /// webhooks alone are answered 503, so one topic can never fill the spool. 1 to 100.
     pub held_topic_max_percent: u8,
 }
 

@@ -16,11 +16,7 @@ use prometheus::IntGauge;
 use super::steps::Step;
 use crate::delivery::DeliveryError;
 
-/// Refusals of one record in a row (each after a back-off) before it is parked.
-pub const PARK_AFTER: u32 = 3;
-
-/// Records refused alike (in one attempt, or parked in a row) that open the breaker.
-pub const BREAKER_AFTER: u32 = 3;
+pub use super::steps::{BREAKER_AFTER, PARK_AFTER};
 
 pub(crate) struct Breaker {
     /// The reason the last records were parked for, and how many in a row.

@@ -16,14 +16,20 @@ pub(super) fn private() -> OpenOptions {
     options
 }
 
-/// Creates `dir` and its missing parents, 0700; an existing `dir` (made by an earlier
-/// release, or by a volume mount) is made 0700 where the bridge may.
+/// Creates `dir` and its missing parents, 0700, durably; an existing `dir` (made by an
+/// earlier release, or by a volume mount) is made 0700 where the bridge may.
 pub(super) fn create_dir(dir: &Path) -> std::io::Result<()> {
+    let new: Vec<&Path> = dir.ancestors().take_while(|d| !d.is_dir()).collect();
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
     make_private(dir, 0o700);
+    // A new directory's entry is durable only once its parent is fsynced: what is written
+    // in it (a held record, then a cursor moved past it) must not vanish with it.
+    for created in new {
+        sync_parent(created)?;
+    }
     Ok(())
 }
 

@@ -235,12 +235,9 @@ impl Forwarder {
         let chosen: Vec<(usize, Spooled)> =
             which.iter().map(|i| (*i, records[*i].clone())).collect();
         let held = Arc::clone(&self.held);
-        let holdings = tokio::task::spawn_blocking(move || {
-            let hold = |(i, r): (usize, Spooled)| (i, held.hold(&r, start));
-            chosen.into_iter().map(hold).collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        let holdings = tokio::task::spawn_blocking(move || hold_in_order(&held, chosen, start))
+            .await
+            .unwrap_or_default();
         let mut steps = Vec::new();
         for (i, holding) in holdings {
             let record = &records[i];
@@ -254,9 +251,12 @@ impl Forwarder {
                         record.topic
                     );
                     if !self.parking.park(record, why).await {
-                        continue;
+                        // Kept in the log (never sent past the held ones), retried.
+                        let why = "it cannot be parked".to_owned();
+                        Step::Sent(Err(DeliveryError::SpoolUnavailable(why)))
+                    } else {
+                        Step::SetAside
                     }
-                    Step::SetAside
                 }
                 Holding::Failed(error) => {
                     tracing::error!(%error, seq = record.seq, topic = %record.topic, "Cannot hold a spooled event aside; it stays in the log, and holds up the ones behind it.");
@@ -322,4 +322,24 @@ async fn back_off(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) {
         _ = stop.changed() => {}
     }
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+/// Holds `chosen` in order. Once one of a topic's records could not be written, none of
+/// its later records is held (nor sent): each must stay behind it, in the log.
+fn hold_in_order(held: &Held, chosen: Vec<(usize, Spooled)>, start: bool) -> Vec<(usize, Holding)> {
+    let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut holdings = Vec::with_capacity(chosen.len());
+    for (i, record) in chosen {
+        let holding = if failed.contains(&record.topic) {
+            let why = "an earlier event of its topic could not be held";
+            Holding::Failed(std::io::Error::other(why))
+        } else {
+            held.hold(&record, start)
+        };
+        if matches!(holding, Holding::Failed(_)) {
+            failed.insert(record.topic);
+        }
+        holdings.push((i, holding));
+    }
+    holdings
 }

@@ -10,20 +10,25 @@
 //! `held/<topic>/<seq, 20 digits>.frame` (a whole frame, written durably before the log's
 //! cursor moves past it), so a restart finds them again. [`drain`](super::drain) retries
 //! each topic's oldest held records with a back-off. Held bytes count towards
-//! `spool.max_bytes`; one topic may hold at most `spool.held_topic_max_percent` of it, and
-//! past that the forwarder parks its records instead, so one missing topic can never fill
-//! the spool and turn every webhook into 503 `spool_full`.
+//! `spool.max_bytes`; one topic may hold at most `spool.held_topic_max_percent` of it: past
+//! that, new webhooks for that topic alone are answered 503 `spool_full` (the records
+//! already in the log past the share are parked), so one missing topic can never fill the
+//! spool and turn every webhook into 503.
 //!
 //! The lanes live behind one mutex, and adding to a lane, and dropping an emptied one, are
-//! done under it: so a record is held exactly when its topic has a lane.
+//! done under it: so a record is held exactly when its topic has a lane. What the async
+//! tasks and the ingress ask without blocking (any lane? which topics are over their
+//! share?) is kept beside it, updated under it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::frame::{self, Outcome, Spooled};
+use super::frame::{self, Spooled};
+use super::held_files::{file, read, safe_name, scan};
 use super::log::Shared;
 use crate::metrics::SpoolMetrics;
 
@@ -38,7 +43,8 @@ pub(crate) enum Holding {
     NotHeld,
     /// Durably held.
     Held,
-    /// Its topic's lane already holds its share of the spool: park it.
+    /// Its topic's lane already holds its share of the spool: park it (and new webhooks
+    /// for the topic are refused until the lane shrinks).
     OverShare,
     /// It could not be written: it stays in the log, where it is.
     Failed(io::Error),
@@ -58,10 +64,18 @@ struct Lane {
 pub(crate) struct Held {
     dir: PathBuf,
     lanes: Mutex<BTreeMap<String, Lane>>,
+    /// How many lanes there are (read without the lanes' lock, which file writes hold).
+    count: AtomicUsize,
+    /// Topics whose lane holds its share: the ingress refuses their new webhooks.
+    over_share: Mutex<HashSet<String>>,
     shared: Arc<Shared>,
     max_lane_bytes: u64,
     metrics: SpoolMetrics,
 }
+
+/// How long a lane handed to the drainer waits before it may be handed out again (the
+/// drainer settles it long before: this only keeps one attempt per lane at a time).
+const IN_FLIGHT: Duration = Duration::from_secs(3600);
 
 impl Held {
     /// Finds the records held in `spool_dir/held` (an unreadable file is left where it is,
@@ -75,16 +89,19 @@ impl Held {
         let held = Self {
             dir: spool_dir.join("held"),
             lanes: Mutex::new(BTreeMap::new()),
+            count: AtomicUsize::new(0),
+            over_share: Mutex::new(HashSet::new()),
             shared,
             max_lane_bytes,
             metrics,
         };
-        for (topic, seq, bytes) in held.scan()? {
+        for (topic, seq, bytes) in scan(&held.dir)? {
             let mut lanes = held.lock();
             let lane = lanes.entry(topic.clone()).or_insert_with(Lane::new);
             lane.records.insert(seq, bytes);
             lane.bytes += bytes;
-            held.account(&topic, lane.records.len(), bytes as i64);
+            held.account(&topic, lane, bytes as i64);
+            held.count.store(lanes.len(), Ordering::Release);
         }
         held.keep_numbers_apart();
         Ok(held)
@@ -113,7 +130,8 @@ impl Held {
     /// holding its topic. Blocks on file writes.
     pub fn hold(&self, record: &Spooled, start: bool) -> Holding {
         let mut lanes = self.lock();
-        if !start && !lanes.contains_key(&record.topic) {
+        let held_bytes = lanes.get(&record.topic).map(|l| l.bytes);
+        if !start && held_bytes.is_none() {
             return Holding::NotHeld;
         }
         if !safe_name(&record.topic) {
@@ -124,35 +142,59 @@ impl Held {
         }
         let bytes = frame::encode(record);
         let size = bytes.len() as u64;
-        let lane = lanes.entry(record.topic.clone()).or_insert_with(Lane::new);
-        if !lane.records.contains_key(&record.seq) && lane.bytes + size > self.max_lane_bytes {
+        let again = lanes
+            .get(&record.topic)
+            .is_some_and(|l| l.records.contains_key(&record.seq));
+        if !again && held_bytes.unwrap_or(0) + size > self.max_lane_bytes {
+            if held_bytes.is_some() {
+                self.refuse(&record.topic, true);
+            }
             return Holding::OverShare;
         }
         let dir = self.dir.join(&record.topic);
-        let written = super::durable::create_dir(&dir)
+        let written = (self.shared.injected_fault())
+            .and_then(|()| super::durable::create_dir(&dir))
             .and_then(|()| super::durable::replace(&file(&dir, record.seq), &[&bytes]));
         if let Err(error) = written {
-            if lane.records.is_empty() {
-                lanes.remove(&record.topic);
-            }
             return Holding::Failed(error);
         }
-        if let Some(old) = lane.records.insert(record.seq, size) {
-            lane.bytes -= old;
-            self.account(&record.topic, lane.records.len(), -(old as i64));
-        }
-        lane.bytes += size;
-        self.account(&record.topic, lane.records.len(), size as i64);
+        let lane = lanes.entry(record.topic.clone()).or_insert_with(Lane::new);
+        let delta = size as i64
+            - lane
+                .records
+                .insert(record.seq, size)
+                .map_or(0, |old| old as i64);
+        lane.bytes = lane.bytes.saturating_add_signed(delta);
+        self.account(&record.topic, lane, delta);
+        self.count.store(lanes.len(), Ordering::Release);
         Holding::Held
     }
 
-    /// For each topic whose retry is due, its oldest held records (at most `batch`).
-    /// Blocks on file reads.
+    /// Whether new webhooks for `topic` are refused: its held records fill its share.
+    pub fn refuses(&self, topic: &str) -> bool {
+        self.count.load(Ordering::Acquire) > 0 && self.over_share().contains(topic)
+    }
+
+    fn over_share(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.over_share.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refuse(&self, topic: &str, refuse: bool) {
+        let mut over = self.over_share();
+        if refuse && over.insert(topic.to_owned()) {
+            tracing::warn!(%topic, "A held topic's events fill its share of the spool (spool.held_topic_max_percent): its new webhooks are answered 503 until Kafka takes it again.");
+        } else if !refuse {
+            over.remove(topic);
+        }
+    }
+
+    /// For each topic whose retry is due, its oldest held records (at most `batch`); the
+    /// topic is not due again until [`settle`](Self::settle)d. Blocks on file reads.
     pub fn due(&self, batch: usize) -> Vec<(String, Vec<Spooled>)> {
         let now = Instant::now();
-        let lanes = self.lock();
+        let mut lanes = self.lock();
         let mut due = Vec::new();
-        for (topic, lane) in lanes.iter().filter(|(_, l)| l.due <= now) {
+        for (topic, lane) in lanes.iter_mut().filter(|(_, l)| l.due <= now) {
             let dir = self.dir.join(topic);
             let records: Vec<Spooled> = lane
                 .records
@@ -166,104 +208,80 @@ impl Held {
                     }
                 })
                 .collect();
-            if !records.is_empty() {
+            if records.is_empty() {
+                lane.back_off();
+            } else {
+                lane.due = now + IN_FLIGHT;
                 due.push((topic.clone(), records));
             }
         }
         due
     }
 
-    /// Whether any topic is held.
+    /// Whether any topic is held (without waiting for the lanes' lock).
     pub fn any(&self) -> bool {
-        !self.lock().is_empty()
+        self.count.load(Ordering::Acquire) > 0
     }
 
-    /// When the next topic is due (none: nothing is held).
+    /// When the next topic is due: `None` when nothing is held, or when the lanes are
+    /// busy (file writes hold their lock; the drainer then looks again soon).
     pub fn next_due(&self) -> Option<Instant> {
-        self.lock().values().map(|l| l.due).min()
+        let lanes = self.lanes.try_lock().ok()?;
+        lanes.values().map(|l| l.due).min()
     }
 
-    /// Removes `seqs` (now in Kafka, or parked) from `topic`'s lane; a lane left empty is
-    /// dropped, and the topic flows again. Blocks on file removals.
-    pub fn release(&self, topic: &str, seqs: &[u64]) -> io::Result<()> {
+    /// After the drainer's attempt at `topic`: removes `seqs` (now in Kafka, or parked)
+    /// from its lane, durably, and makes the lane due again — at once if the attempt went
+    /// through, after a back-off if its oldest record `failed` (or a file could not be
+    /// removed). A lane left empty is dropped, and the topic flows again. Blocks on files.
+    pub fn settle(&self, topic: &str, seqs: &[u64], failed: bool) -> io::Result<()> {
         let dir = self.dir.join(topic);
         let mut lanes = self.lock();
         let Some(lane) = lanes.get_mut(topic) else {
             return Ok(());
         };
-        for seq in seqs {
-            match std::fs::remove_file(file(&dir, *seq)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+        let removed = remove_all(&dir, seqs);
+        for seq in &removed.done {
             if let Some(size) = lane.records.remove(seq) {
                 lane.bytes -= size;
-                self.account(topic, lane.records.len(), -(size as i64));
+                self.account(topic, lane, -(size as i64));
             }
         }
-        lane.backoff = FIRST_BACKOFF;
+        if failed || removed.error.is_some() {
+            lane.back_off();
+        } else {
+            lane.backoff = FIRST_BACKOFF;
+            lane.due = Instant::now();
+        }
         if lane.records.is_empty() {
             lanes.remove(topic);
+            self.count.store(lanes.len(), Ordering::Release);
+            self.refuse(topic, false);
             let _ = std::fs::remove_dir(&dir);
             tracing::info!(%topic, "Kafka takes the held topic again; its events are all forwarded.");
+        } else if !removed.done.is_empty() {
+            std::fs::File::open(&dir)?.sync_all()?;
         }
-        std::fs::File::open(&self.dir)?.sync_all()
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        removed.error.map_or(Ok(()), Err)
     }
 
-    /// `topic`'s oldest record failed again: try later (backing off).
-    pub fn retry_later(&self, topic: &str) {
-        if let Some(lane) = self.lock().get_mut(topic) {
-            lane.due = Instant::now() + lane.backoff;
-            lane.backoff = (lane.backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    /// Publishes a lane's change: its count, and the bytes (which count towards the
-    /// spool's `max_bytes`).
-    fn account(&self, topic: &str, events: usize, delta: i64) {
+    /// Publishes a lane's change: its count, its share (once below it, the topic's
+    /// webhooks are taken again), and the bytes (which count towards `max_bytes`).
+    fn account(&self, topic: &str, lane: &Lane, delta: i64) {
         self.metrics
             .held_events
             .with_label_values(&[topic])
-            .set(i64::try_from(events).unwrap_or(i64::MAX));
+            .set(i64::try_from(lane.records.len()).unwrap_or(i64::MAX));
+        if lane.bytes < self.max_lane_bytes {
+            self.refuse(topic, false);
+        }
         self.metrics.held_bytes.add(delta);
         let mut state = self.shared.lock();
         state.held_bytes = state.held_bytes.saturating_add_signed(delta);
         if delta < 0 {
             state.full = false;
         }
-    }
-
-    /// Every held file: (topic, sequence number, bytes).
-    fn scan(&self) -> io::Result<Vec<(String, u64, u64)>> {
-        let mut found = Vec::new();
-        let topics = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
-            Err(e) => return Err(e),
-        };
-        for topic in topics {
-            let topic = topic?;
-            let name = topic.file_name().to_string_lossy().into_owned();
-            for entry in std::fs::read_dir(topic.path())? {
-                let entry = entry?;
-                let path = entry.path();
-                let Some(seq) = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".frame"))
-                    .and_then(|n| n.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                match read(&path) {
-                    Ok(_) => found.push((name.clone(), seq, entry.metadata()?.len())),
-                    Err(error) => {
-                        tracing::error!(%error, file = %path.display(), "A held spool file is not an intact record: left where it is for an operator, not forwarded.");
-                    }
-                }
-            }
-        }
-        Ok(found)
     }
 }
 
@@ -276,30 +294,34 @@ impl Lane {
             backoff: FIRST_BACKOFF * 2,
         }
     }
-}
 
-fn file(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("{seq:020}.frame"))
-}
-
-/// Whether `topic` can name a directory of its own (Kafka's topic characters).
-fn safe_name(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// The record in a held file.
-fn read(path: &Path) -> io::Result<Spooled> {
-    let bytes = std::fs::read(path)?;
-    match frame::read(&mut bytes.as_slice(), bytes.len() as u64)? {
-        Outcome::Frame(record, _) => Ok(record),
-        Outcome::End | Outcome::Torn => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not an intact frame",
-        )),
+    /// Not due again before its back-off, which doubles (up to [`MAX_BACKOFF`]).
+    fn back_off(&mut self) {
+        self.due = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// What [`remove_all`] removed, and the error that stopped it.
+struct Removed {
+    done: Vec<u64>,
+    error: Option<io::Error>,
+}
+
+/// Removes the held files of `seqs` in `dir` (one already gone counts as removed).
+fn remove_all(dir: &Path, seqs: &[u64]) -> Removed {
+    let mut removed = Removed {
+        done: Vec::new(),
+        error: None,
+    };
+    for seq in seqs {
+        match std::fs::remove_file(file(dir, *seq)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                removed.error = Some(e);
+                break;
+            }
+            _ => removed.done.push(*seq),
+        }
+    }
+    removed
 }

@@ -141,7 +141,20 @@ fn held(dir: &Path) -> io::Result<Vec<(String, usize)>> {
     let mut held = Vec::new();
     for topic in topics {
         let topic = topic?;
-        let frames = fs::read_dir(topic.path())?
+        // A running bridge removes a topic's directory once its lane is empty.
+        let entries = match fs::read_dir(topic.path()) {
+            Ok(entries) => entries,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let frames = entries
             .filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().ends_with(".frame"))
             .count();

@@ -17,6 +17,7 @@ mod durable;
 pub mod forwarder;
 pub mod frame;
 mod held;
+mod held_files;
 pub mod inspect;
 pub mod lock;
 pub mod log;
@@ -49,6 +50,8 @@ pub struct Spool {
 struct Inner {
     requests: mpsc::SyncSender<Append>,
     shared: Arc<Shared>,
+    /// Topics set aside; one whose share is full has its new webhooks refused.
+    held: Arc<held::Held>,
     max_bytes: u64,
     timeout: Duration,
 }
@@ -107,40 +110,30 @@ impl Spool {
             receiver,
         )?;
         let (stop, stopped) = watch::channel(false);
-        let parking = park::Parking {
-            dir: log::parked_dir(&settings.dir),
-            metrics: metrics.clone(),
-            shared: Arc::clone(&shared),
-        };
-        let drainer = drain::Drainer::new(
+        let (forwarder, drainer) = forwarding(
+            settings,
+            Arc::clone(&shared),
             Arc::clone(&held),
-            Arc::clone(&kafka),
-            parking.clone(),
-            settings.forward_batch,
-            topics_ready.clone(),
-        );
-        let forwarder = Forwarder {
-            shared: Arc::clone(&shared),
-            cursor,
-            deliver: kafka,
-            metrics: metrics.clone(),
-            batch: settings.forward_batch,
-            replay_below,
+            kafka,
             topics_ready,
-            parking,
-            held,
-        };
+            metrics,
+            (cursor, replay_below),
+        );
         // The forwarder and the drainer own the directory's lock: it is released only once
         // both (the writers of the cursor and of the held records) have ended.
-        let drained = stopped.clone();
+        let drainer_ready = forwarder.topics_ready.clone();
         let forwarder = tokio::spawn(async move {
-            tokio::join!(forwarder.run(next, stopped), drainer.run(drained));
+            tokio::join!(
+                forwarder.run(next, stopped.clone()),
+                drainer.run(drainer_ready, stopped)
+            );
             tracing::debug!(lock = %lock.path().display(), "Released the spool directory.");
         });
         let spool = Self {
             inner: Arc::new(Inner {
                 requests,
                 shared,
+                held,
                 max_bytes: settings.max_bytes,
                 timeout: Duration::from_millis(settings.write_timeout_ms),
             }),
@@ -153,6 +146,41 @@ impl Spool {
         let state = self.inner.shared.lock();
         state.healthy && !state.full && state.used() < self.inner.max_bytes
     }
+}
+
+/// The forwarder of the log and the drainer of held topics, with what they share.
+fn forwarding(
+    settings: &SpoolSettings,
+    shared: Arc<Shared>,
+    held: Arc<held::Held>,
+    kafka: Arc<dyn Deliver>,
+    topics_ready: watch::Receiver<bool>,
+    metrics: &Metrics,
+    (cursor, replay_below): (Cursor, u64),
+) -> (Forwarder, drain::Drainer) {
+    let parking = park::Parking {
+        dir: log::parked_dir(&settings.dir),
+        metrics: metrics.clone(),
+        shared: Arc::clone(&shared),
+    };
+    let drainer = drain::Drainer::new(
+        Arc::clone(&held),
+        Arc::clone(&kafka),
+        parking.clone(),
+        settings.forward_batch,
+    );
+    let forwarder = Forwarder {
+        shared,
+        cursor,
+        deliver: kafka,
+        metrics: metrics.clone(),
+        batch: settings.forward_batch,
+        replay_below,
+        topics_ready,
+        parking,
+        held,
+    };
+    (forwarder, drainer)
 }
 
 /// Finds what the spool keeps outside its log (held and parked records, counted towards
@@ -208,6 +236,10 @@ fn recover_log(
 
 impl Deliver for Spool {
     fn deliver(&self, record: &Record<'_>) -> Pending {
+        if self.inner.held.refuses(record.topic) {
+            // Its held records fill the topic's share: the other topics keep the rest.
+            return Box::pin(std::future::ready(Err(DeliveryError::SpoolFull)));
+        }
         let payload = frame::encode_payload(record, frame::now_ms());
         let (reply, answer) = oneshot::channel();
         let why = match self.inner.requests.try_send(Append { payload, reply }) {

@@ -8,6 +8,13 @@ use super::frame::Spooled;
 use crate::delivery::{Delivered, DeliveryError};
 use crate::metrics::Metrics;
 
+/// Refusals of one record in a row (each after a back-off) before it is parked.
+pub const PARK_AFTER: u32 = 3;
+
+/// Records refused alike (in one attempt, or parked in a row) that show the cause is not
+/// the records: the parking breaker opens (`breaker.rs`), or their topic is held.
+pub const BREAKER_AFTER: u32 = 3;
+
 /// What became of one record of an attempt.
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -85,12 +92,13 @@ pub(crate) fn to_hold(records: &[Spooled], steps: &[Step]) -> Vec<usize> {
             || (matches!(error, DeliveryError::Timeout | DeliveryError::Refused(_))
                 && acked_topics.iter().any(|t| *t != record.topic))
     };
-    let held_topics: HashSet<&str> = records
+    let mut held_topics: HashSet<&str> = records
         .iter()
         .zip(steps)
         .filter(|(r, s)| s.error().is_some_and(|e| !e.is_final() && confined(r, e)))
         .map(|(r, _)| r.topic.as_str())
         .collect();
+    held_topics.extend(refused_alike(records, steps, &acked_topics));
     let mut keys: HashSet<(&str, Option<&str>)> = HashSet::new();
     let mut hold = Vec::new();
     for (i, (record, step)) in records.iter().zip(steps).enumerate() {
@@ -109,6 +117,29 @@ pub(crate) fn to_hold(records: &[Spooled], steps: &[Step]) -> Vec<usize> {
         }
     }
     hold
+}
+
+/// Topics of which Kafka refused [`BREAKER_AFTER`] records with the same final error in
+/// this attempt while taking another topic's record: a limit or rule of the topic (a
+/// lowered `max.message.bytes`), not of the records, so the topic is held, not parked.
+fn refused_alike<'a>(
+    records: &'a [Spooled],
+    steps: &[Step],
+    acked_topics: &HashSet<&str>,
+) -> Vec<&'a str> {
+    let mut alike: std::collections::HashMap<(&str, String), u32> = Default::default();
+    for (record, step) in records.iter().zip(steps) {
+        if let Some(error) = step.error().filter(|e| e.is_final()) {
+            *alike
+                .entry((record.topic.as_str(), error.to_string()))
+                .or_default() += 1;
+        }
+    }
+    alike
+        .into_iter()
+        .filter(|((topic, _), n)| *n >= BREAKER_AFTER && acked_topics.iter().any(|t| t != topic))
+        .map(|((topic, _), _)| topic)
+        .collect()
 }
 
 /// Counts records Kafka acknowledged (those numbered below `replay_below` were in the

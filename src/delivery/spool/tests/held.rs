@@ -114,7 +114,7 @@ async fn held_events_survive_a_restart_and_go_out_once_the_topic_is_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_topic_takes_only_its_share_of_the_spool_and_parks_the_rest() {
+async fn a_held_topic_takes_only_its_share_and_then_only_its_own_webhooks_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let kafka = Arc::new(FakeKafka::default());
     refuse_topic(&kafka, DeliveryError::Timeout);
@@ -124,23 +124,30 @@ async fn a_held_topic_takes_only_its_share_of_the_spool_and_parks_the_rest() {
     small.segment_bytes = 64 * 1024;
     let deliver: Arc<dyn Deliver> = kafka.clone();
     let (spool, tasks) = Spool::start(&small, deliver, ready(), &m, QUEUE).unwrap();
-    // Twice the spool's size in all, half of it to the missing topic: without a bound the
-    // held records would fill the spool and every webhook would get 503 spool_full.
-    for round in 0..200u32 {
+    // Four times the spool's size in all, half of it to the missing topic: unbounded, its
+    // held (or parked) records would fill the spool and every webhook would get 503.
+    let (mut kept, mut refused) = (0u64, 0u64);
+    for round in 0..400u32 {
         let id = format!("n{round}");
-        spooled(&spool, &to_missing(&id)).await;
+        match spool.deliver(&to_missing(&id)).await {
+            Ok(Delivered::Spooled { .. }) => kept += 1,
+            Err(DeliveryError::SpoolFull) => refused += 1,
+            other => panic!("{other:?}"),
+        }
+        // Every other topic's webhook is taken, throughout (at the pace Kafka takes them).
         append(&spool, [format!("e{round}")]).await;
+        kafka.wait_for(round as usize + 1).await;
     }
-    kafka.wait_for(200).await;
-    until("nothing parked", || m.spool.parked.get() > 0).await;
+    kafka.wait_for(400).await;
+    assert!(refused > 0, "the missing topic was never refused");
     let share = small.max_bytes / 4;
     let held_bytes = m.spool.held_bytes.get() as u64;
     assert!(
         held_bytes > 0 && held_bytes <= share,
         "held {held_bytes} bytes, share {share}"
     );
-    until("some held or parked event unaccounted for", || {
-        m.spool.parked.get() + held(&m) as u64 == 200
+    until("some acknowledged event neither held nor parked", || {
+        m.spool.parked.get() + held(&m) as u64 == kept
     })
     .await;
     tasks.stop(Duration::from_secs(5)).await;

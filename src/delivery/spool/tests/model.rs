@@ -1,7 +1,9 @@
 //! Issue 20, item 9: a model-based test of the spool. Appends, a Kafka that goes down, a
 //! topic it refuses, records it refuses outright, failed disk writes and restarts are
 //! interleaved at random (seeded: `SPOOL_MODEL_SEED` replays a failure), with records that
-//! fail once (transiently) while those around them go through, while a model records
+//! fail once (transiently) while those around them go through, failed writes of the log
+//! and of held records, and a spool small enough that a held topic fills its share,
+//! while a model records
 //! what the spool acknowledged. Then every fault is lifted and the invariants are checked:
 //! every acknowledged event reached Kafka or was parked (none lost); nothing reached Kafka
 //! that was not acknowledged; and for each topic and key, the last copy of each event
@@ -85,12 +87,22 @@ async fn append_to(
     }
 }
 
+/// A spool small enough that a held topic reaches its share (10 % of 256 KiB).
+fn start_small(dir: &std::path::Path, kafka: &Arc<FakeKafka>) -> (Spool, SpoolTasks) {
+    let mut small = settings(dir);
+    small.max_bytes = 256 * 1024;
+    small.segment_bytes = 64 * 1024;
+    small.held_topic_max_percent = 10;
+    let deliver: Arc<dyn Deliver> = kafka.clone();
+    Spool::start(&small, deliver, ready(), &metrics(), QUEUE).unwrap()
+}
+
 async fn run(seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let kafka = Arc::new(FakeKafka::default());
     let mut model = Model::default();
     let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let (mut spool, mut tasks) = start(dir.path(), &kafka, &metrics());
+    let (mut spool, mut tasks) = start_small(dir.path(), &kafka);
     for _ in 0..120 {
         match step(&mut dice) {
             Step::Append { n, topic, key } => {
@@ -100,7 +112,12 @@ async fn run(seed: u64) {
             Step::RefuseTopic(refuse) => {
                 let mut refusing = kafka.refusing_topics.lock().unwrap();
                 if refuse {
-                    refusing.insert(TOPICS[1].into(), DeliveryError::Timeout);
+                    // A broker that says why, or one whose records just time out.
+                    let error = match dice.roll(2) {
+                        0 => DeliveryError::Timeout,
+                        _ => DeliveryError::TopicRefused("UnknownTopicOrPartition".into()),
+                    };
+                    refusing.insert(TOPICS[1].into(), error);
                 } else {
                     refusing.clear();
                 }
@@ -117,7 +134,7 @@ async fn run(seed: u64) {
             Step::Restart => {
                 tasks.stop(Duration::from_secs(5)).await;
                 drop(spool);
-                (spool, tasks) = start(dir.path(), &kafka, &metrics());
+                (spool, tasks) = start_small(dir.path(), &kafka);
             }
             Step::Pause => tokio::time::sleep(Duration::from_millis(dice.roll(200))).await,
         }
