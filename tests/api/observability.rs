@@ -78,13 +78,20 @@ async fn metrics_count_exactly_what_was_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn is_live_without_a_broker_but_ready_only_with_one() {
-    async fn healthz(app: &crate::helpers::TestApp) -> u16 {
-        let live = app.http.get(format!("{}/healthz", app.address)).send();
-        live.await.expect("healthz").status().as_u16()
+    // A fresh connection per probe, as the kubelet's probes make. (Reusing one pooled
+    // connection, a CI run once got hyper's UnexpectedMessage on /healthz: a response on
+    // a connection with no request in flight. Not explained yet; noted in the closing note.)
+    async fn probe(app: &crate::helpers::TestApp, path: &str) -> u16 {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("a client");
+        let answer = client.get(format!("{}{path}", app.address)).send();
+        answer.await.expect(path).status().as_u16()
     }
     let app = spawn_app().await;
-    assert_eq!(healthz(&app).await, 200);
-    assert_eq!(app.readyz().await, 200);
+    assert_eq!(probe(&app, "/healthz").await, 200);
+    assert_eq!(probe(&app, "/readyz").await, 200);
     app.stop().await;
 
     // Nothing listens on this port: alive, and not ready over many health checks.
@@ -92,8 +99,8 @@ async fn is_live_without_a_broker_but_ready_only_with_one() {
     let app = crate::helpers::spawn_app_unready(nowhere.as_str(), |_| {}).await;
     let until = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < until {
-        assert_eq!(healthz(&app).await, 200);
-        assert_eq!(app.readyz().await, 503);
+        assert_eq!(probe(&app, "/healthz").await, 200);
+        assert_eq!(probe(&app, "/readyz").await, 503);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     app.stop().await;
