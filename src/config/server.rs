@@ -155,13 +155,14 @@ impl Settings {
     }
 
     pub(super) fn validate_server(&self, problems: &mut Vec<String>) {
+        self.validate_server_limits(problems);
+        self.validate_server_timeouts(problems);
+        self.validate_server_network(problems);
+    }
+
+    /// Body, header, in-flight and connection limits.
+    fn validate_server_limits(&self, problems: &mut Vec<String>) {
         let s = &self.server;
-        if s.listen.parse::<SocketAddr>().is_err() {
-            problems.push(format!(
-                "server.listen = {:?} is not an address; use host:port, e.g. \"0.0.0.0:8080\"",
-                s.listen
-            ));
-        }
         if s.max_body_bytes == 0 || s.max_body_bytes > 32 * 1024 * 1024 {
             problems.push(
                 "server.max_body_bytes must be between 1 and 33554432 (32 MiB; default 1048576)"
@@ -190,6 +191,17 @@ impl Settings {
                 ));
             }
         }
+        if s.max_connections == 0 || s.max_connections_per_worker == Some(0) {
+            problems.push("server.max_connections must be above 0 (default 2048)".into());
+        }
+        if s.max_header_bytes < 1024 {
+            problems.push("server.max_header_bytes must be at least 1024 (default 16384)".into());
+        }
+    }
+
+    /// The timeouts, and how they must nest.
+    fn validate_server_timeouts(&self, problems: &mut Vec<String>) {
+        let s = &self.server;
         if s.body_timeout_ms == 0 {
             problems.push(
                 "server.body_timeout_ms must be above 0 (default 2000: Qminder sends its body \
@@ -204,8 +216,30 @@ impl Settings {
                     .into(),
             );
         }
-        if s.max_connections == 0 || s.max_connections_per_worker == Some(0) {
-            problems.push("server.max_connections must be above 0 (default 2048)".into());
+        if s.request_timeout_ms <= self.kafka.delivery_timeout_ms {
+            problems.push(format!(
+                "server.request_timeout_ms ({}) must exceed kafka.delivery_timeout_ms ({}), \
+                 or a request could end before Kafka answers; raise it",
+                s.request_timeout_ms, self.kafka.delivery_timeout_ms
+            ));
+        }
+        if s.shutdown_timeout_ms < s.request_timeout_ms {
+            problems.push(format!(
+                "server.shutdown_timeout_ms ({}) must be at least server.request_timeout_ms ({}), \
+                 so requests in flight at shutdown can finish; raise it",
+                s.shutdown_timeout_ms, s.request_timeout_ms
+            ));
+        }
+    }
+
+    /// The address, the access lists and TLS.
+    fn validate_server_network(&self, problems: &mut Vec<String>) {
+        let s = &self.server;
+        if s.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.listen = {:?} is not an address; use host:port, e.g. \"0.0.0.0:8080\"",
+                s.listen
+            ));
         }
         for (key, list) in [
             ("server.allow_cidrs", &s.allow_cidrs),
@@ -221,23 +255,6 @@ impl Settings {
             && let Err(e) = crate::tls::server_config(&tls.cert_file, &tls.key_file, tls.http2)
         {
             problems.push(format!("server.tls: {e}"));
-        }
-        if s.max_header_bytes < 1024 {
-            problems.push("server.max_header_bytes must be at least 1024 (default 16384)".into());
-        }
-        if s.request_timeout_ms <= self.kafka.delivery_timeout_ms {
-            problems.push(format!(
-                "server.request_timeout_ms ({}) must exceed kafka.delivery_timeout_ms ({}), \
-                 or a request could end before Kafka answers; raise it",
-                s.request_timeout_ms, self.kafka.delivery_timeout_ms
-            ));
-        }
-        if s.shutdown_timeout_ms < s.request_timeout_ms {
-            problems.push(format!(
-                "server.shutdown_timeout_ms ({}) must be at least server.request_timeout_ms ({}), \
-                 so requests in flight at shutdown can finish; raise it",
-                s.shutdown_timeout_ms, s.request_timeout_ms
-            ));
         }
     }
 }

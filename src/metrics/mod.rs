@@ -128,6 +128,19 @@ pub struct Labels<'a> {
     pub failure_reasons: Vec<&'a str>,
 }
 
+/// The registry of everything `d` declared, with the process's own metrics, and the
+/// declared names.
+fn registry_of(d: Declare) -> (Registry, Arc<Vec<String>>) {
+    let (registry, declared) = d.finish();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("the process collector is registered once");
+    (registry, Arc::new(declared))
+}
+
 impl Metrics {
     /// Creates and registers every metric; pre-creates the series for `labels`.
     pub fn new(labels: &Labels<'_>) -> Self {
@@ -195,15 +208,7 @@ impl Metrics {
             registry: Registry::new(),
             declared: Arc::default(),
         };
-        let (registry, declared) = d.finish();
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("the process collector is registered once");
-        m.registry = registry;
-        m.declared = Arc::new(declared);
+        (m.registry, m.declared) = registry_of(d);
         m.precreate(labels);
         m
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::cursor::Cursor;
 use super::frame::{self, Outcome, Spooled};
-use super::log::parked_dir;
+use super::log::{parked_dir, segment_path};
 
 /// What `spool status` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,16 +119,8 @@ pub fn status(dir: &Path) -> io::Result<Status> {
 
 /// The segment files of `dir`, in sequence order.
 fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut firsts: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let first = name.strip_suffix(".seg")?.parse::<u64>().ok()?;
-            Some((first, e.path()))
-        })
-        .collect();
-    firsts.sort_unstable();
-    Ok(firsts.into_iter().map(|(_, p)| p).collect())
+    let firsts = super::log::segment_firsts(dir)?;
+    Ok(firsts.into_iter().map(|f| segment_path(dir, f)).collect())
 }
 
 /// How many events each held topic has in `held/`.

@@ -111,6 +111,19 @@ pub(crate) struct Append {
     pub reply: oneshot::Sender<Result<u64, DeliveryError>>,
 }
 
+/// The first sequence numbers of the segments in `dir`, sorted (from their names).
+pub(super) fn segment_firsts(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut firsts: Vec<u64> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".seg")?.parse::<u64>().ok()
+        })
+        .collect();
+    firsts.sort_unstable();
+    Ok(firsts)
+}
+
 pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
 }

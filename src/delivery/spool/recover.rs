@@ -20,7 +20,7 @@ use std::path::Path;
 
 use super::durable;
 use super::frame::{self, Outcome};
-use super::log::{LogState, Segment, parked_dir, segment_path};
+use super::log::{LogState, Segment, parked_dir, segment_firsts, segment_path};
 
 /// What recovery found.
 #[derive(Debug, Default)]
@@ -37,14 +37,7 @@ pub struct Recovered {
 /// `floor` is the forwarder's cursor: the next record gets at least that number.
 pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)> {
     durable::create_dir(dir)?;
-    let mut firsts: Vec<u64> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_suffix(".seg")?.parse::<u64>().ok()
-        })
-        .collect();
-    firsts.sort_unstable();
+    let firsts = segment_firsts(dir)?;
     let mut recovered = Recovered::default();
     let mut segments = BTreeMap::new();
     let mut next_seq = floor;
@@ -66,27 +59,7 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
         if let Some(seq) = scan.last_seq {
             next_seq = next_seq.max(seq.saturating_add(1));
         }
-        let len = if scan.damaged.is_empty() {
-            if let Some(torn) = &scan.torn {
-                tracing::warn!(
-                    segment = %path.display(),
-                    kept_bytes = torn.start,
-                    discarded_bytes = torn.end - torn.start,
-                    "Discarding a torn record at the end of a spool segment; it was never acknowledged."
-                );
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)?
-                    .set_len(torn.start as u64)?;
-                recovered.torn += 1;
-            }
-            scan.kept.iter().map(ExactSizeIterator::len).sum::<usize>() as u64
-        } else {
-            repair(dir, first, &path, &scan)?;
-            recovered.damaged += scan.damaged.len() as u64;
-            recovered.torn += u64::from(scan.torn.is_some());
-            scan.kept.iter().map(ExactSizeIterator::len).sum::<usize>() as u64
-        };
+        let len = settle(dir, first, &path, &scan, &mut recovered)?;
         segments.insert(
             first,
             Segment {
@@ -110,6 +83,36 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
         },
         recovered,
     ))
+}
+
+/// Cuts a segment's torn tail, or repairs it around damage; its length after.
+fn settle(
+    dir: &Path,
+    first: u64,
+    path: &Path,
+    scan: &Scan,
+    recovered: &mut Recovered,
+) -> std::io::Result<u64> {
+    if scan.damaged.is_empty() {
+        if let Some(torn) = &scan.torn {
+            tracing::warn!(
+                segment = %path.display(),
+                kept_bytes = torn.start,
+                discarded_bytes = torn.end - torn.start,
+                "Discarding a torn record at the end of a spool segment; it was never acknowledged."
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(torn.start as u64)?;
+            recovered.torn += 1;
+        }
+    } else {
+        repair(dir, first, path, scan)?;
+        recovered.damaged += scan.damaged.len() as u64;
+        recovered.torn += u64::from(scan.torn.is_some());
+    }
+    Ok(scan.kept.iter().map(ExactSizeIterator::len).sum::<usize>() as u64)
 }
 
 /// One segment's bytes, sorted into intact frames, damaged stretches and a torn tail.

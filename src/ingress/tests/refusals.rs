@@ -4,33 +4,26 @@ use std::sync::Arc;
 
 use super::*;
 
-#[actix_web::test]
-async fn rejects_every_bad_request_before_delivery_with_its_status_and_reason() {
-    let big = "x".repeat(2048);
+/// What is sent, with which settings, and the status and reason it must get.
+type Case = (&'static str, Settings, TestRequest, u16, &'static str);
+
+/// Requests wrong in themselves: signature, size, headers, method, path.
+fn malformed() -> Vec<Case> {
     let mut small = settings();
     small.server.max_body_bytes = 1024;
-    let mut allowlisted = settings();
-    allowlisted.server.allow_cidrs = vec!["10.0.0.0/8".into()];
-    let mut no_slots = settings();
-    no_slots.server.max_in_flight = 0;
-    let mut no_body_room = settings();
-    no_body_room.server.max_in_flight_body_bytes = EVENT.len() - 1;
-    let mut unverified_short = settings();
-    unverified_short.server.max_unverified_body_bytes = 100;
-    let beyond_waiting = "x".repeat(crate::ingress::admission::WAIT_MAX_BYTES + 1);
-    let unsigned = TestRequest::post().uri(PATH).set_payload(EVENT);
-    let cases: Vec<(&str, Settings, TestRequest, u16, &str)> = vec![
+    let zeros = || hex::encode([0u8; 32]);
+    vec![
         (
             "no signature",
             settings(),
-            unsigned,
+            TestRequest::post().uri(PATH).set_payload(EVENT),
             401,
             "missing_signature",
         ),
         (
             "signed over the body alone",
             settings(),
-            signed(EVENT).insert_header(("X-Qminder-Signature", hex::encode([0u8; 32]))),
+            signed(EVENT).insert_header(("X-Qminder-Signature", zeros())),
             401,
             "invalid_signature",
         ),
@@ -44,7 +37,7 @@ async fn rejects_every_bad_request_before_delivery_with_its_status_and_reason() 
         (
             "too large by Content-Length",
             small,
-            signed(&big),
+            signed(&"x".repeat(2048)),
             413,
             "body_too_large",
         ),
@@ -62,6 +55,35 @@ async fn rejects_every_bad_request_before_delivery_with_its_status_and_reason() 
             400,
             "bad_request",
         ),
+        (
+            "not a POST",
+            settings(),
+            TestRequest::get().uri(PATH),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "no endpoint there",
+            settings(),
+            TestRequest::post().uri("/elsewhere"),
+            404,
+            "not_found",
+        ),
+    ]
+}
+
+/// Requests refused by who sends them or what the bridge has room for.
+fn unadmitted() -> Vec<Case> {
+    let mut allowlisted = settings();
+    allowlisted.server.allow_cidrs = vec!["10.0.0.0/8".into()];
+    let mut no_slots = settings();
+    no_slots.server.max_in_flight = 0;
+    let mut no_body_room = settings();
+    no_body_room.server.max_in_flight_body_bytes = EVENT.len() - 1;
+    let mut unverified_short = settings();
+    unverified_short.server.max_unverified_body_bytes = 100;
+    let beyond_waiting = "x".repeat(crate::ingress::admission::WAIT_MAX_BYTES + 1);
+    vec![
         (
             "from outside allow_cidrs",
             allowlisted,
@@ -97,22 +119,12 @@ async fn rejects_every_bad_request_before_delivery_with_its_status_and_reason() 
             503,
             "body_budget_exhausted",
         ),
-        (
-            "not a POST",
-            settings(),
-            TestRequest::get().uri(PATH),
-            405,
-            "method_not_allowed",
-        ),
-        (
-            "no endpoint there",
-            settings(),
-            TestRequest::post().uri("/elsewhere"),
-            404,
-            "not_found",
-        ),
-    ];
-    for (what, settings, request, status, code) in cases {
+    ]
+}
+
+#[actix_web::test]
+async fn rejects_every_bad_request_before_delivery_with_its_status_and_reason() {
+    for (what, settings, request, status, code) in malformed().into_iter().chain(unadmitted()) {
         let fake = FakeDelivery::answering(Vec::new());
         let (answer, metrics) = one(&settings, &fake, request).await;
         assert_eq!(answer.status, status, "{what}");
