@@ -90,6 +90,16 @@ pub fn encode(record: &Spooled) -> Vec<u8> {
     frame
 }
 
+/// The record in a file holding one whole frame (a held or parked record); `None` if the
+/// file is not exactly an intact frame's start.
+pub fn read_file(path: &std::path::Path) -> io::Result<Option<Spooled>> {
+    let bytes = std::fs::read(path)?;
+    Ok(match read(&mut bytes.as_slice(), bytes.len() as u64)? {
+        Outcome::Frame(record, _) => Some(record),
+        Outcome::End | Outcome::Torn => None,
+    })
+}
+
 /// The sequence number of the frame that starts at `bytes[0]`, read without checking
 /// the frame (the payload starts with it); `None` if too few bytes.
 pub fn peek_seq(bytes: &[u8]) -> Option<u64> {

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::frame::{self, Outcome, Spooled};
+use super::frame::{self, Spooled};
 
 /// The file of held record `seq` in a topic's directory.
 pub(super) fn file(dir: &Path, seq: u64) -> PathBuf {
@@ -23,14 +23,8 @@ pub(super) fn safe_name(topic: &str) -> bool {
 
 /// The record in a held file.
 pub(super) fn read(path: &Path) -> io::Result<Spooled> {
-    let bytes = std::fs::read(path)?;
-    match frame::read(&mut bytes.as_slice(), bytes.len() as u64)? {
-        Outcome::Frame(record, _) => Ok(record),
-        Outcome::End | Outcome::Torn => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not an intact frame",
-        )),
-    }
+    frame::read_file(path)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an intact frame"))
 }
 
 /// Every intact held file under `held`: (topic, sequence number, bytes). What is not a

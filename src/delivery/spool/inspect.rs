@@ -193,15 +193,13 @@ pub fn parked(dir: &Path) -> io::Result<Vec<ParkedItem>> {
 }
 
 fn read_frame(path: &Path) -> io::Result<ParkedKind> {
-    let bytes = fs::read(path)?;
-    let mut reader = bytes.as_slice();
-    Ok(match frame::read(&mut reader, bytes.len() as u64)? {
-        Outcome::Frame(record, _) => ParkedKind::Record {
+    Ok(match frame::read_file(path)? {
+        Some(record) => ParkedKind::Record {
             record: Box::new(record),
             reason: fs::read_to_string(reason_path(path))
                 .ok()
                 .map(|r| r.trim().to_owned()),
         },
-        Outcome::End | Outcome::Torn => ParkedKind::Unreadable,
+        None => ParkedKind::Unreadable,
     })
 }
