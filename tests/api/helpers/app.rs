@@ -283,7 +283,12 @@ impl TestApp {
             .await
         {
             Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
+            Err(error) => {
+                // 0 is "no answer"; say why, for the unexplained connection errors seen
+                // under CI load (see the closing note of 2026-12-05).
+                eprintln!("/readyz: no answer: {error:?}");
+                0
+            }
         }
     }
 
