@@ -1,6 +1,7 @@
 //! The broker misbehaves; the bridge tells the truth (503 + Retry-After, never a false 2xx)
 //! and recovers by itself. Each test freezes a private broker (SIGSTOP), never the shared one.
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -212,6 +213,37 @@ async fn shutdown_never_outlasts_shutdown_timeout_ms() {
     let _ = pending.await;
     // The deadline, and a margin for the process to exit and this test to notice.
     assert!(took < Duration::from_millis(4600), "shutdown took {took:?}");
+}
+
+/// A bridge restarted at once (a crash loop, `docker compose restart`, a pod on the host
+/// network) binds its port again, though connections it closed itself linger there in
+/// TIME_WAIT for a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_restarted_at_once_listens_again_on_its_port() {
+    let bridge = BridgeProcess::start(crate::helpers::broker::shared(), |_| {});
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    // Asked to close, the bridge closes first: the TIME_WAIT is on the bridge's side.
+    let host = bridge.address.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&host).expect("a connection");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n")
+        .expect("a request");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("an answer, then EOF");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(stream);
+    let settings = bridge.settings.clone();
+    bridge.terminate();
+    let exit = tokio::task::spawn_blocking(move || bridge.wait_exit(Duration::from_secs(20)));
+    assert_eq!(exit.await.expect("waiter"), Some(0));
+
+    let restarted = BridgeProcess::launch(settings);
+    restarted.wait_ready(Duration::from_secs(30)).await;
 }
 
 /// Sends SIGTERM and polls `/readyz` until it is no longer 200 (at most 10 s).

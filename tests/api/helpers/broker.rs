@@ -4,7 +4,7 @@
 //! topics). Tests that freeze a broker (`SIGSTOP`) start a private one. Brokers are started
 //! from one long-lived thread with `PR_SET_PDEATHSIG`, so none outlives the test process.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -58,13 +58,15 @@ impl Tansu {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = spawn_tied_to_this_process(command);
-        let broker = Self {
+        let mut broker = Self {
             child,
             port,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = broker.child.try_wait().expect("tansu's status");
+            assert!(exited.is_none(), "tansu exited ({exited:?}) on port {port}");
             assert!(
                 Instant::now() < deadline,
                 "tansu did not listen on {port} within 20 s"
@@ -116,26 +118,20 @@ pub fn shared() -> &'static str {
         .0
 }
 
-/// An address where nothing answers for as long as this value lives: a socket bound to it
-/// and never listening, so a connection is refused at once and no other test's broker,
-/// proxy or bridge can take the port. (A port that was merely free once was, in a CI run,
-/// taken by another test's broker while a test counted on nothing being there.)
+/// An address where nothing answers for as long as this test process lives: a port from
+/// [`free_port`], held and never listened on, so a connection is refused at once and no
+/// other test's broker, proxy or bridge can take the port. (A port that was merely free
+/// once was, in a CI run, taken by another test's broker while a test counted on nothing
+/// being there.)
 #[derive(Debug)]
 pub struct DeadAddress {
-    _held: tokio::net::TcpSocket,
     address: String,
 }
 
 impl DeadAddress {
     pub fn new() -> Self {
-        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-        socket
-            .bind("127.0.0.1:0".parse().expect("an address"))
-            .expect("a port to hold");
-        let address = socket.local_addr().expect("its address").to_string();
         Self {
-            _held: socket,
-            address,
+            address: format!("127.0.0.1:{}", free_port()),
         }
     }
 
@@ -144,22 +140,25 @@ impl DeadAddress {
     }
 }
 
-/// A port free now and never handed out before by this test process: two tests that got
-/// the same port (the kernel reuses a released one soon) would share a broker, and one
-/// test's frozen broker would not be the one its bridge talks to.
+/// A port for this test alone, held for the rest of the test process.
+///
+/// The port is held by a socket bound with `SO_REUSEADDR` and never listening. Linux then
+/// gives it to no `bind` to port 0 and to no outgoing connection, so no other test's
+/// bridge, proxy or client can take it, while whoever is told the port (tansu, a proxy,
+/// a bridge: each binds with `SO_REUSEADDR`, as Tokio's, Go's and Rust's standard
+/// listeners do) can listen on it, again and again. A port that was merely free once was,
+/// in CI runs, taken by another test between being chosen and being listened on: a test
+/// then talked to a stranger, or counted on nothing being there.
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    static HELD: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("a port to hold");
+    let port = socket.local_addr().expect("its address").port();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(socket);
+    port
 }
 
 fn signal(pid: u32, name: &str) {
