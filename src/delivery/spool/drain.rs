@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use super::breaker::PARK_AFTER;
 use super::frame::Spooled;
 use super::held::Held;
-use super::park::Parking;
+use super::park::{Parked, Parking};
 use super::steps::{Step, account, done_prefix, taken_behind};
 use crate::delivery::Deliver;
 use crate::metrics::Metrics;
@@ -108,7 +108,7 @@ impl Drainer {
         if let Some(failed) = failed
             && let Some(error) = steps[done].error().filter(|e| e.is_final())
             && self.refused_enough(topic, failed.seq, acked)
-            && self.parking.park(failed, error.to_string()).await
+            && self.parking.park(failed, error.to_string()).await == Parked::Kept
         {
             release.push(failed.seq);
         }

@@ -28,9 +28,9 @@ use super::cursor::Cursor;
 use super::frame::{self, Spooled};
 use super::held::{Held, Holding};
 use super::log::Shared;
-use super::park::Parking;
+use super::park::{Parked, Parking};
 use super::read::{Position, read_batch, reclaim};
-use super::steps::{Step, account, done_prefix, taken_behind, to_hold};
+use super::steps::{Forwarded, Step, account, done_prefix, taken_behind, to_hold};
 use crate::delivery::{Deliver, DeliveryError};
 use crate::metrics::Metrics;
 
@@ -112,8 +112,9 @@ impl Forwarder {
                 self.persist(&mut progress).await;
                 continue;
             }
-            if self.forward(&mut progress, &records).await {
-                back_off(&mut progress.backoff, &mut stop).await;
+            match self.forward(&mut progress, &records).await {
+                Forwarded::Retry => back_off(&mut progress.backoff, &mut stop).await,
+                Forwarded::Moved => {}
             }
         }
         self.update_gauges(progress.next, None);
@@ -141,9 +142,8 @@ impl Forwarder {
     }
 
     /// Hands `records` to Kafka in order (holding aside those of held topics) and moves the
-    /// cursor past the run that needs nothing more. True when a record failed and is to be
-    /// retried after a back-off (false also when it was held or parked instead).
-    async fn forward(&self, progress: &mut Progress, records: &[Spooled]) -> bool {
+    /// cursor past the run that needs nothing more.
+    async fn forward(&self, progress: &mut Progress, records: &[Spooled]) -> Forwarded {
         self.update_gauges(progress.next, records.first().map(|r| r.received_ms));
         tracing::debug!(
             first = records[0].seq,
@@ -169,23 +169,23 @@ impl Forwarder {
         }
         let Some(failed) = records.get(done) else {
             progress.backoff = FIRST_BACKOFF;
-            return false;
+            return Forwarded::Moved;
         };
         // Re-read from the first record that needs more.
         progress.position = None;
         if let Some(error) = steps[done].error() {
             if progress.breaker.may_park(failed.seq, &steps, error)
-                && self.parking.park(failed, error.to_string()).await
+                && self.parking.park(failed, error.to_string()).await == Parked::Kept
             {
                 progress.breaker.parked(error);
                 progress.next = failed.seq.saturating_add(1);
                 self.persist(progress).await;
                 progress.backoff = FIRST_BACKOFF;
-                return false;
+                return Forwarded::Moved;
             }
             tracing::warn!(%error, seq = failed.seq, retry_in_ms = progress.backoff.as_millis(), "Could not forward a spooled event; will retry.");
         }
-        true
+        Forwarded::Retry
     }
 
     /// One attempt at `records`: those of held topics are held without sending, the rest
@@ -250,12 +250,13 @@ impl Forwarder {
                          of the spool (spool.held_topic_max_percent)",
                         record.topic
                     );
-                    if !self.parking.park(record, why).await {
+                    match self.parking.park(record, why).await {
+                        Parked::Kept => Step::SetAside,
                         // Kept in the log (never sent past the held ones), retried.
-                        let why = "it cannot be parked".to_owned();
-                        Step::Sent(Err(DeliveryError::SpoolUnavailable(why)))
-                    } else {
-                        Step::SetAside
+                        Parked::NotWritten => {
+                            let why = "it cannot be parked".to_owned();
+                            Step::Sent(Err(DeliveryError::SpoolUnavailable(why)))
+                        }
                     }
                 }
                 Holding::Failed(error) => {

@@ -115,10 +115,8 @@ impl Held {
             .values()
             .filter_map(|l| l.records.keys().next_back().copied())
             .max();
-        let mut state = self.shared.lock();
-        if let Some(highest) = highest.filter(|h| *h >= state.next_seq) {
-            state.next_seq = highest + 1;
-            state.active_damaged = true;
+        if let Some(highest) = highest {
+            self.shared.lock().number_above(highest);
         }
     }
 
@@ -277,11 +275,7 @@ impl Held {
             self.refuse(topic, false);
         }
         self.metrics.held_bytes.add(delta);
-        let mut state = self.shared.lock();
-        state.held_bytes = state.held_bytes.saturating_add_signed(delta);
-        if delta < 0 {
-            state.full = false;
-        }
+        self.shared.lock().held_changed(delta);
     }
 }
 

@@ -88,7 +88,7 @@ impl Spool {
     ) -> std::io::Result<(Self, SpoolTasks)> {
         let lock = lock::DirLock::acquire(&settings.dir)?;
         let (cursor, next, state) = recover_log(&settings.dir, metrics)?;
-        let replay_below = state.next_seq;
+        let replay_below = state.next_seq();
         let shared = Arc::new(Shared {
             dir: settings.dir.clone(),
             state: std::sync::Mutex::new(state),
@@ -143,8 +143,7 @@ impl Spool {
 
     /// Healthy: the last write succeeded and the spool has not run out of room.
     pub fn is_healthy(&self) -> bool {
-        let state = self.inner.shared.lock();
-        state.healthy && !state.full && state.used() < self.inner.max_bytes
+        self.inner.shared.lock().accepts(self.inner.max_bytes)
     }
 }
 
@@ -199,7 +198,7 @@ fn open_aside(
     )?;
     let used = {
         let mut state = shared.lock();
-        state.parked_bytes = park::size_of(&log::parked_dir(&settings.dir))?;
+        state.parked_total(park::size_of(&log::parked_dir(&settings.dir))?);
         state.used()
     };
     shared.update_gauges();
@@ -226,7 +225,7 @@ fn recover_log(
     tracing::info!(
         dir = %dir.display(),
         records_on_disk = recovered.records,
-        to_forward = state.next_seq.saturating_sub(next),
+        to_forward = state.next_seq().saturating_sub(next),
         torn_discarded = recovered.torn,
         damaged_parked = recovered.damaged,
         "Opened the spool."

@@ -25,9 +25,9 @@ pub(crate) struct Parking {
 }
 
 impl Parking {
-    /// Keeps `record` in `parked/`, durably. False if it could not be written (the caller
-    /// then keeps it where it is: nothing is dropped).
-    pub async fn park(&self, record: &Spooled, why: String) -> bool {
+    /// Keeps `record` in `parked/`, durably. When it could not be written, the caller keeps
+    /// it where it is: nothing is dropped.
+    pub async fn park(&self, record: &Spooled, why: String) -> Parked {
         let dir = self.dir.clone();
         let bytes = frame::encode(record);
         let size = (bytes.len() + why.len() + 1) as u64;
@@ -38,7 +38,7 @@ impl Parking {
         match written {
             Ok(Ok(path)) => {
                 self.metrics.spool.parked.inc();
-                self.shared.lock().parked_bytes += size;
+                self.shared.lock().parked(size);
                 self.shared.update_gauges();
                 tracing::error!(
                     seq,
@@ -48,18 +48,28 @@ impl Parking {
                     reason = %why,
                     "Parked a spooled event for an operator (see `qminder-bridge spool parked list`) and went on with the next."
                 );
-                true
+                Parked::Kept
             }
             Ok(Err(error)) => {
                 tracing::error!(%error, seq, "Cannot park a spooled event; keeping it and retrying.");
-                false
+                Parked::NotWritten
             }
             Err(error) => {
                 tracing::error!(%error, seq, "The parking task failed; keeping the event and retrying.");
-                false
+                Parked::NotWritten
             }
         }
     }
+}
+
+/// What became of a record to park.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Parked {
+    /// In `parked/`, fsynced: it may leave the log.
+    Kept,
+    /// Not written: it stays where it is.
+    NotWritten,
 }
 
 /// Writes one frame to `dir/<seq>.frame` (never over an existing one), durably, and why

@@ -96,16 +96,16 @@ struct Located {
 /// `segment` if given, else the one holding `want` (or the oldest, if `want` is older).
 fn locate(shared: &Shared, segment: Option<u64>, want: u64) -> Option<Located> {
     let state = shared.lock();
+    let segments = state.segments();
     let found = match segment {
-        Some(f) => state.segments.get_key_value(&f),
-        None => state
-            .segments
+        Some(f) => segments.get_key_value(&f),
+        None => segments
             .range(..=want)
             .next_back()
-            .or_else(|| state.segments.iter().next()),
+            .or_else(|| segments.iter().next()),
     };
     let (&first, s) = found?;
-    let following = state.segments.range(first + 1..).next().map(|(&f, _)| f);
+    let following = segments.range(first + 1..).next().map(|(&f, _)| f);
     Some(Located {
         first,
         len: s.len,
@@ -116,22 +116,19 @@ fn locate(shared: &Shared, segment: Option<u64>, want: u64) -> Option<Located> {
 
 /// Deletes sealed segments whose every record is below `next`.
 pub(super) fn reclaim(shared: &Shared, next: u64) -> std::io::Result<()> {
-    let doomed: Vec<(u64, PathBuf, u64)> = {
+    let doomed: Vec<(u64, PathBuf)> = {
         let state = shared.lock();
-        let last_first = state.segments.keys().next_back().copied();
+        let last_first = state.segments().keys().next_back().copied();
         state
-            .segments
+            .segments()
             .iter()
             .filter(|(first, s)| Some(**first) != last_first && s.last_seq.is_none_or(|l| l < next))
-            .map(|(first, s)| (*first, s.path.clone(), s.len))
+            .map(|(first, s)| (*first, s.path.clone()))
             .collect()
     };
-    for (first, path, len) in doomed {
+    for (first, path) in doomed {
         fs::remove_file(&path)?;
-        let mut state = shared.lock();
-        state.segments.remove(&first);
-        state.bytes = state.bytes.saturating_sub(len);
-        state.full = false;
+        shared.lock().reclaimed(first);
     }
     Ok(())
 }

@@ -40,7 +40,6 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
     let firsts = segment_firsts(dir)?;
     let mut recovered = Recovered::default();
     let mut segments = BTreeMap::new();
-    let mut next_seq = floor;
     let last = firsts.last().copied();
     for first in firsts {
         let path = segment_path(dir, first);
@@ -53,12 +52,6 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
             }
         }
         recovered.records += scan.records;
-        // A segment's name is the number of its first record: never number below it, even
-        // when the cursor is gone and the segment empty.
-        next_seq = next_seq.max(first);
-        if let Some(seq) = scan.last_seq {
-            next_seq = next_seq.max(seq.saturating_add(1));
-        }
         let len = settle(dir, first, &path, &scan, &mut recovered)?;
         segments.insert(
             first,
@@ -69,20 +62,9 @@ pub fn recover(dir: &Path, floor: u64) -> std::io::Result<(LogState, Recovered)>
             },
         );
     }
-    let bytes = segments.values().map(|s| s.len).sum();
-    Ok((
-        LogState {
-            segments,
-            next_seq,
-            bytes,
-            held_bytes: 0,
-            parked_bytes: 0,
-            healthy: true,
-            full: false,
-            active_damaged: false,
-        },
-        recovered,
-    ))
+    // Numbering goes on from the cursor, and above every segment's name and record, even
+    // when the cursor is gone and the last segment empty (`LogState::recovered`).
+    Ok((LogState::recovered(segments, floor), recovered))
 }
 
 /// Cuts a segment's torn tail, or repairs it around damage; its length after.
@@ -279,14 +261,14 @@ mod tests {
             (recovered.records, recovered.damaged, recovered.torn),
             (2, 1, 1)
         );
-        assert_eq!(state.next_seq, 3);
+        assert_eq!(state.next_seq(), 3);
         let parked: Vec<_> = std::fs::read_dir(dir.path().join("parked"))
             .unwrap()
             .collect();
         assert_eq!(parked.len(), 1);
-        let sizes: Vec<u64> = state.segments.values().map(|s| s.len).collect();
+        let sizes: Vec<u64> = state.segments().values().map(|s| s.len).collect();
         assert_eq!(sizes, [frame(0).len() as u64, f2.len() as u64]);
-        for (first, segment) in &state.segments {
+        for (first, segment) in state.segments() {
             let on_disk = std::fs::metadata(segment_path(dir.path(), *first))
                 .unwrap()
                 .len();
@@ -320,6 +302,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(segment_path(dir.path(), 26), b"").unwrap();
         let (state, _) = recover(dir.path(), 0).unwrap();
-        assert_eq!(state.next_seq, 26);
+        assert_eq!(state.next_seq(), 26);
     }
 }

@@ -180,3 +180,12 @@ pub(super) fn account(metrics: &Metrics, records: &[Spooled], steps: &[Step], re
     }
     count_forwarded(metrics, &sent, replay_below);
 }
+
+/// What one attempt at a batch leaves the forwarder to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Forwarded {
+    /// Everything was taken, held or parked, or the cursor moved: read on at once.
+    Moved,
+    /// A record failed and stays first in line: back off, then try it again.
+    Retry,
+}

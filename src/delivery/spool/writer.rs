@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
 
 use super::frame;
-use super::log::{Append, Limits, LogState, Segment, Shared, segment_path};
+use super::log::{Append, Cut, Limits, LogState, Shared, segment_path};
 use crate::delivery::DeliveryError;
 
 /// Starts the writer thread. It ends when every sender of `requests` is dropped.
@@ -64,13 +64,13 @@ pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// is rolled, so the forwarder can delete it: with large segments on a small disk, the
 /// one segment in use would otherwise hold the space for good.
 fn idle(shared: &Shared, active: &mut Active) {
-    if !shared.lock().healthy {
+    if !shared.lock().healthy() {
         reprobe(shared);
     }
     let mut state = shared.lock();
-    let forwarded = shared.forwarded_to.load(Ordering::Acquire) >= state.next_seq;
-    let len = state.segments.get(&active.0).map_or(0, |s| s.len);
-    let pressed = state.full || !state.healthy || len >= ROLL_WHEN_FORWARDED;
+    let forwarded = shared.forwarded_to.load(Ordering::Acquire) >= state.next_seq();
+    let len = state.len_of(active.0);
+    let pressed = state.full() || !state.healthy() || len >= ROLL_WHEN_FORWARDED;
     if forwarded && len > 0 && pressed {
         match new_segment(&shared.dir, &mut state) {
             Ok(next) => {
@@ -103,7 +103,7 @@ fn reprobe(shared: &Shared) {
         std::fs::remove_file(&path)
     });
     if written.is_ok() {
-        shared.lock().healthy = true;
+        shared.lock().disk_works();
         tracing::info!("The spool's disk can be written again; ready for webhooks.");
     }
 }
@@ -113,7 +113,7 @@ type Active = (u64, File);
 
 fn open_active(shared: &Shared, limits: Limits) -> std::io::Result<Active> {
     let mut state = shared.lock();
-    if let Some((&first, segment)) = state.segments.iter().next_back()
+    if let Some((&first, segment)) = state.segments().iter().next_back()
         && segment.len < limits.segment_bytes
     {
         let file = OpenOptions::new().append(true).open(&segment.path)?;
@@ -123,34 +123,22 @@ fn open_active(shared: &Shared, limits: Limits) -> std::io::Result<Active> {
 }
 
 fn new_segment(dir: &Path, state: &mut LogState) -> std::io::Result<Active> {
-    let first = state.next_seq;
-    let path = segment_path(dir, first);
+    let path = segment_path(dir, state.next_seq());
     let file = super::durable::private()
         .create(true)
         .append(true)
         .open(&path)?;
     File::open(dir)?.sync_all()?;
-    state.segments.insert(
-        first,
-        Segment {
-            path,
-            len: 0,
-            last_seq: None,
-        },
-    );
-    Ok((first, file))
+    Ok((state.start_segment(path), file))
 }
 
 fn commit(shared: &Shared, limits: Limits, active: &mut Active, batch: Vec<Append>) {
     let mut state = shared.lock();
-    if state.active_damaged {
+    if state.active_damaged() {
         // Appending after bytes that were never acknowledged would put them inside the
         // segment's readable length: only a fresh segment will do.
         match new_segment(&shared.dir, &mut state) {
-            Ok(next) => {
-                *active = next;
-                state.active_damaged = false;
-            }
+            Ok(next) => *active = next,
             Err(error) => {
                 drop(state);
                 tracing::error!(%error, "Cannot start a new spool segment after a failed write; answering 503.");
@@ -193,8 +181,8 @@ fn frame_batch(state: &mut LogState, limits: Limits, active: u64, batch: Vec<App
     let mut framed = Framed {
         buffer: Vec::new(),
         accepted: Vec::with_capacity(batch.len()),
-        next_seq: state.next_seq,
-        start_len: state.segments.get(&active).map_or(0, |s| s.len),
+        next_seq: state.next_seq(),
+        start_len: state.len_of(active),
     };
     let mut bytes = state.used();
     let mut refused = false;
@@ -221,8 +209,7 @@ fn frame_batch(state: &mut LogState, limits: Limits, active: u64, batch: Vec<App
         framed.next_seq += 1;
         bytes += size;
     }
-    if refused && !state.full {
-        state.full = true;
+    if refused && state.refused_for_room() {
         tracing::warn!(
             max_bytes = limits.max_bytes,
             "The spool is full; answering 503 until forwarding to Kafka frees room."
@@ -236,14 +223,7 @@ fn frame_batch(state: &mut LogState, limits: Limits, active: u64, batch: Vec<App
 fn publish(shared: &Shared, limits: Limits, active: &mut Active, framed: Framed) {
     let mut state = shared.lock();
     let written = framed.buffer.len() as u64;
-    state.next_seq = framed.next_seq;
-    // Added, not assigned: the forwarder may have reclaimed segments meanwhile.
-    state.bytes += written;
-    state.healthy = true;
-    if let Some(segment) = state.segments.get_mut(&active.0) {
-        segment.len = framed.start_len + written;
-        segment.last_seq = Some(framed.next_seq - 1);
-    }
+    state.committed(active.0, framed.start_len, written, framed.next_seq);
     if framed.start_len + written >= limits.segment_bytes {
         match new_segment(&shared.dir, &mut state) {
             Ok(next) => *active = next,
@@ -263,16 +243,16 @@ fn publish(shared: &Shared, limits: Limits, active: &mut Active, framed: Framed)
 /// The write or fsync failed: cut off whatever part of the batch reached the file (none
 /// of it is acknowledged) and answer every append 503.
 fn cut_off(shared: &Shared, active: &mut Active, framed: Framed, error: &std::io::Error) {
-    let mut state = shared.lock();
-    state.healthy = false;
-    if let Err(cut) = active.1.set_len(framed.start_len) {
-        tracing::error!(error = %cut, "Cannot cut a failed write off the spool segment; no more appends go to it.");
-        state.active_damaged = true;
-        // Its frames may still be on disk, numbered: never give those numbers again
-        // (and so the next segment gets a name of its own).
-        state.next_seq = framed.next_seq;
-    }
-    drop(state);
+    let cut = match active.1.set_len(framed.start_len) {
+        Ok(()) => Cut::Done,
+        Err(cut) => {
+            tracing::error!(error = %cut, "Cannot cut a failed write off the spool segment; no more appends go to it.");
+            Cut::Failed
+        }
+    };
+    // Frames not cut off may still be on disk, numbered: those numbers are never given
+    // again (and so the next segment gets a name of its own).
+    shared.lock().write_failed(cut, framed.next_seq);
     tracing::error!(%error, "Cannot write the spool; answering 503.");
     refuse(framed.accepted.into_iter().map(|(_, reply)| reply), error);
 }

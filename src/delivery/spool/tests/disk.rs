@@ -2,6 +2,7 @@
 //! slow fsyncs, file modes, a deleted cursor, health coming back, parked bytes.
 
 use super::*;
+use crate::delivery::spool::log::Cut;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_appends_at_once_while_the_writer_is_behind_and_holds_no_more_than_its_queue() {
@@ -46,10 +47,17 @@ async fn appends_to_a_fresh_segment_once_a_failed_write_could_not_be_cut_off() {
     let (spool, tasks) = start(dir.path(), &kafka, &metrics());
     assert_eq!(append(&spool, ids(0..1)).await, vec![0]);
     // What the writer records when a write failed and truncating it failed too.
-    spool.inner.shared.lock().active_damaged = true;
+    spool.inner.shared.lock().write_failed(Cut::Failed, 1);
     assert_eq!(append(&spool, ids(1..2)).await, vec![1]);
-    assert!(!spool.inner.shared.lock().active_damaged);
-    let firsts: Vec<u64> = spool.inner.shared.lock().segments.keys().copied().collect();
+    assert!(!spool.inner.shared.lock().active_damaged());
+    let firsts: Vec<u64> = spool
+        .inner
+        .shared
+        .lock()
+        .segments()
+        .keys()
+        .copied()
+        .collect();
     assert!(
         firsts.contains(&1),
         "e1 opened a segment of its own: {firsts:?}"
@@ -260,7 +268,7 @@ async fn parked_records_count_towards_max_bytes() {
     ));
     let deadline = Instant::now() + Duration::from_secs(10);
     // Parked, and its segment rolled and deleted: only the parked copy is left.
-    while m.spool.parked.get() == 0 || spool.inner.shared.lock().bytes > 0 {
+    while m.spool.parked.get() == 0 || spool.inner.shared.lock().segment_bytes() > 0 {
         assert!(Instant::now() < deadline, "never parked and reclaimed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

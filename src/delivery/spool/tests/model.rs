@@ -138,6 +138,9 @@ async fn run(seed: u64) {
             }
             Step::Pause => tokio::time::sleep(Duration::from_millis(dice.roll(200))).await,
         }
+        if let Err(broken) = spool.inner.shared.lock().check() {
+            panic!("seed {seed}: the log's state broke an invariant: {broken}");
+        }
     }
     // Every fault lifted (but the records Kafka refuses outright); a little more traffic, as
     // there always is, lets a refused last record be told from a refusing cluster.
