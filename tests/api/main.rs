@@ -20,4 +20,5 @@ mod slow_link;
 mod spool;
 mod spool_held;
 mod spool_tools;
+mod upgrade;
 mod webhooks;

@@ -76,6 +76,7 @@ pub fn status(dir: &Path) -> io::Result<Status> {
             format!("{} is not a directory (spool.dir)", dir.display()),
         ));
     }
+    super::format::read(dir)?;
     let cursor = Cursor::new(dir).load()?;
     let mut status = Status {
         cursor,
@@ -158,6 +159,7 @@ fn held(dir: &Path) -> io::Result<Vec<(String, usize)>> {
 
 /// Every item of `parked/`, sorted by name (records by sequence number).
 pub fn parked(dir: &Path) -> io::Result<Vec<ParkedItem>> {
+    super::format::read(dir)?;
     let parked = parked_dir(dir);
     let entries = match fs::read_dir(&parked) {
         Ok(entries) => entries,

@@ -14,6 +14,7 @@ mod breaker;
 pub mod cursor;
 mod drain;
 mod durable;
+mod format;
 pub mod forwarder;
 pub mod frame;
 mod held;
@@ -87,6 +88,7 @@ impl Spool {
         queue: usize,
     ) -> std::io::Result<(Self, SpoolTasks)> {
         let lock = lock::DirLock::acquire(&settings.dir)?;
+        format::check_and_record(&settings.dir)?;
         let (cursor, next, state) = recover_log(&settings.dir, metrics)?;
         let replay_below = state.next_seq();
         let shared = Arc::new(Shared {

@@ -8,7 +8,9 @@ pub mod proxy;
 pub mod schema;
 pub mod traffic;
 
-pub use app::{PATH, SECRET, TestApp, sign, spawn_app, spawn_app_unready, spawn_app_with};
+pub use app::{
+    PATH, SECRET, TestApp, sign, spawn_app, spawn_app_unready, spawn_app_with, test_settings,
+};
 
 /// Tests that load the machine heavily (the attacks) take this for writing; tests whose
 /// bounds are about time (the cluster faults, the slow link, the full disk) take it for
