@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::helpers::process::BridgeProcess;
 use crate::helpers::{PATH, broker};
 
-/// The memory limit of the shipped Kubernetes pod (deploy/kubernetes/base/deployment.yaml).
+/// The memory limit of the shipped Kubernetes pod (deploy/kubernetes/base/statefulset.yaml).
 const POD_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
 /// A well-formed signature that matches nothing.
 const WRONG_SIGNATURE: &str = "0000000000000000000000000000000000000000000000000000000000000000";
