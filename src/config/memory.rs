@@ -10,6 +10,14 @@ use super::Settings;
 /// The process itself: code, the allocator's arenas, actix's workers, Tokio, librdkafka's
 /// threads and buffers (measured: 13 MiB idle, 15–22 MiB under load; rounded up).
 pub const BASE_BYTES: u64 = 48 * 1024 * 1024;
+
+/// What start-up recovery of the spool reads at a time (`delivery/spool/scan.rs`).
+pub const RECOVERY_WINDOW_BYTES: u64 = 1024 * 1024;
+
+/// The largest frame recovery may read beside its window: a frame's largest payload
+/// (`delivery::spool::frame::MAX_PAYLOAD`, 64 MiB, pinned by a test there) and its header.
+/// Only a damaged length field can claim more than the largest record written.
+pub const RECOVERY_FRAME_BYTES: u64 = 64 * 1024 * 1024 + 8;
 /// One open connection whose request is being read: actix's 8 KiB read and 8 KiB write
 /// buffers, the request head, the handler's state (measured: 10 KiB a connection dripping
 /// its body), plus what a body waiting for unverified budget may leave unread in actix's
@@ -119,14 +127,17 @@ impl Settings {
                     .into(),
             );
         }
-        let recovery = BASE_BYTES + 2 * self.spool.segment_bytes;
+        let recovery = BASE_BYTES
+            + RECOVERY_WINDOW_BYTES
+            + self.spool.segment_bytes.min(RECOVERY_FRAME_BYTES);
         if self.spool.enabled && recovery > limit {
             warnings.push(format!(
-                "spool.segment_bytes ({} MiB) is large for server.memory_limit_bytes ({} MiB): \
-                 recovery at start-up reads a segment whole, twice when it repairs one; lower \
-                 segment_bytes",
-                self.spool.segment_bytes / (1024 * 1024),
-                limit / (1024 * 1024)
+                "server.memory_limit_bytes ({} MiB) is below what spool recovery may need at \
+                 start-up ({} MiB: the process, a {} MiB read window, and one frame of up to \
+                 spool.segment_bytes or 64 MiB); raise the limit or lower spool.segment_bytes",
+                limit / (1024 * 1024),
+                recovery / (1024 * 1024),
+                RECOVERY_WINDOW_BYTES / (1024 * 1024)
             ));
         }
         for (key, weak) in [
@@ -176,16 +187,18 @@ mod tests {
     }
 
     #[test]
-    fn warns_when_recovering_a_spool_segment_would_not_fit_the_memory_limit() {
+    fn warns_when_recovering_a_spool_would_not_fit_the_memory_limit_and_only_then() {
+        // Recovery streams a segment (issue 20, item 7): its largest segments fit the
+        // shipped 256 MiB limit, which segments read whole (2 x 256 MiB) did not.
         let mut s = Settings::default();
         s.spool.enabled = true;
         s.spool.max_bytes = 4 * 1024 * 1024 * 1024;
-        s.spool.segment_bytes = 1024 * 1024 * 1024;
+        s.spool.segment_bytes = crate::config::options::MAX_SEGMENT_BYTES;
+        let recovery = |w: &String| w.contains("spool recovery");
+        assert!(!s.warnings().iter().any(recovery), "{:?}", s.warnings());
+        s.server.memory_limit_bytes = 96 * 1024 * 1024;
         let warnings = s.warnings();
-        assert!(
-            warnings.iter().any(|w| w.contains("spool.segment_bytes")),
-            "{warnings:?}"
-        );
+        assert!(warnings.iter().any(recovery), "{warnings:?}");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::secret::SecretSpec;
 
 mod kafka;
-mod memory;
-mod options;
+pub mod memory;
+pub(crate) mod options;
 mod passthrough;
 mod security;
 mod server;

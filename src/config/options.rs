@@ -46,8 +46,9 @@ impl Default for SpoolSettings {
     }
 }
 
-/// The largest `spool.segment_bytes`: start-up recovery reads one segment whole (twice
-/// when repairing it), so this bounds its memory.
+/// The largest `spool.segment_bytes`. Recovery reads a segment through a window, so this
+/// no longer bounds its memory; it bounds what one deletion frees and how long a start-up
+/// scan of one damaged segment (searched byte by byte) takes.
 pub const MAX_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// `[dedupe]`

@@ -212,3 +212,103 @@ async fn a_spool_larger_than_its_filesystem_is_warned_about_and_one_without_room
         "{error}"
     );
 }
+
+/// Fills `disk` to its last block with a file of its own (removed by the caller).
+fn fill(disk: &SmallDisk) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = disk.path().join("filler");
+    let mut filler = std::fs::File::create(&path).expect("a file");
+    let block = vec![0u8; 4096];
+    while filler
+        .write_all(&block)
+        .and_then(|()| filler.sync_data())
+        .is_ok()
+    {}
+    assert!(
+        disk.free() < 4096,
+        "the disk did not fill: {} free",
+        disk.free()
+    );
+    path
+}
+
+/// Issue 20, item 2: recovery needs no free space. A spool holding a damaged record, on a
+/// disk that filled to the last block while the bridge was down, starts, forwards every
+/// intact record around the damage, and keeps the damaged bytes in their segment until
+/// there is room to park them; then the segment goes. (Before: recovery rewrote the
+/// damaged segment whole, which failed with ENOSPC, so the bridge could not start.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_spool_on_a_full_disk_starts_forwards_around_the_damage_and_parks_it_once_there_is_room()
+ {
+    let disk = SmallDisk::mount(1024 * 1024);
+    let spool = disk.path().join("spool");
+    let with_spool = |s: &mut qminder_bridge::config::Settings| {
+        s.spool.enabled = true;
+        s.spool.dir = spool.clone();
+        s.spool.segment_bytes = 64 * 1024;
+        s.spool.max_bytes = 512 * 1024;
+        s.server.max_body_bytes = 8 * 1024;
+    };
+    // 33 events of 2 KiB with Kafka away: segment 0 (sealed, 64 KiB) and a short segment 1.
+    let nowhere = crate::helpers::broker::DeadAddress::new();
+    let app = spawn_app_with(nowhere.as_str(), with_spool).await;
+    let prefix = app.prefix().to_owned();
+    let mut acknowledged = HashSet::new();
+    for i in 0..33 {
+        let response = app.post_signed(&ticket(i)).await;
+        assert_eq!(response.status(), 202);
+        let ack: Value = response.json().await.expect("ack");
+        acknowledged.insert(ack["id"].as_str().expect("id").to_owned());
+    }
+    app.stop().await;
+    let sealed = spool.join(format!("{:020}.seg", 0));
+    let mut bytes = std::fs::read(&sealed).expect("segment 0");
+    assert!(bytes.len() >= 64 * 1024, "segment 0 is sealed");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&sealed, &bytes).expect("a flipped bit");
+    let filler = fill(&disk);
+
+    let broker = Tansu::start();
+    let app = spawn_app_with(&broker.bootstrap(), |s| {
+        with_spool(s);
+        s.kafka.topic_prefix = prefix;
+    })
+    .await;
+    let topic = app.topic("ticket_created");
+    let (b, t) = (broker.bootstrap(), topic.clone());
+    let forwarded = tokio::task::spawn_blocking(move || {
+        let mut ids = HashSet::new();
+        kafka::scan(&b, &t, Duration::from_secs(60), |r| {
+            ids.insert(r.json()["id"].as_str().expect("id").to_owned());
+            ids.len() == 32
+        });
+        ids
+    })
+    .await
+    .expect("reader");
+    assert!(forwarded.is_subset(&acknowledged));
+    assert!(sealed.exists(), "segment 0 went before its damage was kept");
+    assert!(!spool.join("parked").exists() || parked_damage(&spool).is_empty());
+
+    std::fs::remove_file(filler).expect("room again");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sealed.exists() || parked_damage(&spool).len() != 1 {
+        assert!(Instant::now() < deadline, "the damage was never parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
+
+/// The damaged stretches parked in `spool/parked`.
+fn parked_damage(spool: &Path) -> Vec<String> {
+    std::fs::read_dir(spool.join("parked"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("damaged-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -45,16 +45,32 @@ pub(super) fn make_private(path: &Path, mode: u32) {
 
 /// Durably creates or replaces `path` with `parts`, concatenated.
 pub(super) fn replace(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    replace_with(path, |file| {
+        parts.iter().try_for_each(|part| file.write_all(part))
+    })
+}
+
+/// Durably creates or replaces `path` with what `write` writes: a temporary file beside
+/// it, fsynced, renamed over it, the directory fsynced. A failed write removes the
+/// temporary file (on a full disk it holds the space the failure was about).
+pub(super) fn replace_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = private()
+    let written = private()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)?;
-    for part in parts {
-        file.write_all(part)?;
+        .open(&tmp)
+        .and_then(|mut file| {
+            write(&mut file)?;
+            file.sync_all()
+        });
+    if let Err(error) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(error);
     }
-    file.sync_all()?;
     fs::rename(&tmp, path)?;
     sync_parent(path)
 }

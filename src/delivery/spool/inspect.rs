@@ -2,16 +2,17 @@
 //! parked export` (and [`remove_parked`], the one write, for `parked replay` under the
 //! directory's lock): the views never write a byte, so they are safe next to a running
 //! bridge (whose directory they then show as a snapshot). The backlog is counted by reading every frame
-//! from the cursor on, exactly as the forwarder would find them; a torn or damaged stretch
-//! ends a segment's count and is reported (the bridge's recovery handles it at start-up).
+//! from the cursor on, as recovery and the forwarder find them (`scan.rs`, through a bounded
+//! window): intact frames around damage are counted, torn and damaged stretches reported.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::cursor::Cursor;
-use super::frame::{self, Outcome, Spooled};
+use super::frame::{self, Spooled};
 use super::log::{parked_dir, segment_path};
+use super::scan::scan;
 
 /// What `spool status` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub struct Status {
     pub backlog_bytes: u64,
     /// When the oldest of them was received (ms since the Unix epoch).
     pub oldest_received_ms: Option<u64>,
-    /// Segments whose reading stopped at bytes that are not an intact frame.
+    /// Stretches of segments that are not intact frames: torn tails and damage.
     pub unreadable_tails: usize,
     /// Items in `parked/`.
     pub parked: usize,
@@ -88,40 +89,25 @@ pub fn status(dir: &Path) -> io::Result<Status> {
         parked: parked(dir)?.len(),
         held: held(dir)?,
     };
-    for path in segments(dir)? {
+    for first in super::log::segment_firsts(dir)? {
         // A running bridge's forwarder may delete a segment it has passed meanwhile.
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
+        let counted = scan(&segment_path(dir, first), first, |record, size| {
+            if record.seq >= cursor {
+                status.backlog_events += 1;
+                status.backlog_bytes += size;
+                let oldest = status.oldest_received_ms.get_or_insert(record.received_ms);
+                *oldest = (*oldest).min(record.received_ms);
+            }
+        });
+        let found = match counted {
+            Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
         status.segments += 1;
-        let mut reader = bytes.as_slice();
-        loop {
-            let available = reader.len() as u64;
-            match frame::read(&mut reader, available)? {
-                Outcome::Frame(record, size) if record.seq >= cursor => {
-                    status.backlog_events += 1;
-                    status.backlog_bytes += size;
-                    let oldest = status.oldest_received_ms.get_or_insert(record.received_ms);
-                    *oldest = (*oldest).min(record.received_ms);
-                }
-                Outcome::Frame(..) => {}
-                Outcome::End => break,
-                Outcome::Torn => {
-                    status.unreadable_tails += 1;
-                    break;
-                }
-            }
-        }
+        status.unreadable_tails += found.damaged.len() + usize::from(found.torn.is_some());
     }
     Ok(status)
-}
-
-/// The segment files of `dir`, in sequence order.
-fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let firsts = super::log::segment_firsts(dir)?;
-    Ok(firsts.into_iter().map(|f| segment_path(dir, f)).collect())
 }
 
 /// How many events each held topic has in `held/`.

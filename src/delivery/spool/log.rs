@@ -4,6 +4,7 @@
 //! Start-up recovery of the segments: `recover.rs`.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,11 @@ pub struct Segment {
     pub len: u64,
     /// Sequence number of its last record, if it has one.
     pub last_seq: Option<u64>,
+    /// Damaged stretches recovery found and left in place: readers step over them.
+    pub holes: Vec<Range<u64>>,
+    /// Whether a hole's bytes are not yet copied to `parked/` (the disk was full): the
+    /// segment is not deleted until they are.
+    pub unparked: bool,
 }
 
 /// What readers and the writer share. Its fields are private: every change goes through a
@@ -121,6 +127,8 @@ impl LogState {
                 path,
                 len: 0,
                 last_seq: None,
+                holes: Vec::new(),
+                unparked: false,
             },
         );
         self.active_damaged = false;

@@ -26,6 +26,7 @@ mod park;
 mod read;
 mod recover;
 pub mod room;
+mod scan;
 mod steps;
 mod writer;
 

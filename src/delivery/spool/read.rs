@@ -4,10 +4,12 @@
 
 use std::fs::{self, File};
 use std::io::{BufReader, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::PathBuf;
 
 use super::frame::{self, Outcome, Spooled};
-use super::log::Shared;
+use super::log::{Segment, Shared};
+use super::recover::park_holes;
 
 const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -35,6 +37,7 @@ pub(super) fn read_batch(
             len,
             following,
             path,
+            holes,
         }) = locate(shared, segment, want)
         else {
             return Ok(out);
@@ -53,6 +56,12 @@ pub(super) fn read_batch(
         // being written when it was filled.
         pos.reader.seek(SeekFrom::Start(pos.offset))?;
         while out.len() < max && bytes < MAX_BATCH_BYTES {
+            // Damage recovery left in place: step over it.
+            if let Some(hole) = holes.iter().find(|h| h.start == pos.offset) {
+                pos.offset = hole.end;
+                pos.reader.seek(SeekFrom::Start(pos.offset))?;
+                continue;
+            }
             match frame::read(&mut pos.reader, len.saturating_sub(pos.offset))? {
                 Outcome::Frame(record, size) => {
                     pos.offset += size;
@@ -91,6 +100,7 @@ struct Located {
     len: u64,
     following: Option<u64>,
     path: PathBuf,
+    holes: Vec<Range<u64>>,
 }
 
 /// `segment` if given, else the one holding `want` (or the oldest, if `want` is older).
@@ -111,23 +121,32 @@ fn locate(shared: &Shared, segment: Option<u64>, want: u64) -> Option<Located> {
         len: s.len,
         following,
         path: s.path.clone(),
+        holes: s.holes.clone(),
     })
 }
 
-/// Deletes sealed segments whose every record is below `next`.
+/// Deletes sealed segments whose every record is below `next`; one with damage not yet
+/// copied to `parked/` only once the copy is made.
 pub(super) fn reclaim(shared: &Shared, next: u64) -> std::io::Result<()> {
-    let doomed: Vec<(u64, PathBuf)> = {
+    let doomed: Vec<(u64, Segment)> = {
         let state = shared.lock();
         let last_first = state.segments().keys().next_back().copied();
         state
             .segments()
             .iter()
             .filter(|(first, s)| Some(**first) != last_first && s.last_seq.is_none_or(|l| l < next))
-            .map(|(first, s)| (*first, s.path.clone()))
+            .map(|(first, s)| (*first, s.clone()))
             .collect()
     };
-    for (first, path) in doomed {
-        fs::remove_file(&path)?;
+    for (first, segment) in doomed {
+        if segment.unparked {
+            let parked = park_holes(&shared.dir, first, &segment.path, &segment.holes);
+            shared.metrics.parked.inc_by(parked.newly);
+            if parked.unparked {
+                continue;
+            }
+        }
+        fs::remove_file(&segment.path)?;
         shared.lock().reclaimed(first);
     }
     Ok(())
