@@ -101,12 +101,7 @@ def row5_bit_flip():
     """Flip one bit in the last committed record, in the WAL and after a checkpoint."""
     results = {}
     for where_flipped in ("wal", "db"):
-        d = tempfile.mkdtemp(prefix="spike-")
-        path = os.path.join(d, "spool.db")
-        db = open_store(path)
-        db.execute("PRAGMA wal_autocheckpoint=0")
-        for _ in range(10):
-            append(db, 1)
+        d, path, db = store_with(10)
         if where_flipped == "db":
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         # Keep the WAL on close, as after a crash (SQLite checkpoints and deletes it otherwise).
@@ -142,14 +137,20 @@ def find(path, needle):
     return data.rindex(needle) + 10
 
 
-def row6_deleted_file():
-    """The operator deletes the one file that is not the data (SQLite's -wal; our cursor)."""
+def store_with(records):
+    """A new store in a scratch directory with `records` commits, never checkpointed."""
     d = tempfile.mkdtemp(prefix="spike-")
     path = os.path.join(d, "spool.db")
     db = open_store(path)
     db.execute("PRAGMA wal_autocheckpoint=0")
-    for _ in range(3):
+    for _ in range(records):
         append(db, 1)
+    return d, path, db
+
+
+def row6_deleted_file():
+    """The operator deletes the one file that is not the data (SQLite's -wal; our cursor)."""
+    d, _, db = store_with(3)
     crash_copy = d + "-crash"
     shutil.copytree(d, crash_copy)
     db.close()

@@ -127,9 +127,8 @@ impl Settings {
                     .into(),
             );
         }
-        let recovery = BASE_BYTES
-            + RECOVERY_WINDOW_BYTES
-            + self.spool.segment_bytes.min(RECOVERY_FRAME_BYTES);
+        let recovery =
+            BASE_BYTES + RECOVERY_WINDOW_BYTES + self.spool.segment_bytes.min(RECOVERY_FRAME_BYTES);
         if self.spool.enabled && recovery > limit {
             warnings.push(format!(
                 "server.memory_limit_bytes ({} MiB) is below what spool recovery may need at \

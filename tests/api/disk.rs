@@ -153,22 +153,10 @@ async fn a_spool_filled_to_enospc_serves_again_within_30_s_of_kafka_coming_back(
 fn the_spool_cursor_moves_on_a_full_disk() {
     // Issue 20, row 1: the cursor was written beside and renamed, which needs a free block.
     use qminder_bridge::delivery::spool::cursor::Cursor;
-    use std::io::Write;
     let disk = SmallDisk::mount(256 * 1024);
     let cursor = Cursor::new(disk.path());
     cursor.store(1).expect("the first store makes the file");
-    let mut filler = std::fs::File::create(disk.path().join("filler")).expect("a file");
-    let block = vec![0u8; 4096];
-    while filler
-        .write_all(&block)
-        .and_then(|()| filler.sync_data())
-        .is_ok()
-    {}
-    assert!(
-        disk.free() < 4096,
-        "the disk did not fill: {} free",
-        disk.free()
-    );
+    fill(&disk);
     cursor
         .store(2)
         .expect("moving the cursor needs no free block");
