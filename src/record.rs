@@ -51,6 +51,10 @@ pub struct Record<'a> {
     pub label: &'a str,
     /// The CloudEvents id (or, for dead letters, the same deterministic id).
     pub id: &'a str,
+    /// When the bridge accepted the webhook, ms since the Unix epoch: the Kafka record's
+    /// timestamp, in spool mode too, where the record is forwarded later (0: let the
+    /// producer stamp it).
+    pub accepted_ms: u64,
 }
 
 /// What the bridge knows about one delivery besides its body.
@@ -93,6 +97,7 @@ pub fn encode<'a>(
         value,
         headers,
         id: verified.id(),
+        accepted_ms: unix_ms(ctx.received_at),
     }
 }
 
@@ -180,6 +185,7 @@ pub fn encode_dead_letter<'a>(
             (RECEIVED_AT_HEADER, Cow::Owned(format_time(ctx.received_at))),
         ],
         id: verified.id(),
+        accepted_ms: unix_ms(ctx.received_at),
     }
 }
 
@@ -212,10 +218,16 @@ pub fn encode_refused<'a>(
             (RECEIVED_AT_HEADER, Cow::Owned(format_time(ctx.received_at))),
         ],
         id: refused.id,
+        accepted_ms: refused.accepted_ms,
     }
 }
 
 /// RFC 3339 in UTC, to the microsecond: `2026-11-26T23:20:37.123456Z`.
+/// `t` in ms since the Unix epoch (0 before it).
+fn unix_ms(t: OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
 pub fn format_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let t = t.replace_nanosecond(t.microsecond() * 1000).unwrap_or(t);

@@ -111,6 +111,7 @@ fn round_trip(recs: &[Rec], damage: &Damage) {
                 .collect(),
             label: &r.label,
             id: &r.id,
+            accepted_ms: 0,
         };
         let mut payload = frame::encode_payload(&record, r.received_ms);
         frame::set_seq(&mut payload, r.seq);

@@ -170,3 +170,44 @@ async fn answers_503_when_the_spool_is_full_and_202_again_once_it_drains() {
     app.wait_ready(true, Duration::from_secs(10)).await;
     app.stop().await;
 }
+
+/// A spooled event's Kafka timestamp is when the bridge accepted the webhook, not when it
+/// was forwarded, so that looking Kafka up by time (a backfill's "is it there already?")
+/// finds it where Qminder's time says (issue 21).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_is_stamped_with_the_time_its_webhook_was_accepted_even_when_forwarded_later() {
+    let broker = Tansu::start();
+    let dir = tempfile::tempdir().expect("spool dir");
+    let app = spawn_app_with(&broker.bootstrap(), spool_on(dir.path())).await;
+    let now_ms = || {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        i64::try_from(since.expect("a clock").as_millis()).expect("ms")
+    };
+    broker.freeze();
+    let before = now_ms();
+    let response = app.post_signed(&ticket(0)).await;
+    let after = now_ms();
+    assert_eq!(response.status(), 202);
+    let ack: Value = response.json().await.expect("ack");
+    // Forwarded no earlier than 2 s later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.thaw();
+    let id = ack["id"].as_str().expect("id").to_owned();
+    let (b, t) = (app.bootstrap.clone(), app.topic("ticket_created"));
+    let record = tokio::task::spawn_blocking(move || {
+        let mut found = None;
+        kafka::scan(&b, &t, Duration::from_secs(60), |r| {
+            found = Some(r.clone());
+            r.json()["id"] == id.as_str()
+        });
+        found.expect("the record")
+    })
+    .await
+    .expect("reader");
+    let stamped = record.timestamp_ms.expect("a timestamp");
+    assert!(
+        (before..=after).contains(&stamped),
+        "stamped {stamped}, accepted between {before} and {after}"
+    );
+    app.stop().await;
+}

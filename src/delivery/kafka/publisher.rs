@@ -131,6 +131,11 @@ impl Deliver for Publisher {
         if let Some(key) = record.key {
             kafka_record = kafka_record.key(key);
         }
+        if record.accepted_ms > 0 {
+            // When the webhook was accepted, also when a spool forwards it later.
+            kafka_record =
+                kafka_record.timestamp(i64::try_from(record.accepted_ms).unwrap_or(i64::MAX));
+        }
         let bytes = record.value.len()
             + record.key.map_or(0, str::len)
             + record

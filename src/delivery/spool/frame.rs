@@ -48,6 +48,7 @@ impl Spooled {
                 .collect(),
             id: &self.id,
             label: &self.label,
+            accepted_ms: self.received_ms,
         }
     }
 }
@@ -251,6 +252,7 @@ mod tests {
             headers: vec![("content-type", Cow::Borrowed("application/json"))],
             id: "abc",
             label: "ticket_created",
+            accepted_ms: 0,
         };
         let mut payload = encode_payload(&record, 1_700_000_000_000);
         set_seq(&mut payload, 7);
@@ -268,6 +270,7 @@ mod tests {
             headers: Vec::new(),
             id: "",
             label: "",
+            accepted_ms: 0,
         };
         let mut payload = encode_payload(&empty, 0);
         assert_eq!(payload.len() as u64, MIN_PAYLOAD);

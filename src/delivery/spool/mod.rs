@@ -242,7 +242,13 @@ impl Deliver for Spool {
             // Its held records fill the topic's share: the other topics keep the rest.
             return Box::pin(std::future::ready(Err(DeliveryError::SpoolFull)));
         }
-        let payload = frame::encode_payload(record, frame::now_ms());
+        // One time for the webhook: when it was accepted (the Kafka timestamp it is
+        // forwarded with, the spool's age metrics); records made without one get now.
+        let accepted_ms = match record.accepted_ms {
+            0 => frame::now_ms(),
+            ms => ms,
+        };
+        let payload = frame::encode_payload(record, accepted_ms);
         let (reply, answer) = oneshot::channel();
         let why = match self.inner.requests.try_send(Append { payload, reply }) {
             Ok(()) => None,

@@ -173,6 +173,7 @@ pub(super) mod tests {
             headers: Vec::new(),
             id: "i",
             label: "l",
+            accepted_ms: 0,
         };
         let mut payload = frame::encode_payload(&record, 0);
         frame::set_seq(&mut payload, seq);

@@ -18,6 +18,8 @@ pub struct Received {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: BTreeMap<String, String>,
+    /// The record's timestamp (ms since the Unix epoch), if it has one.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl Received {
@@ -206,6 +208,7 @@ fn received(m: &rdkafka::message::BorrowedMessage<'_>) -> Received {
         key: m.key().map(<[u8]>::to_vec),
         value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
+        timestamp_ms: m.timestamp().to_millis(),
     }
 }
 

@@ -112,6 +112,7 @@ fn record(id: &str) -> Record<'_> {
         headers: vec![("content-type", Cow::Borrowed("application/json"))],
         id,
         label: "ticket_created",
+        accepted_ms: 0,
     }
 }
 
