@@ -78,8 +78,8 @@ pub(crate) struct Held {
 const IN_FLIGHT: Duration = Duration::from_secs(3600);
 
 impl Held {
-    /// Finds the records held in `spool_dir/held` (an unreadable file is left where it is,
-    /// with a warning: it is not counted).
+    /// Finds the records held in `spool_dir/held` (a file that is not an intact record is
+    /// parked as damage: `held_files::scan`).
     pub fn open(
         spool_dir: &Path,
         shared: Arc<Shared>,
@@ -95,7 +95,9 @@ impl Held {
             max_lane_bytes,
             metrics,
         };
-        for (topic, seq, bytes) in scan(&held.dir)? {
+        let found = scan(&held.dir)?;
+        held.metrics.parked.inc_by(found.parked);
+        for (topic, seq, bytes) in found.records {
             let mut lanes = held.lock();
             let lane = lanes.entry(topic.clone()).or_insert_with(Lane::new);
             lane.records.insert(seq, bytes);

@@ -27,11 +27,19 @@ pub(super) fn read(path: &Path) -> io::Result<Spooled> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an intact frame"))
 }
 
-/// Every intact held file under `held`: (topic, sequence number, bytes). What is not a
-/// topic's directory, or not a whole frame, is left where it is (the latter with an
-/// ERROR: an operator must look).
-pub(super) fn scan(held: &Path) -> io::Result<Vec<(String, u64, u64)>> {
-    let mut found = Vec::new();
+/// What [`scan`] found under `held/`.
+#[derive(Debug, Default)]
+pub(super) struct Found {
+    /// Every intact held file: (topic, sequence number, bytes).
+    pub records: Vec<(String, u64, u64)>,
+    /// Held files that were not an intact frame, moved to `parked/` (see [`park_damaged`]).
+    pub parked: u64,
+}
+
+/// The held files under `held` (in the spool directory). What is not a topic's directory
+/// is left alone; a file that is not a whole frame is parked as damage.
+pub(super) fn scan(held: &Path) -> io::Result<Found> {
+    let mut found = Found::default();
     let topics = match std::fs::read_dir(held) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
@@ -55,12 +63,37 @@ pub(super) fn scan(held: &Path) -> io::Result<Vec<(String, u64, u64)>> {
                 continue;
             };
             match read(&path) {
-                Ok(_) => found.push((name.clone(), seq, entry.metadata()?.len())),
+                Ok(_) => found
+                    .records
+                    .push((name.clone(), seq, entry.metadata()?.len())),
                 Err(error) => {
-                    tracing::error!(%error, file = %path.display(), "A held spool file is not an intact record: left where it is for an operator, not forwarded.");
+                    found.parked += u64::from(park_damaged(held, &name, seq, &path, &error))
                 }
             }
         }
     }
     Ok(found)
+}
+
+/// Moves a held file that is not an intact frame (an acknowledged event, damaged on disk)
+/// to `parked/damaged-held-<topic>-<seq>.bin`, where damaged segment bytes go: counted
+/// and alerted on, listed by `spool parked list`. A rename on the same filesystem, so it
+/// needs no free space. True if it was moved; if not, it stays, and the ERROR says so.
+fn park_damaged(held: &Path, topic: &str, seq: u64, path: &Path, error: &io::Error) -> bool {
+    let parked = held
+        .parent()
+        .map(super::log::parked_dir)
+        .unwrap_or_default();
+    let to = parked.join(format!("damaged-held-{topic}-{seq:020}.bin"));
+    let moved = super::durable::create_dir(&parked).and_then(|()| std::fs::rename(path, &to));
+    match moved {
+        Ok(()) => {
+            tracing::error!(%error, file = %path.display(), parked = %to.display(), "A held spool file is not an intact record: parked its bytes for an operator.");
+            true
+        }
+        Err(moving) => {
+            tracing::error!(%error, %moving, file = %path.display(), "A held spool file is not an intact record and cannot be parked: left where it is for an operator, not forwarded.");
+            false
+        }
+    }
 }

@@ -152,3 +152,39 @@ async fn a_held_topic_takes_only_its_share_and_then_only_its_own_webhooks_are_re
     .await;
     tasks.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_held_file_is_parked_and_counted_not_left_unseen() {
+    // A held record is an acknowledged event. One whose file is no longer an intact frame
+    // (a flipped bit) goes where damaged segment bytes go: parked, counted, alerted on.
+    let dir = tempfile::tempdir().unwrap();
+    let lane = dir.path().join("held").join(MISSING);
+    std::fs::create_dir_all(&lane).unwrap();
+    let file = lane.join(format!("{:020}.frame", 5));
+    std::fs::write(&file, b"not an intact frame any more").unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    let m = metrics();
+    let (_spool, tasks) = start(dir.path(), &kafka, &m);
+    assert!(
+        !file.exists(),
+        "left in held/, where nothing would ever read it"
+    );
+    let parked = dir
+        .path()
+        .join("parked")
+        .join(format!("damaged-held-{MISSING}-{:020}.bin", 5));
+    assert_eq!(
+        std::fs::read(&parked).unwrap(),
+        b"not an intact frame any more"
+    );
+    assert_eq!(m.spool.parked.get(), 1);
+    let listed = inspect::parked(dir.path()).unwrap();
+    assert!(matches!(
+        listed[..],
+        [inspect::ParkedItem {
+            kind: inspect::ParkedKind::Damaged,
+            ..
+        }]
+    ));
+    tasks.stop(Duration::from_secs(5)).await;
+}
