@@ -134,8 +134,18 @@ pub async fn stop(
     deadline: Instant,
 ) -> std::io::Result<()> {
     let remaining = deadline.saturating_duration_since(Instant::now());
-    handle.stop(graceful && remaining >= GRACE).await;
-    server.await.map_err(std::io::Error::other)?
+    // Bounded: whatever actix does, shutdown goes on to flush Kafka by the deadline.
+    let stopped = tokio::time::timeout(remaining, async {
+        handle.stop(graceful && remaining >= GRACE).await;
+        server.await.map_err(std::io::Error::other)?
+    })
+    .await;
+    stopped.unwrap_or_else(|_| {
+        tracing::warn!(
+            "The HTTP server did not stop by the shutdown deadline; flushing Kafka anyway."
+        );
+        Ok(())
+    })
 }
 
 async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {

@@ -97,8 +97,11 @@ pub async fn spawn_app_unready(bootstrap: &str, tweak: impl FnOnce(&mut Settings
         settings,
         bootstrap: bootstrap.to_owned(),
         // Tests of TLS bring their own client; this one also probes a TLS listener.
+        // Every request has a deadline: a bridge that never answers fails the test, it
+        // does not stall the run.
         http: reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(60))
             .build()
             .expect("an HTTP client"),
         stop: Some(stop),
