@@ -27,71 +27,92 @@ pub(super) fn read_batch(
     next: u64,
     max: usize,
 ) -> std::io::Result<Vec<Spooled>> {
-    let mut out: Vec<Spooled> = Vec::new();
-    let mut bytes = 0u64;
+    let mut batch = Batch {
+        out: Vec::new(),
+        bytes: 0,
+        next,
+        max,
+    };
     let mut segment: Option<u64> = None;
     loop {
-        let want = next + out.len() as u64;
-        let Some(Located {
-            first,
-            len,
-            following,
-            path,
-            holes,
-        }) = locate(shared, segment, want)
-        else {
-            return Ok(out);
+        let Some(located) = locate(shared, segment, batch.want()) else {
+            return Ok(batch.out);
         };
-        if position.as_ref().is_none_or(|p| p.first != first) {
+        if position.as_ref().is_none_or(|p| p.first != located.first) {
             *position = Some(Position {
-                first,
-                reader: BufReader::new(File::open(&path)?),
+                first: located.first,
+                reader: BufReader::new(File::open(&located.path)?),
                 offset: 0,
             });
         }
         let Some(pos) = position.as_mut() else {
-            return Ok(out);
+            return Ok(batch.out);
         };
-        // Seeking empties the read buffer, which may hold bytes of a frame that was still
-        // being written when it was filled.
-        pos.reader.seek(SeekFrom::Start(pos.offset))?;
-        while out.len() < max && bytes < MAX_BATCH_BYTES {
-            // Damage recovery left in place: step over it.
-            if let Some(hole) = holes.iter().find(|h| h.start == pos.offset) {
-                pos.offset = hole.end;
-                pos.reader.seek(SeekFrom::Start(pos.offset))?;
-                continue;
-            }
-            match frame::read(&mut pos.reader, len.saturating_sub(pos.offset))? {
-                Outcome::Frame(record, size) => {
-                    pos.offset += size;
-                    if record.seq >= next + out.len() as u64 {
-                        bytes += size;
-                        out.push(record);
-                    }
-                }
-                Outcome::End => break,
-                // Within the committed length a frame can only be torn by corruption (the
-                // writer publishes a length only after its fsync).
-                Outcome::Torn => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "a damaged record in {} at byte {} of {len} committed",
-                            path.display(),
-                            pos.offset
-                        ),
-                    ));
-                }
-            }
-        }
-        let full = out.len() >= max || bytes >= MAX_BATCH_BYTES;
-        match following {
+        read_frames(pos, &located, &mut batch)?;
+        match located.following {
             // A sealed segment, read to its end: go on with the next one.
-            Some(f) if !full && pos.offset >= len => segment = Some(f),
-            _ => return Ok(out),
+            Some(f) if !batch.full() && pos.offset >= located.len => segment = Some(f),
+            _ => return Ok(batch.out),
         }
     }
+}
+
+/// The records read so far, and how many more may be.
+struct Batch {
+    out: Vec<Spooled>,
+    bytes: u64,
+    next: u64,
+    max: usize,
+}
+
+impl Batch {
+    /// The sequence number wanted next.
+    fn want(&self) -> u64 {
+        self.next + self.out.len() as u64
+    }
+
+    fn full(&self) -> bool {
+        self.out.len() >= self.max || self.bytes >= MAX_BATCH_BYTES
+    }
+}
+
+/// Reads frames of the segment `at` from `pos` on, until the batch is full or the
+/// segment's committed length is reached, stepping over the holes recovery left.
+fn read_frames(pos: &mut Position, at: &Located, batch: &mut Batch) -> std::io::Result<()> {
+    // Seeking empties the read buffer, which may hold bytes of a frame that was still
+    // being written when it was filled.
+    pos.reader.seek(SeekFrom::Start(pos.offset))?;
+    while !batch.full() {
+        if let Some(hole) = at.holes.iter().find(|h| h.start == pos.offset) {
+            pos.offset = hole.end;
+            pos.reader.seek(SeekFrom::Start(pos.offset))?;
+            continue;
+        }
+        match frame::read(&mut pos.reader, at.len.saturating_sub(pos.offset))? {
+            Outcome::Frame(record, size) => {
+                pos.offset += size;
+                if record.seq >= batch.want() {
+                    batch.bytes += size;
+                    batch.out.push(record);
+                }
+            }
+            Outcome::End => return Ok(()),
+            // Within the committed length a frame can only be torn by corruption (the
+            // writer publishes a length only after its fsync).
+            Outcome::Torn => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "a damaged record in {} at byte {} of {} committed",
+                        at.path.display(),
+                        pos.offset,
+                        at.len
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The segment to read, how far it is committed, and the one after it, if any.
