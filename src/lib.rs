@@ -19,6 +19,7 @@ pub mod http_server;
 pub mod ingress;
 pub mod metrics;
 pub mod privacy;
+pub mod qminder_api;
 pub mod record;
 pub mod routing;
 pub mod secret;

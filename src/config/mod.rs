@@ -19,6 +19,7 @@ mod kafka;
 pub mod memory;
 pub(crate) mod options;
 mod passthrough;
+mod qminder;
 mod security;
 mod server;
 
@@ -26,6 +27,7 @@ pub use kafka::KafkaSettings;
 pub use memory::{MemoryBound, Term};
 pub use options::{DedupeSettings, LogFormat, LogSettings, PrivacySettings, SpoolSettings};
 pub use passthrough::Passthrough;
+pub use qminder::{DEFAULT_API_URL, QminderSettings};
 pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use server::{ServerSettings, TlsSettings};
 
@@ -68,6 +70,9 @@ pub struct EndpointSettings {
     /// CloudEvents `source` of its events. Default: `url`.
     #[serde(default)]
     pub source: Option<String>,
+    /// The account's REST API, for `backfill`. Optional.
+    #[serde(default)]
+    pub qminder: Option<QminderSettings>,
 }
 
 impl EndpointSettings {
@@ -182,6 +187,9 @@ impl Settings {
                     }
                     Ok(_) => {}
                 }
+            }
+            if let Some(qminder) = &e.qminder {
+                problems.extend(qminder.problems(&format!("{at}.qminder")));
             }
         }
     }

@@ -11,6 +11,7 @@ fn valid() -> Settings {
         url: "https://bridge.example/webhooks/qminder".into(),
         secrets: vec![SecretSpec::parse("s3cret-of-16-bytes")],
         source: None,
+        qminder: None,
     });
     s
 }

@@ -13,6 +13,7 @@ mod injected;
 mod kafka_tls;
 mod observability;
 mod prometheus;
+mod qminder_api;
 mod rejections;
 mod routing;
 mod security;

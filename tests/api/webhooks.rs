@@ -216,6 +216,7 @@ async fn serves_several_endpoints_each_with_its_own_url_secrets_and_source() {
                 qminder_bridge::secret::SecretSpec::parse("new-secret-of-branch-b"),
             ],
             source: Some("qminder://branch-b".into()),
+            qminder: None,
         });
     })
     .await;

@@ -84,6 +84,7 @@ pub(super) fn settings() -> Settings {
         url: URL.into(),
         secrets: vec![SecretSpec::parse(SECRET)],
         source: None,
+        qminder: None,
     });
     s
 }

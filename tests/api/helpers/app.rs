@@ -60,6 +60,7 @@ pub fn test_settings(bootstrap: &str) -> Settings {
         url: "https://bridge.example.com/webhooks/qminder".into(),
         secrets: vec![SecretSpec::parse(SECRET)],
         source: None,
+        qminder: None,
     }];
     settings
 }

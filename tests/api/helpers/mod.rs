@@ -5,6 +5,7 @@ pub mod broker;
 pub mod kafka;
 pub mod process;
 pub mod proxy;
+pub mod qminder_sim;
 pub mod schema;
 pub mod traffic;
 
