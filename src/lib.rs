@@ -4,10 +4,11 @@
 //! The data path, one module per stage, numbered as `ingress` calls them: 1 [`ingress`] →
 //! 2 [`signature`] → 3 [`event`] → 4 [`routing`] → 5 [`record`] → 6 [`delivery`] (Kafka's
 //! producer, or the spool) → 7 back to [`ingress`] for the answer. Around it: [`config`],
-//! [`metrics`], [`health`], [`shutdown`], and [`startup`], the composition root.
+//! [`metrics`], [`health`], [`shutdown`], and [`startup`], the composition root. The
+//! operator tools (command line, `send`, `spool`, Qminder's API for `backfill`) live apart,
+//! in [`operator`].
 
 pub mod access;
-pub mod cli;
 pub mod config;
 pub mod dedupe;
 pub mod delivery;
@@ -18,15 +19,13 @@ pub mod health;
 pub mod http_server;
 pub mod ingress;
 pub mod metrics;
+pub mod operator;
 pub mod privacy;
-pub mod qminder_api;
 pub mod record;
 pub mod routing;
 pub mod secret;
-pub mod send;
 pub mod shutdown;
 pub mod signature;
-pub mod spool_cli;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use qminder_bridge::cli::{self, Cli, Command};
-use qminder_bridge::spool_cli;
+use qminder_bridge::operator::cli::{self, Cli, Command};
+use qminder_bridge::operator::spool_cli;
 use qminder_bridge::startup::Application;
 use qminder_bridge::telemetry;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use qminder_bridge::config::QminderSettings;
-use qminder_bridge::qminder_api::{ApiError, Client, PAGE_LIMIT, Window, tickets};
+use qminder_bridge::operator::qminder_api::{ApiError, Client, PAGE_LIMIT, Window, tickets};
 use qminder_bridge::secret::SecretSpec;
 use serde_json::Value;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::delivery::kafka::{self, TopicFacts, TopicOutcome};
-use crate::send;
+use crate::operator::send;
 use crate::signature::Signer;
 
 #[derive(Debug, Parser)]
@@ -54,7 +54,7 @@ pub enum Command {
         create: bool,
     },
     /// Inspect the spool (spool.dir) of a configuration, and re-send its parked records.
-    Spool(crate::spool_cli::SpoolArgs),
+    Spool(crate::operator::spool_cli::SpoolArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,0 +1,9 @@
+//! The operator tools, apart from the data path: the command line ([`cli`]), `send`,
+//! `spool` inspection and re-sending, and Qminder's REST API ([`qminder_api`]) for
+//! `backfill`. The data path never calls into this wing; this wing uses the data path's
+//! stages (configuration, routing, record encoding, the producer's settings).
+
+pub mod cli;
+pub mod qminder_api;
+pub mod send;
+pub mod spool_cli;
