@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use qminder_bridge::operator::cli::{self, Cli, Command};
-use qminder_bridge::operator::spool_cli;
+use qminder_bridge::operator::{backfill, spool_cli};
 use qminder_bridge::startup::Application;
 use qminder_bridge::telemetry;
 
@@ -21,6 +21,11 @@ fn main() -> ExitCode {
             // Parked records it exports or replays hold personal data.
             let _ = qminder_bridge::hardening::harden();
             spool_cli::run(args)
+        }
+        Command::Backfill(args) => {
+            // It holds tickets (personal data) in memory.
+            let _ = qminder_bridge::hardening::harden();
+            backfill::run(args)
         }
     }
 }

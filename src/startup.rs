@@ -297,10 +297,5 @@ fn access(settings: &Settings) -> Result<AccessPolicy, StartupError> {
 }
 
 fn privacy(settings: &Settings) -> Result<Option<Privacy>, StartupError> {
-    let p = &settings.privacy;
-    if p.fields.is_empty() {
-        return Ok(None);
-    }
-    let key = p.hash_key.as_ref().map(|k| k.resolve()).transpose()?;
-    Ok(Some(Privacy::new(&p.fields, key.as_ref())))
+    Ok(Privacy::from_settings(&settings.privacy)?)
 }

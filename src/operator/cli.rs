@@ -55,6 +55,9 @@ pub enum Command {
     },
     /// Inspect the spool (spool.dir) of a configuration, and re-send its parked records.
     Spool(crate::operator::spool_cli::SpoolArgs),
+    /// Ask Qminder's API which ticket transitions happened in a window, and publish those
+    /// missing from Kafka (marked qminderorigin=backfill); needs [endpoints.qminder].
+    Backfill(crate::operator::backfill::BackfillArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,6 +3,7 @@
 //! `backfill`. The data path never calls into this wing; this wing uses the data path's
 //! stages (configuration, routing, record encoding, the producer's settings).
 
+pub mod backfill;
 pub mod cli;
 pub mod qminder_api;
 pub mod send;

@@ -234,7 +234,7 @@ fn replay(settings: &Settings, dir: &Path, ids: &[String], all: bool) -> Result<
     }
     let lock = DirLock::acquire(dir).map_err(|e| format!("cannot replay: {e}"))?;
     let chosen = select(parked(dir)?, ids, all)?;
-    let publisher = kafka::replay_publisher(settings).map_err(|e| e.to_string())?;
+    let publisher = kafka::operator_publisher(settings).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

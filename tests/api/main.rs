@@ -4,6 +4,7 @@
 mod helpers;
 
 mod attacks;
+mod backfill;
 mod cli;
 mod clients;
 mod cluster;

@@ -220,9 +220,9 @@ fn producer(
     .map_err(|e| StartError::Producer(kafka.librdkafka.redact(&e.to_string())))
 }
 
-/// `spool parked replay`: a producer with the bridge's settings (no statistics, metrics of
-/// its own), to flush before it is dropped.
-pub fn replay_publisher(settings: &Settings) -> Result<Publisher, StartError> {
+/// The operator tools' producer (`spool parked replay`, `backfill`): the bridge's settings,
+/// no statistics, metrics of its own; flush it before it is dropped.
+pub fn operator_publisher(settings: &Settings) -> Result<Publisher, StartError> {
     let metrics = Metrics::new(&crate::metrics::Labels::default());
     producer(
         settings,
@@ -231,6 +231,19 @@ pub fn replay_publisher(settings: &Settings) -> Result<Publisher, StartError> {
         None,
         Arc::default(),
     )
+}
+
+/// The operator tools' consumer properties (`backfill` reads the bridge's topics back):
+/// connection and security as the bridge's, no group offsets committed.
+pub fn reader_config(kafka: &KafkaSettings) -> rdkafka::ClientConfig {
+    let mut config = config::admin(kafka, &kafka.bootstrap_servers);
+    config
+        .set("group.id", "qminder-bridge-backfill")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest");
+    config
 }
 
 /// `check-config`: asks librdkafka whether it accepts the producer's properties (it knows

@@ -14,6 +14,22 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
 
+#[derive(Debug, Clone, Copy)]
+enum Storage {
+    Memory,
+    /// `tansu.db` in the broker's scratch directory (its working directory).
+    Sqlite,
+}
+
+impl Storage {
+    fn url(self) -> &'static str {
+        match self {
+            Self::Memory => "memory://tansu/",
+            Self::Sqlite => "sqlite://tansu.db",
+        }
+    }
+}
+
 /// A running tansu broker, killed on drop.
 pub struct Tansu {
     child: Child,
@@ -40,6 +56,17 @@ impl Tansu {
 
     /// Starts a broker on `port` that tells clients to connect to `advertised`.
     pub fn start_with(port: u16, advertised: u16) -> Self {
+        Self::start_storing(port, advertised, Storage::Memory)
+    }
+
+    /// Starts a broker on a free port with SQLite storage: its high watermarks and
+    /// offset-for-time answers are right where memory storage's are not (docs/testing.md).
+    pub fn start_sqlite() -> Self {
+        let port = free_port();
+        Self::start_storing(port, port, Storage::Sqlite)
+    }
+
+    fn start_storing(port: u16, advertised: u16, storage: Storage) -> Self {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised_url = format!("tcp://127.0.0.1:{advertised}");
@@ -52,7 +79,7 @@ impl Tansu {
                 "--advertised-listener-url",
                 &advertised_url,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage.url()])
             // tansu reads a .env file from its working directory: give it an empty one.
             .current_dir(dir.path())
             .env("RUST_LOG", "warn")

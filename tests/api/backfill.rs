@@ -1,0 +1,251 @@
+//! `qminder-bridge backfill`, the real binary, against the Qminder API simulator and a
+//! broker with SQLite storage (its high watermarks are right; docs/testing.md): after an
+//! outage, what Qminder says happened and no webhook brought is rebuilt, once.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use qminder_bridge::config::QminderSettings;
+use qminder_bridge::secret::SecretSpec;
+use serde_json::{Value, json};
+
+use crate::helpers::broker::Tansu;
+use crate::helpers::qminder_sim::{QminderSim, SimTicket, account};
+use crate::helpers::schema::checked_event;
+use crate::helpers::{SECRET, TestApp, kafka, spawn_app_with};
+
+const BIN: &str = env!("CARGO_BIN_EXE_qminder-bridge");
+const KEY: &str = "backfill-test-api-key-42";
+const MINUTE_MS: i64 = 60_000;
+
+/// One webhook Qminder sent: (ticket id, type), when, and its body's `data`.
+#[derive(Debug, Clone)]
+struct Sent {
+    ticket: String,
+    event_type: &'static str,
+    at_ms: i64,
+    data: Value,
+}
+
+/// Every webhook the account's tickets fired, by the test's own reading of a ticket
+/// (not the bridge's): created, called, served, and a removal 30 s after its last time.
+fn webhooks(tickets: &[SimTicket]) -> Vec<Sent> {
+    let mut out = Vec::new();
+    for t in tickets {
+        let mut latest = 0;
+        for (stage, event_type) in [
+            ("created", "ticket_created"),
+            ("called", "ticket_called"),
+            ("served", "ticket_served"),
+        ] {
+            if let Some(at_ms) = t.time_ms(stage) {
+                latest = at_ms;
+                out.push(Sent {
+                    ticket: t.id().into(),
+                    event_type,
+                    at_ms,
+                    data: t.json.clone(),
+                });
+            }
+        }
+        if ["CANCELLED_BY_CLERK", "NOSHOW"].contains(&t.status()) {
+            let at_ms = latest + 30_000;
+            out.push(Sent {
+                ticket: t.id().into(),
+                event_type: "ticket_cancelled",
+                at_ms,
+                data: t.json.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Sends `webhooks` to the bridge, 32 at a time; each must be acknowledged.
+async fn deliver_live(app: &TestApp, webhooks: &[&Sent]) {
+    futures_util::stream::iter(webhooks)
+        .map(|w| async move {
+            let body = json!({"type": w.event_type, "data": w.data}).to_string();
+            let answer = app.post_signed(&body).await;
+            assert_eq!(
+                answer.status(),
+                200,
+                "{}",
+                answer.text().await.unwrap_or_default()
+            );
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// A configuration file for the tool: the app's, with the account's API.
+fn config_for(app: &TestApp, sim: &QminderSim) -> tempfile::NamedTempFile {
+    let mut s = app.settings.clone();
+    s.endpoints[0].secrets = vec![SecretSpec::parse("env:QMINDER_BRIDGE_TEST_SECRET")];
+    s.endpoints[0].qminder = Some(QminderSettings {
+        api_url: sim.url.clone(),
+        api_key: SecretSpec::parse("env:QMINDER_TEST_API_KEY"),
+        locations: vec![],
+        request_timeout_ms: 10_000,
+        max_requests_per_s: 5.0,
+    });
+    crate::helpers::config_file(&toml::to_string(&s).expect("TOML"))
+}
+
+async fn backfill(config: &tempfile::NamedTempFile, since_ms: i64, until_ms: i64) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .arg("backfill")
+        .arg("--config")
+        .arg(config.path())
+        .args([
+            "--since",
+            &(since_ms / 1000).to_string(),
+            "--until",
+            &(until_ms / 1000 + 1).to_string(),
+        ])
+        .env_remove("QMINDER_BRIDGE_CONFIG")
+        .env("QMINDER_BRIDGE_TEST_SECRET", SECRET)
+        .env("QMINDER_TEST_API_KEY", KEY);
+    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+        .await
+        .expect("the tool")
+}
+
+/// (ticket id, type) → the events in Kafka for it, read from all four topics.
+async fn in_kafka(app: &TestApp, want: usize) -> BTreeMap<(String, String), Vec<Value>> {
+    let bootstrap = app.settings.kafka.bootstrap_servers.clone();
+    let topics: Vec<String> = [
+        "ticket_created",
+        "ticket_called",
+        "ticket_served",
+        "ticket_cancelled",
+    ]
+    .iter()
+    .map(|t| app.topic(t))
+    .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut found: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+        let mut total = 0;
+        for topic in &topics {
+            // SQLite storage: the high watermark is the topic's record count.
+            let n =
+                usize::try_from(kafka::count(&bootstrap, std::slice::from_ref(topic))).unwrap_or(0);
+            let mut read = 0;
+            if n > 0 {
+                kafka::scan(&bootstrap, topic, Duration::from_secs(60), |r| {
+                    let event = checked_event(r);
+                    let subject = event["subject"].as_str().unwrap_or("").to_owned();
+                    let event_type = event["type"].as_str().unwrap_or("");
+                    let event_type = event_type.trim_start_matches("com.qminder.").to_owned();
+                    found.entry((subject, event_type)).or_default().push(event);
+                    read += 1;
+                    read >= n
+                });
+            }
+            total += read;
+        }
+        assert!(
+            total >= want,
+            "read {total} records, expected at least {want}"
+        );
+        found
+    })
+    .await
+    .expect("reader")
+}
+
+fn published(report: &str) -> u64 {
+    report
+        .lines()
+        .filter(|l| l.starts_with("ticket_"))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(4)
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("a published count")
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_every_transition_qminder_reports_is_in_kafka_exactly_once_and_a_second_run_publishes_nothing()
+ {
+    let broker = Tansu::start_sqlite();
+    let app = spawn_app_with(&broker.bootstrap(), |_| {}).await;
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let start = now - 60 * MINUTE_MS;
+    // 6,000 tickets over 30 minutes, then 30 minutes for the last to be called and served.
+    let tickets = account(21, 1, 6_000, start, 30 * MINUTE_MS, now - MINUTE_MS);
+    let (since, until) = (start + 10 * MINUTE_MS, start + 20 * MINUTE_MS);
+    let all = webhooks(&tickets);
+    let (lost, live): (Vec<&Sent>, Vec<&Sent>) =
+        all.iter().partition(|w| (since..=until).contains(&w.at_ms));
+    deliver_live(&app, &live).await;
+    let created_in_outage = lost
+        .iter()
+        .filter(|w| w.event_type == "ticket_created")
+        .count();
+    assert!(
+        created_in_outage >= 1_900,
+        "{created_in_outage} tickets created during the outage"
+    );
+
+    let sim = QminderSim::start(KEY, tickets.clone()).await;
+    let config = config_for(&app, &sim);
+    let first = backfill(&config, since, until).await;
+    let report = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(published(&report), lost.len() as u64, "{report}");
+
+    let found = in_kafka(&app, all.len()).await;
+    for w in &all {
+        let events = found.get(&(w.ticket.clone(), w.event_type.to_owned()));
+        let events = events
+            .unwrap_or_else(|| panic!("{} of ticket {} is not in Kafka", w.event_type, w.ticket));
+        assert_eq!(
+            events.len(),
+            1,
+            "{} of ticket {}: {events:#?}",
+            w.event_type,
+            w.ticket
+        );
+        let marked = events[0].get("qminderorigin").and_then(Value::as_str);
+        let rebuilt = (since..=until).contains(&w.at_ms);
+        assert_eq!(
+            marked,
+            rebuilt.then_some("backfill"),
+            "{} of ticket {}",
+            w.event_type,
+            w.ticket
+        );
+    }
+    assert_eq!(
+        found.values().map(Vec::len).sum::<usize>(),
+        all.len(),
+        "nothing else in Kafka"
+    );
+    let requests = sim.log().len();
+    assert!(
+        requests * 5 <= tickets.len(),
+        "{requests} API requests for {} tickets",
+        tickets.len()
+    );
+
+    let second = backfill(&config, since, until).await;
+    let report = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert!(second.status.success(), "{report}");
+    assert_eq!(
+        published(&report),
+        0,
+        "a second run publishes nothing: {report}"
+    );
+    app.stop().await;
+}
