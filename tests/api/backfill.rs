@@ -12,7 +12,7 @@ use qminder_bridge::secret::SecretSpec;
 use serde_json::{Value, json};
 
 use crate::helpers::broker::Tansu;
-use crate::helpers::qminder_sim::{QminderSim, SimTicket, account};
+use crate::helpers::qminder_sim::{Fault, QminderSim, SimTicket, account};
 use crate::helpers::schema::checked_event;
 use crate::helpers::{SECRET, TestApp, kafka, spawn_app_with};
 
@@ -96,6 +96,15 @@ fn config_for(app: &TestApp, sim: &QminderSim) -> tempfile::NamedTempFile {
 }
 
 async fn backfill(config: &tempfile::NamedTempFile, since_ms: i64, until_ms: i64) -> Output {
+    backfill_with_key(config, since_ms, until_ms, KEY).await
+}
+
+async fn backfill_with_key(
+    config: &tempfile::NamedTempFile,
+    since_ms: i64,
+    until_ms: i64,
+    key: &str,
+) -> Output {
     let mut command = Command::new(BIN);
     command
         .arg("backfill")
@@ -109,7 +118,7 @@ async fn backfill(config: &tempfile::NamedTempFile, since_ms: i64, until_ms: i64
         ])
         .env_remove("QMINDER_BRIDGE_CONFIG")
         .env("QMINDER_BRIDGE_TEST_SECRET", SECRET)
-        .env("QMINDER_TEST_API_KEY", KEY);
+        .env("QMINDER_TEST_API_KEY", key);
     tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
         .await
         .expect("the tool")
@@ -247,5 +256,65 @@ async fn after_an_outage_every_transition_qminder_reports_is_in_kafka_exactly_on
         0,
         "a second run publishes nothing: {report}"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_refuses_the_key_or_keeps_rate_limiting_gets_an_honest_error_and_nothing_is_published()
+ {
+    let broker = Tansu::start_sqlite();
+    let app = spawn_app_with(&broker.bootstrap(), |_| {}).await;
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let tickets = account(5, 1, 40, now - 20 * MINUTE_MS, 10 * MINUTE_MS, now);
+    let sim = QminderSim::start(KEY, tickets).await;
+    let config = config_for(&app, &sim);
+    let (since, until) = (now - 30 * MINUTE_MS, now);
+    let cases: [(&str, Vec<Fault>, &str, i32); 3] = [
+        ("wrong key", vec![], "refused the API key", 2),
+        (
+            "persistent 429",
+            // Retry-After: 0, so that eight attempts take no minutes of back-off.
+            vec![Fault::RateLimited(Some(0)); 8],
+            "kept answering 429",
+            2,
+        ),
+        (
+            "a few 429s and a 500",
+            vec![
+                Fault::RateLimited(Some(1)),
+                Fault::RateLimited(None),
+                Fault::ServerError,
+            ],
+            "2 rate-limited",
+            0,
+        ),
+    ];
+    for (case, faults, says, code) in cases {
+        let before = app.published().await;
+        sim.fail_next(&faults);
+        let key = if case == "wrong key" {
+            "not-the-right-key-at-all"
+        } else {
+            KEY
+        };
+        let out = backfill_with_key(&config, since, until, key).await;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(code), "{case}: {text}");
+        assert!(text.contains(says), "{case}: {text}");
+        assert!(
+            !text.contains("not-the-right-key-at-all"),
+            "{case}: the key is never shown"
+        );
+        if code == 2 {
+            assert!(text.contains("nothing was published"), "{case}: {text}");
+            assert_eq!(app.published().await, before, "{case}: nothing published");
+        } else {
+            assert!(published(&text) > 0, "{case}: {text}");
+        }
+    }
     app.stop().await;
 }
