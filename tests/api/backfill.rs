@@ -180,83 +180,150 @@ fn published(report: &str) -> u64 {
         .sum()
 }
 
+/// An account whose webhooks reached the bridge except during a ten-minute outage.
+struct Outage {
+    _broker: Tansu,
+    app: TestApp,
+    sim: QminderSim,
+    config: tempfile::NamedTempFile,
+    tickets: usize,
+    all: Vec<Sent>,
+    since: i64,
+    until: i64,
+}
+
+impl Outage {
+    /// `n` tickets created over 30 minutes (then 30 more for the last to be served); the
+    /// webhooks of minutes 10 to 20 never arrived.
+    async fn new(n: usize) -> Self {
+        let broker = Tansu::start_sqlite();
+        let app = spawn_app_with(&broker.bootstrap(), |_| {}).await;
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let start = now - 60 * MINUTE_MS;
+        let tickets = account(21, 1, n, start, 30 * MINUTE_MS, now - MINUTE_MS);
+        let (since, until) = (start + 10 * MINUTE_MS, start + 20 * MINUTE_MS);
+        let all = webhooks(&tickets);
+        let live: Vec<&Sent> = all
+            .iter()
+            .filter(|w| !(since..=until).contains(&w.at_ms))
+            .collect();
+        deliver_live(&app, &live).await;
+        let sim = QminderSim::start(KEY, tickets).await;
+        let config = config_for(&app, &sim);
+        Self {
+            _broker: broker,
+            app,
+            sim,
+            config,
+            tickets: n,
+            all,
+            since,
+            until,
+        }
+    }
+
+    fn lost(&self) -> Vec<&Sent> {
+        self.all
+            .iter()
+            .filter(|w| (self.since..=self.until).contains(&w.at_ms))
+            .collect()
+    }
+
+    async fn backfill(&self) -> (Output, String) {
+        let out = backfill(&self.config, self.since, self.until).await;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out, text)
+    }
+
+    /// Every webhook Qminder sent is in Kafka once, marked as rebuilt if it was lost.
+    async fn each_transition_once(&self) {
+        let found = in_kafka(&self.app, self.all.len()).await;
+        for w in &self.all {
+            let events = found.get(&(w.ticket.clone(), w.event_type.to_owned()));
+            let events = events.unwrap_or_else(|| {
+                panic!("{} of ticket {} is not in Kafka", w.event_type, w.ticket)
+            });
+            assert_eq!(
+                events.len(),
+                1,
+                "{} of ticket {}: {events:#?}",
+                w.event_type,
+                w.ticket
+            );
+            let marked = events[0].get("qminderorigin").and_then(Value::as_str);
+            let rebuilt = (self.since..=self.until).contains(&w.at_ms);
+            assert_eq!(
+                marked,
+                rebuilt.then_some("backfill"),
+                "{} of ticket {}",
+                w.event_type,
+                w.ticket
+            );
+        }
+        let total = found.values().map(Vec::len).sum::<usize>();
+        assert_eq!(total, self.all.len(), "nothing else in Kafka");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_outage_every_transition_qminder_reports_is_in_kafka_exactly_once_and_a_second_run_publishes_nothing()
  {
-    let broker = Tansu::start_sqlite();
-    let app = spawn_app_with(&broker.bootstrap(), |_| {}).await;
-    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let start = now - 60 * MINUTE_MS;
-    // 6,000 tickets over 30 minutes, then 30 minutes for the last to be called and served.
-    let tickets = account(21, 1, 6_000, start, 30 * MINUTE_MS, now - MINUTE_MS);
-    let (since, until) = (start + 10 * MINUTE_MS, start + 20 * MINUTE_MS);
-    let all = webhooks(&tickets);
-    let (lost, live): (Vec<&Sent>, Vec<&Sent>) =
-        all.iter().partition(|w| (since..=until).contains(&w.at_ms));
-    deliver_live(&app, &live).await;
-    let created_in_outage = lost
+    let outage = Outage::new(6_000).await;
+    let lost = outage.lost();
+    let created = lost
         .iter()
         .filter(|w| w.event_type == "ticket_created")
         .count();
     assert!(
-        created_in_outage >= 1_900,
-        "{created_in_outage} tickets created during the outage"
+        created >= 1_900,
+        "{created} tickets created during the outage"
     );
 
-    let sim = QminderSim::start(KEY, tickets.clone()).await;
-    let config = config_for(&app, &sim);
-    let first = backfill(&config, since, until).await;
-    let report = String::from_utf8_lossy(&first.stdout).into_owned();
-    assert!(
-        first.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    let (first, report) = outage.backfill().await;
+    assert!(first.status.success(), "{report}");
     assert_eq!(published(&report), lost.len() as u64, "{report}");
-
-    let found = in_kafka(&app, all.len()).await;
-    for w in &all {
-        let events = found.get(&(w.ticket.clone(), w.event_type.to_owned()));
-        let events = events
-            .unwrap_or_else(|| panic!("{} of ticket {} is not in Kafka", w.event_type, w.ticket));
-        assert_eq!(
-            events.len(),
-            1,
-            "{} of ticket {}: {events:#?}",
-            w.event_type,
-            w.ticket
-        );
-        let marked = events[0].get("qminderorigin").and_then(Value::as_str);
-        let rebuilt = (since..=until).contains(&w.at_ms);
-        assert_eq!(
-            marked,
-            rebuilt.then_some("backfill"),
-            "{} of ticket {}",
-            w.event_type,
-            w.ticket
-        );
-    }
-    assert_eq!(
-        found.values().map(Vec::len).sum::<usize>(),
-        all.len(),
-        "nothing else in Kafka"
-    );
-    let requests = sim.log().len();
+    outage.each_transition_once().await;
+    let requests = outage.sim.log().len();
     assert!(
-        requests * 5 <= tickets.len(),
+        requests * 5 <= outage.tickets,
         "{requests} API requests for {} tickets",
-        tickets.len()
+        outage.tickets
     );
 
-    let second = backfill(&config, since, until).await;
-    let report = String::from_utf8_lossy(&second.stdout).into_owned();
+    let (second, report) = outage.backfill().await;
     assert!(second.status.success(), "{report}");
     assert_eq!(
         published(&report),
         0,
         "a second run publishes nothing: {report}"
     );
-    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_backfills_at_once_fill_the_gap_once_one_waiting_for_the_others_lease() {
+    let outage = Outage::new(600).await;
+    let (a, b) = tokio::join!(outage.backfill(), outage.backfill());
+    assert!(a.0.status.success(), "{}", a.1);
+    assert!(b.0.status.success(), "{}", b.1);
+    let total = published(&a.1) + published(&b.1);
+    assert_eq!(
+        total,
+        outage.lost().len() as u64,
+        "one published, the other found it: {}\n{}",
+        a.1,
+        b.1
+    );
+    assert!(
+        published(&a.1) == 0 || published(&b.1) == 0,
+        "{}\n{}",
+        a.1,
+        b.1
+    );
+    outage.each_transition_once().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

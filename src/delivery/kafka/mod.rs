@@ -246,6 +246,26 @@ pub fn reader_config(kafka: &KafkaSettings) -> rdkafka::ClientConfig {
     config
 }
 
+/// The one-partition topic whose consumer group decides which process may fill gaps
+/// (`backfill`, and reconciliation): created if missing. Errors are redacted.
+pub async fn ensure_lease_topic(
+    kafka: &KafkaSettings,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let admin = config::admin(kafka, &kafka.bootstrap_servers);
+    topics::ensure(
+        &admin,
+        &[name.to_owned()],
+        1,
+        kafka.replication_factor,
+        timeout,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| kafka.librdkafka.redact(&e.to_string()))
+}
+
 /// `check-config`: asks librdkafka whether it accepts the producer's properties (it knows
 /// its own property names; no connection is made). The error is redacted.
 pub fn check_properties(settings: &Settings) -> Result<(), String> {

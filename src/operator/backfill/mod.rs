@@ -10,6 +10,7 @@
 //! records not acknowledged (run it again), 2 nothing published (configuration, API or
 //! Kafka error: the message says which).
 
+mod lease;
 mod present;
 mod rebuild;
 mod report;
@@ -24,6 +25,7 @@ use crate::delivery::{Deliver, kafka};
 use crate::operator::cli::{self, ConfigArg};
 use crate::operator::qminder_api::{self, Client, Kind, PAGE_LIMIT, Ticket, Window, tickets};
 use crate::privacy::Privacy;
+use lease::Lease;
 use rebuild::{Encoder, Rebuilt, Span};
 use report::Report;
 
@@ -57,6 +59,9 @@ pub struct BackfillArgs {
     /// Longest time for reading the topics back.
     #[arg(long, default_value_t = 600)]
     pub read_timeout_s: u64,
+    /// Longest wait for the lease while another backfill (or the reconciler) runs.
+    #[arg(long, default_value_t = 300)]
+    pub lease_wait_s: u64,
 }
 
 /// Runs `backfill`.
@@ -114,6 +119,19 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
         .collect();
     let from_ms = span.since_ms - lookback_ms - READ_MARGIN_MS;
     let timeout = Duration::from_secs(args.read_timeout_s);
+    // Held from before reading Kafka back until the last record is acknowledged, so that
+    // two runs cannot both find the same gap and both fill it.
+    let lease_topic = lease::topic(settings);
+    runtime.block_on(kafka::ensure_lease_topic(
+        &settings.kafka,
+        &lease_topic,
+        timeout,
+    ))?;
+    let lease = Lease::acquire(
+        settings,
+        &lease_topic,
+        Duration::from_secs(args.lease_wait_s),
+    )?;
     let present = present::read(settings, &topics, from_ms, timeout)?;
     report.records_read = present.records;
     let privacy = Privacy::from_settings(&settings.privacy).map_err(|e| e.to_string())?;
@@ -135,7 +153,7 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
         }
     }
     if !args.dry_run && !missing.is_empty() {
-        runtime.block_on(publish(settings, &missing, &mut report))?;
+        runtime.block_on(publish(settings, &missing, &lease, &mut report))?;
     }
     Ok(report)
 }
@@ -193,14 +211,23 @@ async fn search(
 async fn publish(
     settings: &Settings,
     missing: &[Rebuilt],
+    lease: &Lease,
     report: &mut Report,
 ) -> Result<(), String> {
     let publisher = kafka::operator_publisher(settings).map_err(|e| e.to_string())?;
     let outcomes: Vec<_> = futures_util::stream::iter(missing)
         .map(|r| {
             // The record is handed to the producer here, in order; the answer comes later.
-            let pending = publisher.deliver(&r.record());
-            async move { (r, pending.await) }
+            let pending = lease.held().then(|| publisher.deliver(&r.record()));
+            async move {
+                match pending {
+                    Some(pending) => (r, pending.await.map(|_| ()).map_err(|e| e.to_string())),
+                    None => (
+                        r,
+                        Err("the lease was lost: another gap-filler took over".to_owned()),
+                    ),
+                }
+            }
         })
         .buffered(IN_FLIGHT)
         .collect()
