@@ -110,6 +110,7 @@ impl Application {
         let mut kafka = Kafka::start(&settings, prepared.router.topics(), &prepared.metrics)?;
         let Delivery { deliver, spool } = delivery(&settings, &kafka, &prepared.metrics)?;
         let (spool, spool_tasks) = spool.unzip();
+        let drained_report = spool.clone();
         let health = Health::new(
             prepared.metrics.clone(),
             Arc::clone(&stopping),
@@ -153,6 +154,9 @@ impl Application {
             Arc::clone(&stopping),
             move |reachable| reporter.set_broker_reachable(reachable),
         );
+        if let Some(spool) = drained_report {
+            report_spool(&settings, spool, &kafka, &stopping);
+        }
         Ok(Self {
             port,
             server,
@@ -251,6 +255,33 @@ pub(crate) fn metrics(settings: &Settings, router: &Router) -> Metrics {
         reject_reasons: IngressError::reject_codes(),
         failure_reasons: DeliveryError::reasons(),
     })
+}
+
+/// Spool mode: tells `backfill` how far this replica's spool is drained (`report.rs`), on
+/// the coordination topic, which is created first when the bridge creates its topics.
+fn report_spool(settings: &Settings, spool: Spool, kafka: &Kafka, stopping: &Arc<Stopping>) {
+    use crate::delivery::spool::report::{Reporter, coordination_topic, replica_name};
+    let topic = coordination_topic(&settings.kafka.topic_prefix);
+    let reporter = Reporter {
+        spool,
+        kafka: Arc::new(kafka.publisher().clone()),
+        topic: topic.clone(),
+        replica: replica_name(),
+        slack_ms: settings.server.request_timeout_ms,
+        stopping: Arc::clone(stopping),
+    };
+    let create = settings.kafka.create_topics.then(|| settings.kafka.clone());
+    tokio::spawn(async move {
+        if let Some(kafka) = create {
+            let timeout = Duration::from_secs(10);
+            if let Err(error) =
+                crate::delivery::kafka::ensure_lease_topic(&kafka, &topic, timeout).await
+            {
+                tracing::warn!(%error, %topic, "Cannot create the coordination topic; backfill will create it.");
+            }
+        }
+        reporter.run().await;
+    });
 }
 
 /// What the ingress delivers through: the Kafka producer, or the spool in front of it.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use qminder_bridge::config::QminderSettings;
+use qminder_bridge::delivery::spool::report::coordination_topic;
 use qminder_bridge::secret::SecretSpec;
 use serde_json::{Value, json};
 
@@ -69,12 +70,9 @@ async fn deliver_live(app: &TestApp, webhooks: &[&Sent]) {
         .map(|w| async move {
             let body = json!({"type": w.event_type, "data": w.data}).to_string();
             let answer = app.post_signed(&body).await;
-            assert_eq!(
-                answer.status(),
-                200,
-                "{}",
-                answer.text().await.unwrap_or_default()
-            );
+            let status = answer.status();
+            let text = answer.text().await.unwrap_or_default();
+            assert!(status.is_success(), "{status} {text}");
         })
         .buffer_unordered(32)
         .collect::<Vec<()>>()
@@ -99,11 +97,30 @@ async fn backfill(config: &tempfile::NamedTempFile, since_ms: i64, until_ms: i64
     backfill_with_key(config, since_ms, until_ms, KEY).await
 }
 
+async fn backfill_args(
+    config: &tempfile::NamedTempFile,
+    since_ms: i64,
+    until_ms: i64,
+    extra: &[&str],
+) -> Output {
+    backfill_command(config, since_ms, until_ms, KEY, extra).await
+}
+
 async fn backfill_with_key(
     config: &tempfile::NamedTempFile,
     since_ms: i64,
     until_ms: i64,
     key: &str,
+) -> Output {
+    backfill_command(config, since_ms, until_ms, key, &[]).await
+}
+
+async fn backfill_command(
+    config: &tempfile::NamedTempFile,
+    since_ms: i64,
+    until_ms: i64,
+    key: &str,
+    extra: &[&str],
 ) -> Output {
     let mut command = Command::new(BIN);
     command
@@ -118,7 +135,8 @@ async fn backfill_with_key(
         ])
         .env_remove("QMINDER_BRIDGE_CONFIG")
         .env("QMINDER_BRIDGE_TEST_SECRET", SECRET)
-        .env("QMINDER_TEST_API_KEY", key);
+        .env("QMINDER_TEST_API_KEY", key)
+        .args(extra);
     tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
         .await
         .expect("the tool")
@@ -180,6 +198,34 @@ fn published(report: &str) -> u64 {
         .sum()
 }
 
+/// Every webhook Qminder sent is in Kafka once, marked as rebuilt if it was in the window.
+async fn each_transition_once(app: &TestApp, all: &[Sent], since: i64, until: i64) {
+    let found = in_kafka(app, all.len()).await;
+    for w in all {
+        let events = found.get(&(w.ticket.clone(), w.event_type.to_owned()));
+        let events = events
+            .unwrap_or_else(|| panic!("{} of ticket {} is not in Kafka", w.event_type, w.ticket));
+        assert_eq!(
+            events.len(),
+            1,
+            "{} of ticket {}: {events:#?}",
+            w.event_type,
+            w.ticket
+        );
+        let marked = events[0].get("qminderorigin").and_then(Value::as_str);
+        let rebuilt = (since..=until).contains(&w.at_ms);
+        assert_eq!(
+            marked,
+            rebuilt.then_some("backfill"),
+            "{} of ticket {}",
+            w.event_type,
+            w.ticket
+        );
+    }
+    let total = found.values().map(Vec::len).sum::<usize>();
+    assert_eq!(total, all.len(), "nothing else in Kafka");
+}
+
 /// An account whose webhooks reached the bridge except during a ten-minute outage.
 struct Outage {
     _broker: Tansu,
@@ -239,33 +285,8 @@ impl Outage {
         (out, text)
     }
 
-    /// Every webhook Qminder sent is in Kafka once, marked as rebuilt if it was lost.
     async fn each_transition_once(&self) {
-        let found = in_kafka(&self.app, self.all.len()).await;
-        for w in &self.all {
-            let events = found.get(&(w.ticket.clone(), w.event_type.to_owned()));
-            let events = events.unwrap_or_else(|| {
-                panic!("{} of ticket {} is not in Kafka", w.event_type, w.ticket)
-            });
-            assert_eq!(
-                events.len(),
-                1,
-                "{} of ticket {}: {events:#?}",
-                w.event_type,
-                w.ticket
-            );
-            let marked = events[0].get("qminderorigin").and_then(Value::as_str);
-            let rebuilt = (self.since..=self.until).contains(&w.at_ms);
-            assert_eq!(
-                marked,
-                rebuilt.then_some("backfill"),
-                "{} of ticket {}",
-                w.event_type,
-                w.ticket
-            );
-        }
-        let total = found.values().map(Vec::len).sum::<usize>();
-        assert_eq!(total, self.all.len(), "nothing else in Kafka");
+        each_transition_once(&self.app, &self.all, self.since, self.until).await;
     }
 }
 
@@ -384,4 +405,91 @@ async fn an_api_that_refuses_the_key_or_keeps_rate_limiting_gets_an_honest_error
         }
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_whose_events_are_still_spooled_is_filled_only_once_the_spool_has_forwarded_them()
+{
+    let broker = Tansu::start_sqlite();
+    let bootstrap = broker.bootstrap();
+    let dir = tempfile::tempdir().expect("a directory");
+    // The ticket topics do not exist yet: their events wait in the spool (held aside).
+    let app = spawn_app_with(&bootstrap, |s| {
+        s.spool.enabled = true;
+        s.spool.dir = dir.path().join("spool");
+        s.kafka.create_topics = false;
+        let others: Vec<String> = s
+            .kafka
+            .router()
+            .topics()
+            .into_iter()
+            .filter(|t| !t.contains(".ticket_"))
+            .collect();
+        kafka::create_topics(&bootstrap, &others, &[]);
+        let coordination = coordination_topic(&s.kafka.topic_prefix);
+        kafka::create_topics(&bootstrap, &[coordination], &[]);
+    })
+    .await;
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let start = now - 30 * MINUTE_MS;
+    let tickets = account(33, 1, 300, start, 20 * MINUTE_MS, now);
+    let (since, until) = (start + 10 * MINUTE_MS, now + 60_000);
+    let all = webhooks(&tickets);
+    // Sent now: accepted (202) and spooled within the window's time, not yet in Kafka.
+    let live: Vec<&Sent> = all
+        .iter()
+        .filter(|w| !(since..=until).contains(&w.at_ms))
+        .collect();
+    deliver_live(&app, &live).await;
+    let sim = QminderSim::start(KEY, tickets).await;
+    let config = config_for(&app, &sim);
+    wait_for_a_report(
+        &bootstrap,
+        &coordination_topic(&app.settings.kafka.topic_prefix),
+    )
+    .await;
+
+    let out = backfill_args(&config, since, until, &["--spool-wait-s", "3"]).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("still holds events of the window"), "{text}");
+
+    let ticket_topics: Vec<String> = all_ticket_types().iter().map(|t| app.topic(t)).collect();
+    kafka::create_topics(&bootstrap, &ticket_topics, &[]);
+    let out = backfill_args(&config, since, until, &["--spool-wait-s", "120"]).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let lost = all.len() - live.len();
+    assert_eq!(published(&text), lost as u64, "{text}");
+    each_transition_once(&app, &all, since, until).await;
+    app.stop().await;
+}
+
+fn all_ticket_types() -> [&'static str; 4] {
+    [
+        "ticket_created",
+        "ticket_called",
+        "ticket_served",
+        "ticket_cancelled",
+    ]
+}
+
+/// Waits until a replica has reported how far its spool is drained.
+async fn wait_for_a_report(bootstrap: &str, topic: &str) {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        kafka::scan(&bootstrap, &topic, Duration::from_secs(30), |r| {
+            r.value_str().contains("spool_drained_through")
+        });
+    })
+    .await
+    .expect("reader");
 }

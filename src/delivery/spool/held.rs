@@ -122,6 +122,14 @@ impl Held {
         }
     }
 
+    /// The lowest sequence number held, if any.
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.lock()
+            .values()
+            .filter_map(|lane| lane.records.keys().next().copied())
+            .min()
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Lane>> {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }

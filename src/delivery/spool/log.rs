@@ -241,6 +241,8 @@ pub struct Shared {
     pub committed: Notify,
     /// The forwarder's cursor: the first sequence number not yet acknowledged by Kafka.
     pub forwarded_to: AtomicU64,
+    /// Commit times by sequence number, for `backfill` (`watermark.rs`).
+    pub checkpoints: super::watermark::Checkpoints,
     pub metrics: SpoolMetrics,
     /// Tests: this many of the next writes fail, as a failing disk's would.
     #[cfg(test)]

@@ -25,9 +25,11 @@ pub mod log;
 mod park;
 mod read;
 mod recover;
+pub mod report;
 pub mod room;
 mod scan;
 mod steps;
+mod watermark;
 mod writer;
 
 use std::sync::{Arc, mpsc};
@@ -97,6 +99,7 @@ impl Spool {
             state: std::sync::Mutex::new(state),
             committed: tokio::sync::Notify::new(),
             forwarded_to: std::sync::atomic::AtomicU64::new(next),
+            checkpoints: watermark::Checkpoints::default(),
             metrics: metrics.spool.clone(),
             #[cfg(test)]
             failing_writes: std::sync::atomic::AtomicU32::new(0),
@@ -145,6 +148,23 @@ impl Spool {
     }
 
     /// Healthy: the last write succeeded and the spool has not run out of room.
+    /// Every event this spool accepted before the returned time (ms since the Unix epoch)
+    /// is in Kafka (`watermark.rs`); `slack_ms` is the longest a request may take from
+    /// acceptance to the spool's commit.
+    pub fn drained_through_ms(&self, slack_ms: u64) -> u64 {
+        let shared = &self.inner.shared;
+        let next = shared.lock().next_seq();
+        let cursor = shared
+            .forwarded_to
+            .load(std::sync::atomic::Ordering::Acquire);
+        let oldest = self
+            .inner
+            .held
+            .oldest_seq()
+            .map_or(cursor, |h| h.min(cursor));
+        watermark::drained_through_ms(&shared.checkpoints, oldest, next, frame::now_ms(), slack_ms)
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.inner.shared.lock().accepts(self.inner.max_bytes)
     }

@@ -233,6 +233,9 @@ fn publish(shared: &Shared, limits: Limits, active: &mut Active, framed: Framed)
         }
     }
     drop(state);
+    if let Some(&(first, _)) = framed.accepted.first() {
+        shared.checkpoints.note(first, frame::now_ms());
+    }
     shared.update_gauges();
     shared.committed.notify_one();
     for (seq, reply) in framed.accepted {

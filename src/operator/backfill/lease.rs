@@ -21,11 +21,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use crate::config::Settings;
 use crate::delivery::kafka;
 
-/// The coordination topic of a configuration.
-pub fn topic(settings: &Settings) -> String {
-    format!("{}.coordination", settings.kafka.topic_prefix)
-}
-
 /// A held lease; released when dropped (the process leaves the group at once).
 #[derive(Debug)]
 pub struct Lease {

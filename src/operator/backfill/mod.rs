@@ -14,6 +14,7 @@ mod lease;
 mod present;
 mod rebuild;
 mod report;
+mod spools;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::config::{EndpointSettings, QminderSettings, Settings};
+use crate::delivery::spool::report::coordination_topic;
 use crate::delivery::{Deliver, kafka};
 use crate::operator::cli::{self, ConfigArg};
 use crate::operator::qminder_api::{self, Client, Kind, PAGE_LIMIT, Ticket, Window, tickets};
@@ -59,6 +61,9 @@ pub struct BackfillArgs {
     /// Longest time for reading the topics back.
     #[arg(long, default_value_t = 600)]
     pub read_timeout_s: u64,
+    /// Longest wait for the replicas' spools to forward what they hold of the window.
+    #[arg(long, default_value_t = 300)]
+    pub spool_wait_s: u64,
     /// Longest wait for the lease while another backfill (or the reconciler) runs.
     #[arg(long, default_value_t = 300)]
     pub lease_wait_s: u64,
@@ -121,7 +126,7 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
     let timeout = Duration::from_secs(args.read_timeout_s);
     // Held from before reading Kafka back until the last record is acknowledged, so that
     // two runs cannot both find the same gap and both fill it.
-    let lease_topic = lease::topic(settings);
+    let lease_topic = coordination_topic(&settings.kafka.topic_prefix);
     runtime.block_on(kafka::ensure_lease_topic(
         &settings.kafka,
         &lease_topic,
@@ -132,6 +137,8 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
         &lease_topic,
         Duration::from_secs(args.lease_wait_s),
     )?;
+    let spool_wait = Duration::from_secs(args.spool_wait_s);
+    spools::wait_until_drained(settings, &lease_topic, span.until_ms, spool_wait)?;
     let present = present::read(settings, &topics, from_ms, timeout)?;
     report.records_read = present.records;
     let privacy = Privacy::from_settings(&settings.privacy).map_err(|e| e.to_string())?;
