@@ -9,12 +9,14 @@
 
 mod declare;
 mod kafka;
+mod reconcile;
 
 use std::sync::Arc;
 
 use declare::Declare;
 pub use declare::PREFIX;
 pub use kafka::KafkaMetrics;
+pub use reconcile::ReconcileMetrics;
 
 use prometheus::{
     Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub spool: SpoolMetrics,
     /// librdkafka's statistics (`delivery/kafka/stats.rs`).
     pub kafka: KafkaMetrics,
+    /// Continuous reconciliation (`[reconcile]`).
+    pub reconcile: ReconcileMetrics,
     build_info: IntGaugeVec,
 }
 
@@ -205,6 +209,7 @@ impl Metrics {
             ),
             spool: SpoolMetrics::new(&d),
             kafka: KafkaMetrics::new(&d),
+            reconcile: ReconcileMetrics::new(&d),
             registry: Registry::new(),
             declared: Arc::default(),
         };

@@ -10,6 +10,7 @@
 //! records not acknowledged (run it again), 2 nothing published (configuration, API or
 //! Kafka error: the message says which).
 
+mod fill;
 mod lease;
 mod present;
 mod rebuild;
@@ -19,23 +20,11 @@ mod spools;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-
 use crate::config::{EndpointSettings, QminderSettings, Settings};
-use crate::delivery::spool::report::coordination_topic;
-use crate::delivery::{Deliver, kafka};
 use crate::operator::cli::{self, ConfigArg};
-use crate::operator::qminder_api::{self, Client, Kind, PAGE_LIMIT, Ticket, Window, tickets};
-use crate::privacy::Privacy;
-use lease::Lease;
-use rebuild::{Encoder, Rebuilt, Span};
-use report::Report;
-
-/// Kafka records may carry their acceptance time a little before the transition's own
-/// (clocks differ): the topics are read from this much before the look-back's start.
-const READ_MARGIN_MS: i64 = 5 * 60 * 1000;
-/// Records in flight to Kafka at once.
-const IN_FLIGHT: usize = 256;
+pub use fill::{Failure, Fill, fill};
+pub use rebuild::Span;
+pub use report::Report;
 
 #[derive(Debug, clap::Args)]
 pub struct BackfillArgs {
@@ -84,18 +73,14 @@ pub fn run(args: &BackfillArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(message) => {
-            eprintln!("qminder-bridge: backfill: {message}; nothing was published");
+        Err(failure) => {
+            eprintln!("qminder-bridge: backfill: {failure}; nothing was published");
             ExitCode::from(2)
         }
     }
 }
 
-fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, String> {
-    let (endpoint, qminder) = choose_endpoint(settings, args.endpoint.as_deref())?;
-    if settings.kafka.is_embedded() {
-        return Err("kafka.bootstrap_servers is \"embedded\": there is no Kafka to fill".into());
-    }
+fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, Failure> {
     let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let span = Span {
         since_ms: parse_time(&args.since).ok_or("--since is not RFC 3339 or Unix seconds")?,
@@ -107,62 +92,18 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
     if span.until_ms < span.since_ms {
         return Err("--until is before --since".into());
     }
-    let lookback_ms = i64::try_from(args.lookback_hours.saturating_mul(3_600_000)).unwrap_or(0);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let client = Client::new(qminder).map_err(|e| e.to_string())?;
-    let found = runtime
-        .block_on(search(&client, qminder, span, span.since_ms - lookback_ms))
-        .map_err(|e| e.to_string())?;
-    let mut report = Report::new(endpoint, span, found.len(), &client.usage);
-    let router = settings.kafka.router();
-    let topics: Vec<String> = Kind::ALL
-        .iter()
-        .map(|k| router.route(k.event_type()).topic.clone())
-        .collect();
-    let from_ms = span.since_ms - lookback_ms - READ_MARGIN_MS;
-    let timeout = Duration::from_secs(args.read_timeout_s);
-    // Held from before reading Kafka back until the last record is acknowledged, so that
-    // two runs cannot both find the same gap and both fill it.
-    let lease_topic = coordination_topic(&settings.kafka.topic_prefix);
-    runtime.block_on(kafka::ensure_lease_topic(
-        &settings.kafka,
-        &lease_topic,
-        timeout,
-    ))?;
-    let lease = Lease::acquire(
+    fill(
         settings,
-        &lease_topic,
-        Duration::from_secs(args.lease_wait_s),
-    )?;
-    let spool_wait = Duration::from_secs(args.spool_wait_s);
-    spools::wait_until_drained(settings, &lease_topic, span.until_ms, spool_wait)?;
-    let present = present::read(settings, &topics, from_ms, timeout)?;
-    report.records_read = present.records;
-    let privacy = Privacy::from_settings(&settings.privacy).map_err(|e| e.to_string())?;
-    let encoder = Encoder {
-        format: settings.kafka.record_format,
-        router: &router,
-        privacy: privacy.as_ref(),
-        url: &endpoint.url,
-        source: endpoint.source(),
-    };
-    let mut missing = Vec::new();
-    for ticket in &found {
-        for transition in rebuild::wanted(ticket, span) {
-            let here = present.contains(&ticket.id, transition.kind);
-            report.count(transition.kind, here);
-            if !here {
-                missing.push(encoder.encode(ticket, &transition));
-            }
-        }
-    }
-    if !args.dry_run && !missing.is_empty() {
-        runtime.block_on(publish(settings, &missing, &lease, &mut report))?;
-    }
-    Ok(report)
+        &Fill {
+            endpoint: args.endpoint.clone(),
+            span,
+            lookback_ms: i64::try_from(args.lookback_hours.saturating_mul(3_600_000)).unwrap_or(0),
+            read_timeout: Duration::from_secs(args.read_timeout_s),
+            lease_wait: Duration::from_secs(args.lease_wait_s),
+            spool_wait: Duration::from_secs(args.spool_wait_s),
+            dry_run: args.dry_run,
+        },
+    )
 }
 
 /// The endpoint to fill: the one named, or the only one with `[endpoints.qminder]`.
@@ -186,73 +127,6 @@ fn choose_endpoint<'a>(
             "several endpoints have [endpoints.qminder]: choose one with --endpoint PATH".into(),
         ),
     }
-}
-
-/// Every ticket created from `from_ms` to the window's end, in every location searched.
-async fn search(
-    client: &Client,
-    qminder: &QminderSettings,
-    span: Span,
-    from_ms: i64,
-) -> Result<Vec<Ticket>, qminder_api::ApiError> {
-    let locations = if qminder.locations.is_empty() {
-        tickets::locations(client).await?
-    } else {
-        qminder.locations.clone()
-    };
-    let mut all = Vec::new();
-    for location in locations {
-        let window = Window {
-            location,
-            from_ms,
-            to_ms: span.until_ms,
-        };
-        let found = tickets::created_between(client, window, PAGE_LIMIT).await?;
-        eprintln!("backfill: location {location}: {} tickets", found.len());
-        all.extend(found);
-    }
-    Ok(all)
-}
-
-/// Publishes `missing`, at most [`IN_FLIGHT`] at once, in order per ticket.
-async fn publish(
-    settings: &Settings,
-    missing: &[Rebuilt],
-    lease: &Lease,
-    report: &mut Report,
-) -> Result<(), String> {
-    let publisher = kafka::operator_publisher(settings).map_err(|e| e.to_string())?;
-    let outcomes: Vec<_> = futures_util::stream::iter(missing)
-        .map(|r| {
-            // The record is handed to the producer here, in order; the answer comes later.
-            let pending = lease.held().then(|| publisher.deliver(&r.record()));
-            async move {
-                match pending {
-                    Some(pending) => (r, pending.await.map(|_| ()).map_err(|e| e.to_string())),
-                    None => (
-                        r,
-                        Err("the lease was lost: another gap-filler took over".to_owned()),
-                    ),
-                }
-            }
-        })
-        .buffered(IN_FLIGHT)
-        .collect()
-        .await;
-    for (rebuilt, outcome) in outcomes {
-        if let Err(e) = &outcome {
-            eprintln!(
-                "backfill: {} of ticket {} not acknowledged: {e}",
-                rebuilt.kind.event_type(),
-                rebuilt.ticket_id
-            );
-        }
-        report.published(rebuilt.kind, outcome.is_ok());
-    }
-    if let Err(e) = publisher.flush(Duration::from_secs(30)) {
-        eprintln!("backfill: the final flush failed: {e}");
-    }
-    Ok(())
 }
 
 /// RFC 3339, or Unix seconds.
