@@ -70,6 +70,8 @@ pub struct Application {
     /// Shared with the HTTP workers.
     ingress: web::Data<Ingress>,
     spool: Option<SpoolTasks>,
+    /// `[reconcile]`: ends by itself once stopping (after the run in hand, if any).
+    _reconciler: Option<std::thread::JoinHandle<()>>,
     kafka: Kafka,
     shutdown_timeout: Duration,
 }
@@ -138,6 +140,7 @@ impl Application {
             },
         ));
         let port = listener.local_addr()?.port();
+        let metrics_reconcile = metrics.reconcile.clone();
         let server = http_server::serve(
             listener,
             &settings,
@@ -157,6 +160,8 @@ impl Application {
         if let Some(spool) = drained_report {
             report_spool(&settings, spool, &kafka, &stopping);
         }
+        let reconciler =
+            crate::operator::reconcile::spawn(&settings, metrics_reconcile, Arc::clone(&stopping));
         Ok(Self {
             port,
             server,
@@ -164,6 +169,7 @@ impl Application {
             health,
             ingress,
             spool: spool_tasks,
+            _reconciler: reconciler,
             kafka,
             shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
         })

@@ -27,7 +27,7 @@ pub use kafka::KafkaSettings;
 pub use memory::{MemoryBound, Term};
 pub use options::{DedupeSettings, LogFormat, LogSettings, PrivacySettings, SpoolSettings};
 pub use passthrough::Passthrough;
-pub use qminder::{DEFAULT_API_URL, QminderSettings};
+pub use qminder::{DEFAULT_API_URL, QminderSettings, ReconcileSettings};
 pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use server::{ServerSettings, TlsSettings};
 
@@ -53,6 +53,8 @@ pub struct Settings {
     pub privacy: PrivacySettings,
     /// Spool mode: acknowledge once durable on local disk, forward to Kafka in the background.
     pub spool: SpoolSettings,
+    /// Continuous reconciliation against Qminder's API (needs `[endpoints.qminder]`).
+    pub reconcile: ReconcileSettings,
     /// The webhooks, as registered in Qminder. At least one.
     pub endpoints: Vec<EndpointSettings>,
 }
@@ -120,6 +122,7 @@ impl Settings {
         self.validate_endpoints(&mut problems);
         self.validate_spool(&mut problems);
         self.validate_privacy(&mut problems);
+        problems.extend(self.reconcile.problems(&self.endpoints));
         if self.dedupe.enabled && (self.dedupe.window_s == 0 || self.dedupe.max_entries == 0) {
             problems.push(
                 "dedupe.window_s and dedupe.max_entries must be above 0 when dedupe is enabled"

@@ -71,3 +71,68 @@ impl QminderSettings {
         problems
     }
 }
+
+/// `[reconcile]`: continuous reconciliation against Qminder's API. Off by default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    /// Every `interval_s`, fill the window that ended `lag_s` ago, as `backfill` would.
+    pub enabled: bool,
+    /// The endpoint (its path) whose account to reconcile. Default: the only endpoint with
+    /// an `[endpoints.qminder]` section.
+    pub endpoint: Option<String>,
+    /// How often a run starts, on each replica; the one holding the lease runs, the others
+    /// skip. Each run covers two intervals, so a skipped run leaves no gap.
+    pub interval_s: u64,
+    /// How long after the fact a transition is reconciled: longer than Qminder's delivery
+    /// delay and any spool backlog, or a late webhook is published twice (under two ids).
+    pub lag_s: u64,
+    /// How long before its window a ticket may have been created and still change in it.
+    pub lookback_hours: u64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: None,
+            interval_s: 300,
+            lag_s: 900,
+            lookback_hours: 24,
+        }
+    }
+}
+
+impl ReconcileSettings {
+    /// Everything wrong with it, given the endpoints.
+    pub fn problems(&self, endpoints: &[super::EndpointSettings]) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.enabled {
+            return problems;
+        }
+        if self.interval_s == 0 {
+            problems.push("reconcile.interval_s must be above 0 (300 is a good start)".into());
+        }
+        let with_api: Vec<&str> = endpoints
+            .iter()
+            .filter(|e| e.qminder.is_some())
+            .map(|e| e.path.as_str())
+            .collect();
+        match (&self.endpoint, with_api.as_slice()) {
+            (Some(path), _) if !with_api.contains(&path.as_str()) => problems.push(format!(
+                "reconcile.endpoint = {path:?} names no endpoint with an [endpoints.qminder] \
+                 section; endpoints with one: {with_api:?}"
+            )),
+            (None, []) => problems.push(
+                "reconcile.enabled needs an [endpoints.qminder] section (api_key, …) on the \
+                 endpoint to reconcile"
+                    .into(),
+            ),
+            (None, [_, _, ..]) => problems.push(
+                "several endpoints have [endpoints.qminder]: name one in reconcile.endpoint".into(),
+            ),
+            _ => {}
+        }
+        problems
+    }
+}

@@ -6,5 +6,6 @@
 pub mod backfill;
 pub mod cli;
 pub mod qminder_api;
+pub mod reconcile;
 pub mod send;
 pub mod spool_cli;

@@ -493,3 +493,79 @@ async fn wait_for_a_report(bootstrap: &str, topic: &str) {
     .await
     .expect("reader");
 }
+
+/// The reconciler's missing-transition counts, summed over event types.
+async fn reconciled_missing(app: &TestApp) -> f64 {
+    let text = app.metrics().await;
+    text.lines()
+        .filter(|l| l.starts_with("qminder_bridge_reconcile_missing_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn reconcile_runs(app: &TestApp) -> f64 {
+    let text = app.metrics().await;
+    text.lines()
+        .filter(|l| l.starts_with("qminder_bridge_reconcile_runs_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reconciling_bridges_fill_what_no_webhook_brought_once_and_count_it() {
+    let broker = Tansu::start_sqlite();
+    let bootstrap = broker.bootstrap();
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let start = now - 50 * MINUTE_MS;
+    let tickets = account(44, 1, 300, start, 40 * MINUTE_MS, now - 3 * MINUTE_MS);
+    let (since, until) = (start + 10 * MINUTE_MS, start + 20 * MINUTE_MS);
+    let all = webhooks(&tickets);
+    let live: Vec<&Sent> = all
+        .iter()
+        .filter(|w| !(since..=until).contains(&w.at_ms))
+        .collect();
+    let first = spawn_app_with(&bootstrap, |_| {}).await;
+    deliver_live(&first, &live).await;
+    let prefix = first.settings.kafka.topic_prefix.clone();
+    first.stop().await;
+
+    let sim = QminderSim::start(KEY, tickets).await;
+    let reconciling = |s: &mut qminder_bridge::config::Settings| {
+        s.kafka.topic_prefix = prefix.clone();
+        s.endpoints[0].qminder = Some(QminderSettings {
+            api_url: sim.url.clone(),
+            api_key: SecretSpec::parse(KEY),
+            locations: vec![],
+            request_timeout_ms: 10_000,
+            max_requests_per_s: 5.0,
+        });
+        // A run every half hour covers the last hour, a minute behind: the first, 10 s
+        // after start, covers the whole account.
+        s.reconcile.enabled = true;
+        s.reconcile.interval_s = 1_800;
+        s.reconcile.lag_s = 60;
+    };
+    let a = spawn_app_with(&bootstrap, reconciling).await;
+    let b = spawn_app_with(&bootstrap, reconciling).await;
+    let lost = (all.len() - live.len()) as f64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let runs = (reconcile_runs(&a).await, reconcile_runs(&b).await);
+        if runs.0 >= 1.0 && runs.1 >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runs so far: {runs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let counted = reconciled_missing(&a).await + reconciled_missing(&b).await;
+    assert_eq!(
+        counted, lost,
+        "the gaps are counted once, by whichever replica filled them"
+    );
+    each_transition_once(&a, &all, since, until).await;
+    a.stop().await;
+    b.stop().await;
+}

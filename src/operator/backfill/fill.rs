@@ -146,7 +146,11 @@ async fn search(
             to_ms: span.until_ms,
         };
         let found = tickets::created_between(client, window, PAGE_LIMIT).await?;
-        eprintln!("backfill: location {location}: {} tickets", found.len());
+        tracing::info!(
+            location,
+            tickets = found.len(),
+            "Searched Qminder's tickets."
+        );
         all.extend(found);
     }
     Ok(all)
@@ -179,16 +183,12 @@ async fn publish(
         .await;
     for (rebuilt, outcome) in outcomes {
         if let Err(e) = &outcome {
-            eprintln!(
-                "backfill: {} of ticket {} not acknowledged: {e}",
-                rebuilt.kind.event_type(),
-                rebuilt.ticket_id
-            );
+            tracing::warn!(event_type = rebuilt.kind.event_type(), ticket = %rebuilt.ticket_id, error = %e, "Kafka did not acknowledge a rebuilt event; a later run will find it missing again.");
         }
         report.published(rebuilt.kind, outcome.is_ok());
     }
     if let Err(e) = publisher.flush(Duration::from_secs(30)) {
-        eprintln!("backfill: the final flush failed: {e}");
+        tracing::warn!(error = %e, "The producer's final flush failed.");
     }
     Ok(())
 }

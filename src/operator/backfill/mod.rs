@@ -64,6 +64,7 @@ pub fn run(args: &BackfillArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    crate::telemetry::init_for_tools();
     match plan_and_publish(&settings, args) {
         Ok(report) => {
             print!("{report}");

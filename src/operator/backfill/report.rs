@@ -60,6 +60,16 @@ impl Report {
         }
     }
 
+    /// Per event type, the transitions Kafka did not have.
+    pub fn missing(&self) -> impl Iterator<Item = (Kind, u64)> + '_ {
+        self.rows.iter().map(|(k, r)| (*k, r.found - r.present))
+    }
+
+    /// API requests (retries included) and how many answers were 429.
+    pub fn api_usage(&self) -> (u64, u64) {
+        (self.api_requests, self.rate_limited)
+    }
+
     pub fn unacknowledged(&self) -> u64 {
         self.rows.values().map(|r| r.failed).sum()
     }

@@ -55,11 +55,11 @@ pub fn wait_until_drained(
                 .values()
                 .filter(|r| !fresh(r) && r.drained_through_ms <= until)
             {
-                eprintln!(
-                    "backfill: warning: replica {} stopped reporting {} s ago while its spool still held events accepted since {} ms; if it forwards them later, they will be in Kafka twice",
-                    r.replica,
-                    now.saturating_sub(r.at_ms) / 1000,
-                    r.drained_through_ms
+                tracing::warn!(
+                    replica = %r.replica,
+                    silent_s = now.saturating_sub(r.at_ms) / 1000,
+                    drained_through_ms = r.drained_through_ms,
+                    "A replica stopped reporting while its spool held events of the window; if it forwards them later, they will be in Kafka twice."
                 );
             }
             return Ok(());
@@ -74,9 +74,9 @@ pub fn wait_until_drained(
                 wait.as_secs()
             ));
         }
-        eprintln!(
-            "backfill: waiting for the spool of {} replica(s) to drain past the window",
-            behind.len()
+        tracing::info!(
+            replicas = behind.len(),
+            "Waiting for spools to forward what they hold of the window."
         );
         std::thread::sleep(Duration::from_secs(2));
     }
