@@ -260,6 +260,10 @@ pub(crate) fn metrics(settings: &Settings, router: &Router) -> Metrics {
         routes: router.routes(),
         reject_reasons: IngressError::reject_codes(),
         failure_reasons: DeliveryError::reasons(),
+        rebuildable_types: crate::operator::qminder_api::Kind::ALL
+            .iter()
+            .map(|k| k.event_type())
+            .collect(),
     })
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use declare::Declare;
 pub use declare::PREFIX;
 pub use kafka::KafkaMetrics;
-pub use reconcile::ReconcileMetrics;
+pub use reconcile::{RUN_RESULTS, ReconcileMetrics};
 
 use prometheus::{
     Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
@@ -130,6 +130,8 @@ pub struct Labels<'a> {
     pub reject_reasons: Vec<&'a str>,
     /// The `reason`s of `events_failed_total` and `spool_forward_failures_total`.
     pub failure_reasons: Vec<&'a str>,
+    /// The event types reconciliation can rebuild (`reconcile_missing_total`).
+    pub rebuildable_types: Vec<&'a str>,
 }
 
 /// The registry of everything `d` declared, with the process's own metrics, and the
@@ -224,6 +226,7 @@ impl Metrics {
     }
 
     fn precreate(&self, labels: &Labels<'_>) {
+        self.reconcile.precreate(&labels.rebuildable_types);
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -274,6 +277,7 @@ mod tests {
             routes: vec![("ticket_created", "qminder.ticket_created")],
             reject_reasons: vec!["invalid_signature"],
             failure_reasons: vec!["timeout"],
+            rebuildable_types: vec!["ticket_created"],
         }
     }
 

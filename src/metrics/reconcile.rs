@@ -5,6 +5,9 @@ use prometheus::{Gauge, IntCounter, IntCounterVec};
 
 use super::Declare;
 
+/// The `result`s of `reconcile_runs_total`.
+pub const RUN_RESULTS: [&str; 3] = ["completed", "skipped", "failed"];
+
 /// The counters of the reconciler (all zero when it is off).
 #[derive(Debug, Clone)]
 pub struct ReconcileMetrics {
@@ -21,6 +24,16 @@ pub struct ReconcileMetrics {
 }
 
 impl ReconcileMetrics {
+    /// Every series at 0 from the start, for the alerts' `increase()`.
+    pub(super) fn precreate(&self, rebuildable_types: &[&str]) {
+        for event_type in rebuildable_types {
+            self.missing.with_label_values(&[event_type]);
+        }
+        for result in RUN_RESULTS {
+            self.runs.with_label_values(&[result]);
+        }
+    }
+
     pub(super) fn new(d: &Declare) -> Self {
         Self {
             missing: d.counter_vec("reconcile_missing_total",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::backfill::{Failure, Fill, Span, fill};
 use crate::config::Settings;
-use crate::metrics::ReconcileMetrics;
+use crate::metrics::{RUN_RESULTS, ReconcileMetrics};
 use crate::shutdown::Stopping;
 
 /// The longest a run waits for the lease before skipping.
@@ -70,7 +70,7 @@ fn run(settings: &Settings, metrics: &ReconcileMetrics, stopping: &Stopping) {
 fn count(metrics: &ReconcileMetrics, result: Result<super::backfill::Report, Failure>) {
     match result {
         Ok(report) => {
-            metrics.runs.with_label_values(&["completed"]).inc();
+            metrics.runs.with_label_values(&[RUN_RESULTS[0]]).inc();
             let (requests, limited) = report.api_usage();
             metrics.api_requests.inc_by(requests);
             metrics.rate_limited.inc_by(limited);
@@ -93,11 +93,11 @@ fn count(metrics: &ReconcileMetrics, result: Result<super::backfill::Report, Fai
             }
         }
         Err(Failure::Busy(why)) => {
-            metrics.runs.with_label_values(&["skipped"]).inc();
+            metrics.runs.with_label_values(&[RUN_RESULTS[1]]).inc();
             tracing::debug!(%why, "Reconciliation skipped.");
         }
         Err(Failure::Failed(why)) => {
-            metrics.runs.with_label_values(&["failed"]).inc();
+            metrics.runs.with_label_values(&[RUN_RESULTS[2]]).inc();
             tracing::warn!(%why, "Reconciliation failed; the next run covers this window again.");
         }
     }
