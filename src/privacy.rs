@@ -56,21 +56,6 @@ impl Privacy {
         }
     }
 
-    /// The rules `[privacy]` configures, with its key resolved; none when it names no field.
-    pub fn from_settings(
-        settings: &crate::config::PrivacySettings,
-    ) -> Result<Option<Self>, crate::secret::SecretError> {
-        if settings.fields.is_empty() {
-            return Ok(None);
-        }
-        let key = settings
-            .hash_key
-            .as_ref()
-            .map(|k| k.resolve())
-            .transpose()?;
-        Ok(Some(Self::new(&settings.fields, key.as_ref())))
-    }
-
     /// `data` with the rules applied; borrowed unchanged when no rule matches.
     pub fn apply<'a>(&self, data: &'a str) -> Cow<'a, str> {
         if self.rules.is_empty() {

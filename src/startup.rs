@@ -158,7 +158,8 @@ impl Application {
             move |reachable| reporter.set_broker_reachable(reachable),
         );
         if let Some(spool) = drained_report {
-            report_spool(&settings, spool, &kafka, &stopping);
+            let publisher = Arc::new(kafka.publisher().clone());
+            crate::delivery::spool::report::spawn(&settings, spool, publisher, &stopping);
         }
         let reconciler =
             crate::operator::reconcile::spawn(&settings, metrics_reconcile, Arc::clone(&stopping));
@@ -267,33 +268,6 @@ pub(crate) fn metrics(settings: &Settings, router: &Router) -> Metrics {
     })
 }
 
-/// Spool mode: tells `backfill` how far this replica's spool is drained (`report.rs`), on
-/// the coordination topic, which is created first when the bridge creates its topics.
-fn report_spool(settings: &Settings, spool: Spool, kafka: &Kafka, stopping: &Arc<Stopping>) {
-    use crate::delivery::spool::report::{Reporter, coordination_topic, replica_name};
-    let topic = coordination_topic(&settings.kafka.topic_prefix);
-    let reporter = Reporter {
-        spool,
-        kafka: Arc::new(kafka.publisher().clone()),
-        topic: topic.clone(),
-        replica: replica_name(),
-        slack_ms: settings.server.request_timeout_ms,
-        stopping: Arc::clone(stopping),
-    };
-    let create = settings.kafka.create_topics.then(|| settings.kafka.clone());
-    tokio::spawn(async move {
-        if let Some(kafka) = create {
-            let timeout = Duration::from_secs(10);
-            if let Err(error) =
-                crate::delivery::kafka::ensure_lease_topic(&kafka, &topic, timeout).await
-            {
-                tracing::warn!(%error, %topic, "Cannot create the coordination topic; backfill will create it.");
-            }
-        }
-        reporter.run().await;
-    });
-}
-
 /// What the ingress delivers through: the Kafka producer, or the spool in front of it.
 fn delivery(
     settings: &Settings,
@@ -338,5 +312,5 @@ fn access(settings: &Settings) -> Result<AccessPolicy, StartupError> {
 }
 
 fn privacy(settings: &Settings) -> Result<Option<Privacy>, StartupError> {
-    Ok(Privacy::from_settings(&settings.privacy)?)
+    Ok(settings.privacy.rules()?)
 }

@@ -85,6 +85,20 @@ pub struct PrivacySettings {
     pub fields: BTreeMap<String, crate::privacy::Action>,
 }
 
+impl PrivacySettings {
+    /// The rules it configures, with its key resolved; none when it names no field.
+    pub fn rules(&self) -> Result<Option<crate::privacy::Privacy>, crate::secret::SecretError> {
+        if self.fields.is_empty() {
+            return Ok(None);
+        }
+        let key = self.hash_key.as_ref().map(|k| k.resolve()).transpose()?;
+        Ok(Some(crate::privacy::Privacy::new(
+            &self.fields,
+            key.as_ref(),
+        )))
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -11,8 +11,8 @@ use secrecy::SecretString;
 
 use std::time::Duration;
 
-use crate::config::Settings;
 use crate::delivery::kafka::{self, TopicFacts, TopicOutcome};
+pub use crate::operator::config_arg::{ConfigArg, load};
 use crate::operator::send;
 use crate::signature::Signer;
 
@@ -78,22 +78,6 @@ pub struct SendArgs {
     /// Webhook bodies, sent byte for byte in this order (examples/events/ has one per type).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ConfigArg {
-    /// TOML configuration file. Environment variables QMINDER_BRIDGE__<SECTION>__<KEY>
-    /// override it.
-    #[arg(long, short, env = "QMINDER_BRIDGE_CONFIG")]
-    pub config: Option<PathBuf>,
-}
-
-/// Loads the settings or says why not, on stderr.
-pub fn load(arg: &ConfigArg) -> Result<Settings, ExitCode> {
-    Settings::load(arg.config.as_deref()).map_err(|e| {
-        eprintln!("qminder-bridge: {e}");
-        ExitCode::from(2)
-    })
 }
 
 /// `check-config`

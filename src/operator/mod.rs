@@ -5,6 +5,7 @@
 
 pub mod backfill;
 pub mod cli;
+pub mod config_arg;
 pub mod qminder_api;
 pub mod reconcile;
 pub mod send;

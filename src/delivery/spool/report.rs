@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Spool, frame};
+use crate::config::{KafkaSettings, Settings};
 use crate::delivery::Deliver;
+use crate::delivery::kafka::{ensure_lease_topic, inspect_topics};
 use crate::record::Record;
 use crate::shutdown::Stopping;
 
@@ -88,4 +90,56 @@ impl Reporter {
         })
         .to_string()
     }
+}
+
+/// Spool mode: tells `backfill` how far this replica's spool is drained (`report.rs`), on
+/// the coordination topic, which is created first when the bridge creates its topics.
+pub fn spawn(settings: &Settings, spool: Spool, kafka: Arc<dyn Deliver>, stopping: &Arc<Stopping>) {
+    let topic = coordination_topic(&settings.kafka.topic_prefix);
+    let reporter = Reporter {
+        spool,
+        kafka,
+        topic: topic.clone(),
+        replica: replica_name(),
+        slack_ms: settings.server.request_timeout_ms,
+        stopping: Arc::clone(stopping),
+    };
+    let kafka_settings = settings.kafka.clone();
+    tokio::spawn(async move {
+        // Reports go only to a topic that exists: one that does not would cost a record
+        // waiting out the delivery timeout every few seconds.
+        // The admin client's metadata calls block: off the runtime's workers.
+        let exists = |kafka: KafkaSettings, topic: String| async move {
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                runtime.block_on(coordination_topic_exists(&kafka, &topic))
+            })
+            .await
+            .unwrap_or(false)
+        };
+        while !exists(kafka_settings.clone(), topic.clone()).await {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                () = reporter.stopping.wait() => return,
+            }
+        }
+        reporter.run().await;
+    });
+}
+
+/// Whether the coordination topic exists (made first when the bridge makes its topics).
+async fn coordination_topic_exists(kafka: &KafkaSettings, topic: &str) -> bool {
+    let timeout = Duration::from_secs(10);
+    if kafka.create_topics
+        && let Err(error) = ensure_lease_topic(kafka, topic, timeout).await
+    {
+        tracing::warn!(%error, %topic, "Cannot create the coordination topic; backfill will create it.");
+    }
+    let names = [topic.to_owned()];
+    let found = inspect_topics(kafka, &names, timeout).await;
+    let exists = found.is_ok_and(|facts| facts.iter().all(|f| f.partitions.is_some()));
+    if !exists {
+        tracing::info!(%topic, "The coordination topic does not exist yet: this replica will report how far its spool is drained once it does (backfill makes it).");
+    }
+    exists
 }

@@ -13,7 +13,6 @@ use crate::config::{QminderSettings, Settings};
 use crate::delivery::spool::report::coordination_topic;
 use crate::delivery::{Deliver, kafka};
 use crate::operator::qminder_api::{self, Client, Kind, PAGE_LIMIT, Ticket, Window, tickets};
-use crate::privacy::Privacy;
 
 /// Kafka records may carry their acceptance time a little before the transition's own
 /// (clocks differ): the topics are read from this much before the look-back's start.
@@ -81,7 +80,7 @@ pub fn fill(settings: &Settings, fill: &Fill) -> Result<Report, Failure> {
     let lease = Lease::acquire(settings, &lease_topic, fill.lease_wait).map_err(Failure::Busy)?;
     spools::wait_until_drained(settings, &lease_topic, fill.span.until_ms, fill.spool_wait)
         .map_err(Failure::Busy)?;
-    let privacy = Privacy::from_settings(&settings.privacy).map_err(|e| e.to_string())?;
+    let privacy = settings.privacy.rules().map_err(|e| e.to_string())?;
     let router = settings.kafka.router();
     let encoder = Encoder {
         format: settings.kafka.record_format,

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::{EndpointSettings, QminderSettings, Settings};
-use crate::operator::cli::{self, ConfigArg};
+use crate::operator::config_arg::{self, ConfigArg};
 pub use fill::{Failure, Fill, fill};
 pub use rebuild::Span;
 pub use report::Report;
@@ -60,7 +60,7 @@ pub struct BackfillArgs {
 
 /// Runs `backfill`.
 pub fn run(args: &BackfillArgs) -> ExitCode {
-    let settings = match cli::load(&args.config) {
+    let settings = match config_arg::load(&args.config) {
         Ok(s) => s,
         Err(code) => return code,
     };
