@@ -569,3 +569,47 @@ async fn two_reconciling_bridges_fill_what_no_webhook_brought_once_and_count_it(
     a.stop().await;
     b.stop().await;
 }
+
+/// A measurement, not a check of behaviour (the scenarios above are): how long a backfill
+/// of a whole busy day takes, and how many API requests it makes. Run by hand:
+/// `cargo test --release --test api -- --ignored --nocapture a_busy_day`; the figures are
+/// in docs/performance.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for docs/performance.md, run by hand"]
+async fn a_busy_day_is_filled_in_one_run() {
+    let broker = Tansu::start_sqlite();
+    let app = spawn_app_with(&broker.bootstrap(), |_| {}).await;
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let start = now - 24 * 60 * MINUTE_MS;
+    let tickets = account(55, 1, 20_000, start, 23 * 60 * MINUTE_MS, now - MINUTE_MS);
+    // A two-hour outage in the afternoon.
+    let (lost_from, lost_to) = (start + 14 * 60 * MINUTE_MS, start + 16 * 60 * MINUTE_MS);
+    let all = webhooks(&tickets);
+    let live: Vec<&Sent> = all
+        .iter()
+        .filter(|w| !(lost_from..=lost_to).contains(&w.at_ms))
+        .collect();
+    let sending = std::time::Instant::now();
+    deliver_live(&app, &live).await;
+    eprintln!(
+        "{} live webhooks delivered in {:?}",
+        live.len(),
+        sending.elapsed()
+    );
+    let sim = QminderSim::start(KEY, tickets).await;
+    let config = config_for(&app, &sim);
+    let started = std::time::Instant::now();
+    let out = backfill(&config, start, now).await;
+    let took = started.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    eprintln!(
+        "a day backfilled in {took:?} with {} API requests:\n{text}",
+        sim.log().len()
+    );
+    assert_eq!(published(&text), (all.len() - live.len()) as u64, "{text}");
+}

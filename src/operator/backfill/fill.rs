@@ -77,7 +77,12 @@ pub fn fill(settings: &Settings, fill: &Fill) -> Result<Report, Failure> {
     let lease_topic = coordination_topic(&settings.kafka.topic_prefix);
     let ensure = kafka::ensure_lease_topic(&settings.kafka, &lease_topic, fill.read_timeout);
     runtime.block_on(ensure)?;
+    let waited = std::time::Instant::now();
     let lease = Lease::acquire(settings, &lease_topic, fill.lease_wait).map_err(Failure::Busy)?;
+    tracing::info!(
+        waited_ms = waited.elapsed().as_millis() as u64,
+        "Holding the lease."
+    );
     spools::wait_until_drained(settings, &lease_topic, fill.span.until_ms, fill.spool_wait)
         .map_err(Failure::Busy)?;
     let privacy = settings.privacy.rules().map_err(|e| e.to_string())?;
@@ -92,7 +97,14 @@ pub fn fill(settings: &Settings, fill: &Fill) -> Result<Report, Failure> {
     let read_from = from_ms - READ_MARGIN_MS;
     let missing = find_missing(settings, &encoder, &found, fill, read_from, &mut report)?;
     if !fill.dry_run && !missing.is_empty() {
+        let publishing = std::time::Instant::now();
         runtime.block_on(publish(settings, &missing, &lease, &mut report))?;
+        let publish_ms = publishing.elapsed().as_millis() as u64;
+        tracing::info!(
+            records = missing.len(),
+            publish_ms,
+            "Published what was missing."
+        );
     }
     Ok(report)
 }
@@ -110,8 +122,11 @@ fn find_missing(
         .iter()
         .map(|k| encoder.router.route(k.event_type()).topic.clone())
         .collect();
+    let reading = std::time::Instant::now();
     let present = present::read(settings, &topics, read_from, fill.read_timeout)?;
     report.records_read = present.records;
+    let read_ms = reading.elapsed().as_millis() as u64;
+    tracing::info!(records = present.records, read_ms, "Read the topics back.");
     let mut missing = Vec::new();
     for ticket in found {
         for transition in rebuild::wanted(ticket, fill.span) {

@@ -2,7 +2,7 @@
 //! the reconciler) joins one consumer group on a one-partition topic,
 //! `<topic_prefix>.coordination`; the member that holds its partition runs, the others
 //! wait. No lock of our own: a process that dies leaves the group when its session times
-//! out (librdkafka's `session.timeout.ms`, 10 s here), and the next member takes over.
+//! out (librdkafka's `session.timeout.ms`, 45 s here), and the next member takes over.
 //!
 //! The group uses librdkafka's `cooperative-sticky` assignor, so a member that joins does
 //! not take the partition from the one that holds it. A thread polls the consumer while
@@ -39,8 +39,10 @@ impl Lease {
                 format!("{}.gap-filler", kafka_settings.topic_prefix),
             )
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
+            // Kafka's default since 3.0: a broker busy with the run's own reading and
+            // writing (a whole day, on tansu) answered heartbeats too late for 10 s.
+            .set("session.timeout.ms", "45000")
+            .set("heartbeat.interval.ms", "3000")
             .create()
             .map_err(|e| kafka_settings.librdkafka.redact(&e.to_string()))?;
         consumer
