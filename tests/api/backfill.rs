@@ -612,4 +612,12 @@ async fn a_busy_day_is_filled_in_one_run() {
         sim.log().len()
     );
     assert_eq!(published(&text), (all.len() - live.len()) as u64, "{text}");
+    // The same topics read by the tests' own reader (one topic at a time), for comparison.
+    let reading = std::time::Instant::now();
+    let found = in_kafka(&app, all.len()).await;
+    eprintln!(
+        "the tests' reader read {} records back in {:?}",
+        found.values().map(Vec::len).sum::<usize>(),
+        reading.elapsed()
+    );
 }
