@@ -339,3 +339,67 @@ async fn rate_limits_and_server_errors_are_waited_out_and_a_wrong_key_is_an_hone
     assert!(!error.to_string().contains("not-the-key-at-all"), "{error}");
     assert_eq!(sim.log().len() - before, 1, "a refused key is not retried");
 }
+
+/// Where scripts/setup installs Qminder's SDK (npm `qminder-api`).
+fn sdk_dir() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("QMINDER_SDK_DIR") {
+        return dir.into();
+    }
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+    std::path::Path::new(&cache).join("qminder-bridge-sdk")
+}
+
+#[tokio::test]
+async fn qminders_own_javascript_sdk_lists_searches_counts_and_registers_against_the_simulator() {
+    let modules = sdk_dir().join("node_modules");
+    assert!(
+        modules.join("qminder-api/package.json").exists(),
+        "Qminder's SDK is not installed in {}: run scripts/setup",
+        modules.display()
+    );
+    let dir = tempfile::tempdir().expect("a directory");
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).expect("write");
+    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write");
+    let tickets = sim_tickets(300);
+    let sim = QminderSim::start_tls(KEY, tickets.clone(), &cert, &key).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/search.cjs");
+    let mut node = std::process::Command::new("node");
+    node.arg(script)
+        .env("NODE_PATH", &modules)
+        .env("NODE_EXTRA_CA_CERTS", &cert)
+        .env("QMINDER_KEY", KEY)
+        .env("QMINDER_SERVER", sim.url.trim_start_matches("https://"));
+    let out = tokio::task::spawn_blocking(move || node.output().expect("node runs"))
+        .await
+        .expect("node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the SDK failed against the simulator: {stderr}"
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    assert_eq!(seen["locations"], serde_json::json!([1, 2]), "{seen}");
+    let want: Vec<&str> = tickets
+        .iter()
+        .filter(|t| t.location == 1)
+        .map(|t| t.id())
+        .collect();
+    let got: Vec<&str> = seen["tickets"]
+        .as_array()
+        .expect("tickets")
+        .iter()
+        .map(|t| t["id"].as_str().expect("the SDK's ticket id"))
+        .collect();
+    assert_eq!(got, want, "every ticket of location 1, oldest first");
+    assert_eq!(seen["count"], 300, "{seen}");
+    assert_eq!(seen["webhook"]["secret"], "string", "{seen}");
+    let paths: Vec<String> = sim
+        .log()
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    assert!(paths.iter().all(|p| p.ends_with(" 200")), "{paths:?}");
+}

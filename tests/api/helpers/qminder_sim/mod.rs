@@ -66,6 +66,25 @@ pub const SEARCH_CAP: usize = 10_000;
 impl QminderSim {
     /// Starts a simulator holding `tickets`, answering the key `key`.
     pub async fn start(key: &str, tickets: Vec<SimTicket>) -> Self {
+        Self::start_with(key, tickets, None).await
+    }
+
+    /// The same over HTTPS with `cert_file`/`key_file` (PEM), as Qminder's SDK requires.
+    pub async fn start_tls(
+        key: &str,
+        tickets: Vec<SimTicket>,
+        cert: &std::path::Path,
+        pem_key: &std::path::Path,
+    ) -> Self {
+        let tls = qminder_bridge::tls::server_config(cert, pem_key, false).expect("a TLS config");
+        Self::start_with(key, tickets, Some(tls)).await
+    }
+
+    async fn start_with(
+        key: &str,
+        tickets: Vec<SimTicket>,
+        tls: Option<rustls::ServerConfig>,
+    ) -> Self {
         let state = Arc::new(Mutex::new(State {
             key: key.to_owned(),
             tickets,
@@ -83,14 +102,18 @@ impl QminderSim {
                 .default_service(web::to(answer))
         })
         .workers(1)
-        .disable_signals()
-        .listen(listener)
+        .disable_signals();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls),
+            None => server.listen(listener),
+        }
         .expect("listen")
         .run();
         let handle = server.handle();
         tokio::spawn(server);
         Self {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             key: key.to_owned(),
             state,
             handle,

@@ -50,10 +50,12 @@ pub(super) fn route(
         None => {}
     }
     let method = req.method().as_str();
-    let path = req.path();
+    // Qminder's SDK asks for /v1/locations/ (with the slash); the API answers either.
+    let path = req.path().trim_end_matches('/');
     match (method, path) {
         ("GET", "/v1/tickets/search") => search(state, query),
-        ("POST", "/v1/tickets/count") => count(state, query),
+        // The document says POST; Qminder's SDK sends GET: the API takes either.
+        ("POST" | "GET", "/v1/tickets/count") => count(state, query),
         ("GET", "/v1/locations") => locations(state),
         ("POST", "/v1/webhooks") => add_webhook(state, body),
         ("DELETE", p) if p.starts_with("/v1/webhooks/") => remove_webhook(state, &p[13..]),
