@@ -58,6 +58,8 @@ fn run(settings: &Settings, metrics: &ReconcileMetrics, stopping: &Stopping) {
             lease_wait: LEASE_WAIT.min(interval),
             spool_wait: Duration::ZERO,
             dry_run: false,
+            page_limit: crate::operator::qminder_api::PAGE_LIMIT,
+            progress: false,
         };
         let started = Instant::now();
         let result = fill(settings, &job);

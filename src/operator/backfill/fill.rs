@@ -12,7 +12,7 @@ use super::{choose_endpoint, present, spools};
 use crate::config::{QminderSettings, Settings};
 use crate::delivery::spool::report::coordination_topic;
 use crate::delivery::{Deliver, kafka};
-use crate::operator::qminder_api::{self, Client, Kind, PAGE_LIMIT, Ticket, Window, tickets};
+use crate::operator::qminder_api::{self, Client, Kind, Ticket, Window, tickets};
 
 /// Kafka records may carry their acceptance time a little before the transition's own
 /// (clocks differ): the topics are read from this much before the look-back's start.
@@ -32,6 +32,10 @@ pub struct Fill {
     pub lease_wait: Duration,
     pub spool_wait: Duration,
     pub dry_run: bool,
+    /// Tickets per search (`qminder_api::PAGE_LIMIT` but in tests).
+    pub page_limit: usize,
+    /// Progress bars on a terminal (the command line).
+    pub progress: bool,
 }
 
 /// Why a fill published nothing.
@@ -69,7 +73,7 @@ pub fn fill(settings: &Settings, fill: &Fill) -> Result<Report, Failure> {
     let client = Client::new(qminder).map_err(|e| e.to_string())?;
     let from_ms = fill.span.since_ms - fill.lookback_ms;
     let found = runtime
-        .block_on(search(&client, qminder, fill.span, from_ms))
+        .block_on(search(&client, qminder, fill, from_ms))
         .map_err(|e| e.to_string())?;
     let mut report = Report::new(endpoint, fill.span, found.len(), &client.usage);
     // Held from before reading Kafka back until the last record is acknowledged, so that
@@ -123,7 +127,13 @@ fn find_missing(
         .map(|k| encoder.router.route(k.event_type()).topic.clone())
         .collect();
     let reading = std::time::Instant::now();
-    let present = present::read(settings, &topics, read_from, fill.read_timeout)?;
+    let present = present::read(
+        settings,
+        &topics,
+        read_from,
+        fill.read_timeout,
+        fill.progress,
+    )?;
     report.records_read = present.records;
     let read_ms = reading.elapsed().as_millis() as u64;
     tracing::info!(records = present.records, read_ms, "Read the topics back.");
@@ -144,7 +154,7 @@ fn find_missing(
 async fn search(
     client: &Client,
     qminder: &QminderSettings,
-    span: Span,
+    fill: &Fill,
     from_ms: i64,
 ) -> Result<Vec<Ticket>, qminder_api::ApiError> {
     let locations = if qminder.locations.is_empty() {
@@ -157,9 +167,9 @@ async fn search(
         let window = Window {
             location,
             from_ms,
-            to_ms: span.until_ms,
+            to_ms: fill.span.until_ms,
         };
-        let found = tickets::created_between(client, window, PAGE_LIMIT).await?;
+        let found = tickets::created_between(client, window, fill.page_limit).await?;
         tracing::info!(
             location,
             tickets = found.len(),

@@ -13,6 +13,7 @@
 mod fill;
 mod lease;
 mod present;
+mod progress;
 mod rebuild;
 mod report;
 mod spools;
@@ -53,6 +54,11 @@ pub struct BackfillArgs {
     /// Longest wait for the replicas' spools to forward what they hold of the window.
     #[arg(long, default_value_t = 300)]
     pub spool_wait_s: u64,
+    /// Tickets asked for per search (Qminder answers at most 10,000); smaller pages only
+    /// mean more requests. For tests and troubleshooting.
+    #[arg(long, default_value_t = crate::operator::qminder_api::PAGE_LIMIT as u64, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub page_limit: u64,
     /// Longest wait for the lease while another backfill (or the reconciler) runs.
     #[arg(long, default_value_t = 300)]
     pub lease_wait_s: u64,
@@ -103,6 +109,8 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
             lease_wait: Duration::from_secs(args.lease_wait_s),
             spool_wait: Duration::from_secs(args.spool_wait_s),
             dry_run: args.dry_run,
+            page_limit: usize::try_from(args.page_limit).unwrap_or(1),
+            progress: true,
         },
     )
 }

@@ -54,12 +54,14 @@ struct Partition {
     progress: Progress,
 }
 
-/// Reads `topics` (duplicates allowed) from `since_ms` on, within `timeout`.
+/// Reads `topics` (duplicates allowed) from `since_ms` on, within `timeout`; with a
+/// progress bar on a terminal if `progress`.
 pub fn read(
     settings: &Settings,
     topics: &[String],
     since_ms: i64,
     timeout: Duration,
+    progress: bool,
 ) -> Result<Present, String> {
     let kafka_settings = &settings.kafka;
     let redact = |e: rdkafka::error::KafkaError| kafka_settings.librdkafka.redact(&e.to_string());
@@ -68,17 +70,8 @@ pub fn read(
         .map_err(redact)?;
     let deadline = Instant::now() + timeout;
     let mut partitions = plan(&consumer, topics, since_ms, timeout).map_err(redact)?;
-    let mut assignment = TopicPartitionList::new();
-    for ((topic, p), part) in &partitions {
-        let start = match part.progress {
-            Progress::Checking { start } => start - 1,
-            Progress::Reading => part.low,
-        };
-        assignment
-            .add_partition_offset(topic, *p, Offset::Offset(start))
-            .map_err(redact)?;
-    }
-    consumer.assign(&assignment).map_err(redact)?;
+    let total = assign(&consumer, &partitions).map_err(redact)?;
+    let bar = super::progress::bar(total, "reading Kafka back", progress);
     let mut present = Present::default();
     while !partitions.is_empty() {
         if Instant::now() > deadline {
@@ -96,21 +89,14 @@ pub fn read(
         let Some(part) = partitions.get_mut(&id) else {
             continue;
         };
-        if let Progress::Checking { start } = part.progress {
-            let older = message
-                .timestamp()
-                .to_millis()
-                .is_some_and(|t| t < since_ms);
-            if message.offset() != start - 1 || !older {
-                present.reread_partitions += 1;
-                part.progress = Progress::Reading;
-                consumer
-                    .seek(&id.0, id.1, Offset::Offset(part.low), timeout)
-                    .map_err(redact)?;
-                continue;
-            }
-            part.progress = Progress::Reading;
+        let timestamp = message.timestamp().to_millis();
+        if part.accept(message.offset(), timestamp, since_ms) == Accepted::Reread {
+            present.reread_partitions += 1;
+            let from = Offset::Offset(part.low);
+            consumer.seek(&id.0, id.1, from, timeout).map_err(redact)?;
+            continue;
         }
+        bar.inc(1);
         present.records += 1;
         if let Some(found) = ticket_event(&message) {
             present.seen.insert(found);
@@ -119,7 +105,51 @@ pub fn read(
             partitions.remove(&id);
         }
     }
+    bar.finish_and_clear();
     Ok(present)
+}
+
+/// What to do with a record just read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepted {
+    /// It counts.
+    Record,
+    /// The offset-for-time answer was wrong: read the partition from its beginning.
+    Reread,
+}
+
+impl Partition {
+    /// Takes the next record read (its offset and timestamp): while checking the
+    /// offset-for-time answer, the record before it must be older than `since_ms`.
+    fn accept(&mut self, offset: i64, timestamp_ms: Option<i64>, since_ms: i64) -> Accepted {
+        if let Progress::Checking { start } = self.progress {
+            self.progress = Progress::Reading;
+            let older = timestamp_ms.is_some_and(|t| t < since_ms);
+            if offset != start - 1 || !older {
+                return Accepted::Reread;
+            }
+        }
+        Accepted::Record
+    }
+}
+
+/// Assigns every partition from where it is to be read; the records to read.
+fn assign(
+    consumer: &BaseConsumer,
+    partitions: &HashMap<(String, i32), Partition>,
+) -> Result<u64, rdkafka::error::KafkaError> {
+    let mut assignment = TopicPartitionList::new();
+    let mut total = 0;
+    for ((topic, p), part) in partitions {
+        let start = match part.progress {
+            Progress::Checking { start } => start - 1,
+            Progress::Reading => part.low,
+        };
+        total += u64::try_from(part.end - start).unwrap_or(0);
+        assignment.add_partition_offset(topic, *p, Offset::Offset(start))?;
+    }
+    consumer.assign(&assignment)?;
+    Ok(total)
 }
 
 /// Each non-empty partition of `topics`: its offsets and where to start.
@@ -188,4 +218,39 @@ fn ticket_event<M: Message>(message: &M) -> Option<(String, Kind)> {
     let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
     let ticket = subject.or_else(|| key.map(str::to_owned))?;
     Some((ticket, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checking(start: i64) -> Partition {
+        Partition {
+            low: 0,
+            end: 100,
+            progress: Progress::Checking { start },
+        }
+    }
+
+    #[test]
+    fn an_offset_for_time_answer_is_trusted_only_if_the_record_before_it_is_older() {
+        let since = 1_000;
+        let cases = [
+            // (answer, offset read first, its timestamp, what follows)
+            (50, 49, Some(999), Accepted::Record),
+            (50, 49, Some(1_000), Accepted::Reread), // not older: records before may count
+            (50, 49, None, Accepted::Reread),        // no timestamp: cannot tell
+            (50, 52, Some(10), Accepted::Reread),    // not the record asked for (compacted)
+        ];
+        for (answer, offset, timestamp, want) in cases {
+            let mut part = checking(answer);
+            assert_eq!(
+                part.accept(offset, timestamp, since),
+                want,
+                "{offset} {timestamp:?}"
+            );
+            // Once decided, every later record counts.
+            assert_eq!(part.accept(offset + 1, Some(0), since), Accepted::Record);
+        }
+    }
 }
