@@ -27,7 +27,9 @@ pub use kafka::KafkaSettings;
 pub use memory::{MemoryBound, Term};
 pub use options::{DedupeSettings, LogFormat, LogSettings, PrivacySettings, SpoolSettings};
 pub use passthrough::Passthrough;
-pub use qminder::{DEFAULT_API_URL, QminderSettings, ReconcileSettings};
+pub use qminder::{
+    DEFAULT_API_URL, MAX_LOOKBACK_HOURS, QminderSettings, ReconcileSettings, qminder_endpoint,
+};
 pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use server::{ServerSettings, TlsSettings};
 

@@ -103,6 +103,11 @@ impl Default for ReconcileSettings {
     }
 }
 
+/// The longest look-back: a ticket older than a year is not searched.
+pub const MAX_LOOKBACK_HOURS: u64 = 24 * 365;
+/// The longest lag and interval: a week.
+pub const MAX_RECONCILE_S: u64 = 7 * 24 * 3600;
+
 impl ReconcileSettings {
     /// Everything wrong with it, given the endpoints.
     pub fn problems(&self, endpoints: &[super::EndpointSettings]) -> Vec<String> {
@@ -110,29 +115,54 @@ impl ReconcileSettings {
         if !self.enabled {
             return problems;
         }
-        if self.interval_s == 0 {
-            problems.push("reconcile.interval_s must be above 0 (300 is a good start)".into());
+        if self.interval_s == 0 || self.interval_s > MAX_RECONCILE_S {
+            problems.push(format!(
+                "reconcile.interval_s must be above 0 and at most {MAX_RECONCILE_S} (300 is a good start)"
+            ));
         }
-        let with_api: Vec<&str> = endpoints
-            .iter()
-            .filter(|e| e.qminder.is_some())
-            .map(|e| e.path.as_str())
-            .collect();
-        match (&self.endpoint, with_api.as_slice()) {
-            (Some(path), _) if !with_api.contains(&path.as_str()) => problems.push(format!(
-                "reconcile.endpoint = {path:?} names no endpoint with an [endpoints.qminder] \
-                 section; endpoints with one: {with_api:?}"
-            )),
-            (None, []) => problems.push(
-                "reconcile.enabled needs an [endpoints.qminder] section (api_key, …) on the \
-                 endpoint to reconcile"
-                    .into(),
-            ),
-            (None, [_, _, ..]) => problems.push(
-                "several endpoints have [endpoints.qminder]: name one in reconcile.endpoint".into(),
-            ),
-            _ => {}
+        if self.lag_s > MAX_RECONCILE_S {
+            problems.push(format!(
+                "reconcile.lag_s must be at most {MAX_RECONCILE_S} (a week); 900 is a good start"
+            ));
+        }
+        if self.lookback_hours > MAX_LOOKBACK_HOURS {
+            problems.push(format!(
+                "reconcile.lookback_hours must be at most {MAX_LOOKBACK_HOURS} (a year); 24 is a good start"
+            ));
+        }
+        if let Err(e) = qminder_endpoint(endpoints, self.endpoint.as_deref()) {
+            problems.push(format!("reconcile: {e}"));
         }
         problems
+    }
+}
+
+/// The endpoint whose account to search: the one at `path`, or the only one with an
+/// `[endpoints.qminder]` section. `backfill --endpoint` and `reconcile.endpoint` both.
+pub fn qminder_endpoint<'a>(
+    endpoints: &'a [super::EndpointSettings],
+    path: Option<&str>,
+) -> Result<(&'a super::EndpointSettings, &'a QminderSettings), String> {
+    let with_api: Vec<_> = endpoints
+        .iter()
+        .filter_map(|e| e.qminder.as_ref().map(|q| (e, q)))
+        .collect();
+    let chosen: Vec<_> = with_api
+        .iter()
+        .filter(|(e, _)| path.is_none_or(|p| e.path == p))
+        .collect();
+    let paths: Vec<&str> = with_api.iter().map(|(e, _)| e.path.as_str()).collect();
+    match (chosen.as_slice(), path) {
+        ([one], _) => Ok(**one),
+        ([], Some(p)) => Err(format!(
+            "endpoint {p:?} has no [endpoints.qminder] section; endpoints with one: {paths:?}"
+        )),
+        ([], None) => Err(
+            "no endpoint has an [endpoints.qminder] section (api_key, …): add one to the endpoint to fill"
+                .into(),
+        ),
+        (_, _) => Err(format!(
+            "several endpoints have [endpoints.qminder] ({paths:?}): name one (reconcile.endpoint, or backfill --endpoint PATH)"
+        )),
     }
 }

@@ -304,7 +304,60 @@ const RULES: &[Rule] = &[
         },
         "dedupe.window_s and dedupe.max_entries must be above 0",
     ),
+    (
+        "reconcile without an API",
+        |s| s.reconcile.enabled = true,
+        "reconcile: no endpoint has an [endpoints.qminder] section",
+    ),
+    (
+        "reconcile naming an endpoint without an API",
+        |s| {
+            with_api(s);
+            s.reconcile.enabled = true;
+            s.reconcile.endpoint = Some("/elsewhere".into());
+        },
+        "reconcile: endpoint \"/elsewhere\" has no [endpoints.qminder] section",
+    ),
+    (
+        "reconcile look-back typo",
+        |s| {
+            with_api(s);
+            s.reconcile.enabled = true;
+            s.reconcile.lookback_hours = 24_000_000_000_000;
+        },
+        "reconcile.lookback_hours must be at most 8760",
+    ),
+    (
+        "reconcile lag typo",
+        |s| {
+            with_api(s);
+            s.reconcile.enabled = true;
+            s.reconcile.lag_s = u64::MAX;
+        },
+        "reconcile.lag_s must be at most 604800",
+    ),
+    (
+        "API rate above Qminder's",
+        |s| {
+            with_api(s);
+            if let Some(q) = s.endpoints[0].qminder.as_mut() {
+                q.max_requests_per_s = 40.0;
+            }
+        },
+        "endpoints[0].qminder.max_requests_per_s = 40 must be above 0 and at most 5",
+    ),
 ];
+
+/// Gives the first endpoint an `[endpoints.qminder]` section.
+fn with_api(s: &mut Settings) {
+    s.endpoints[0].qminder = Some(QminderSettings {
+        api_url: DEFAULT_API_URL.into(),
+        api_key: SecretSpec::parse("an-api-key"),
+        locations: vec![],
+        request_timeout_ms: 1000,
+        max_requests_per_s: 2.0,
+    });
+}
 
 #[test]
 fn the_valid_base_configuration_has_no_problems() {

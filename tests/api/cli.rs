@@ -614,3 +614,29 @@ fn topics_the_bridge_creates_wait_for_two_replicas_and_thinner_ones_are_warned_o
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn backfill_refuses_a_look_back_it_could_not_honour_instead_of_searching_none() {
+    // Before: a look-back too large for ms in an i64 became 0, and the run searched only
+    // tickets created inside the window, reporting older tickets' transitions as absent.
+    let config = format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"));
+    let out = run(
+        &[
+            "backfill",
+            "--config",
+            &config,
+            "--since",
+            "1796115600",
+            "--lookback-hours",
+            "99999999999999",
+        ],
+        &[(
+            "QMINDER_WEBHOOK_SECRET",
+            "a-webhook-secret-of-40-characters-000000",
+        )],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--lookback-hours"), "{stderr}");
+}

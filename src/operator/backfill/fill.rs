@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use super::lease::Lease;
 use super::rebuild::{self, Encoder, Rebuilt, Span};
 use super::report::Report;
-use super::{choose_endpoint, present, spools};
+use super::{present, spools};
 use crate::config::{QminderSettings, Settings};
 use crate::delivery::spool::report::coordination_topic;
 use crate::delivery::{Deliver, kafka};
@@ -62,7 +62,8 @@ impl From<&str> for Failure {
 
 /// Fills `fill.span`: the report says what was found, present and published.
 pub fn fill(settings: &Settings, fill: &Fill) -> Result<Report, Failure> {
-    let (endpoint, qminder) = choose_endpoint(settings, fill.endpoint.as_deref())?;
+    let (endpoint, qminder) =
+        crate::config::qminder_endpoint(&settings.endpoints, fill.endpoint.as_deref())?;
     if settings.kafka.is_embedded() {
         return Err("kafka.bootstrap_servers is \"embedded\": there is no Kafka to fill".into());
     }

@@ -21,7 +21,7 @@ mod spools;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{EndpointSettings, QminderSettings, Settings};
+use crate::config::Settings;
 use crate::operator::config_arg::{self, ConfigArg};
 pub use fill::{Failure, Fill, fill};
 pub use rebuild::Span;
@@ -43,7 +43,8 @@ pub struct BackfillArgs {
     pub endpoint: Option<String>,
     /// How long before --since a ticket may have been created and still have a transition
     /// in the window (called, served, cancelled).
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(0..=crate::config::MAX_LOOKBACK_HOURS))]
     pub lookback_hours: u64,
     /// Report what is missing; publish nothing.
     #[arg(long)]
@@ -104,7 +105,7 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
         &Fill {
             endpoint: args.endpoint.clone(),
             span,
-            lookback_ms: i64::try_from(args.lookback_hours.saturating_mul(3_600_000)).unwrap_or(0),
+            lookback_ms: (args.lookback_hours as i64) * 3_600_000,
             read_timeout: Duration::from_secs(args.read_timeout_s),
             lease_wait: Duration::from_secs(args.lease_wait_s),
             spool_wait: Duration::from_secs(args.spool_wait_s),
@@ -113,29 +114,6 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
             progress: true,
         },
     )
-}
-
-/// The endpoint to fill: the one named, or the only one with `[endpoints.qminder]`.
-fn choose_endpoint<'a>(
-    settings: &'a Settings,
-    path: Option<&str>,
-) -> Result<(&'a EndpointSettings, &'a QminderSettings), String> {
-    let with_api: Vec<_> = settings
-        .endpoints
-        .iter()
-        .filter_map(|e| e.qminder.as_ref().map(|q| (e, q)))
-        .filter(|(e, _)| path.is_none_or(|p| e.path == p))
-        .collect();
-    match (with_api.as_slice(), path) {
-        ([one], _) => Ok(*one),
-        ([], Some(p)) => Err(format!(
-            "no endpoint {p:?} with an [endpoints.qminder] section"
-        )),
-        ([], None) => Err("no endpoint has an [endpoints.qminder] section (api_key, …)".into()),
-        (_, _) => Err(
-            "several endpoints have [endpoints.qminder]: choose one with --endpoint PATH".into(),
-        ),
-    }
 }
 
 /// RFC 3339, or Unix seconds.
