@@ -78,9 +78,12 @@ async fn metrics_count_exactly_what_was_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn is_live_without_a_broker_but_ready_only_with_one() {
-    // A fresh connection per probe, as the kubelet's probes make. (Reusing one pooled
-    // connection, a CI run once got hyper's UnexpectedMessage on /healthz: a response on
-    // a connection with no request in flight. Not explained yet; noted in the closing note.)
+    // A fresh connection per probe, as the kubelet's probes make. (CI runs got hyper's
+    // UnexpectedMessage here: actix's 408 on a connection whose request the client had not
+    // written yet, because the bridge's broker probe, creating topics on this test's
+    // runtime, held one of its two threads for 5 s in a blocking metadata request, and the
+    // client's connection task waited behind it. Now that request runs on the blocking
+    // pool: `delivery/kafka/topics.rs`.)
     async fn probe(app: &crate::helpers::TestApp, path: &str) -> u16 {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)

@@ -139,6 +139,37 @@ pub fn min_insync_replicas(replication_factor: i32) -> i32 {
     replication_factor.clamp(1, 2)
 }
 
+/// A topic the broker's metadata lists without an error.
+struct BrokerTopic {
+    name: String,
+    partitions: usize,
+    /// The fewest replicas any of its partitions has.
+    replication_factor: Option<usize>,
+}
+
+/// The topics the broker has. librdkafka's metadata request blocks its thread for up to
+/// `timeout` (all of it while no broker answers), so it runs on Tokio's blocking pool:
+/// the runtime it is awaited on goes on serving its other tasks meanwhile.
+async fn broker_topics(
+    admin: &Arc<AdminClient<BridgeContext>>,
+    timeout: Duration,
+) -> Result<Vec<BrokerTopic>, KafkaError> {
+    let admin = Arc::clone(admin);
+    let listed = tokio::task::spawn_blocking(move || {
+        let metadata = admin.inner().fetch_metadata(None, timeout)?;
+        let topics = metadata.topics().iter().filter(|t| t.error().is_none());
+        let topics = topics.map(|t| BrokerTopic {
+            name: t.name().to_owned(),
+            partitions: t.partitions().len(),
+            replication_factor: t.partitions().iter().map(|p| p.replicas().len()).min(),
+        });
+        Ok(topics.collect())
+    });
+    listed
+        .await
+        .unwrap_or(Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail)))
+}
+
 /// Creates each of `topics` that does not exist yet (looking first).
 pub async fn ensure(
     config: &ClientConfig,
@@ -147,16 +178,13 @@ pub async fn ensure(
     replication_factor: i32,
     timeout: Duration,
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
-    let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext::default())?;
-    let known = {
-        let metadata = admin.inner().fetch_metadata(None, timeout)?;
-        metadata
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.name().to_owned())
-            .collect::<std::collections::HashSet<String>>()
-    };
+    let admin: Arc<AdminClient<BridgeContext>> =
+        Arc::new(config.create_with_context(BridgeContext::default())?);
+    let known: std::collections::HashSet<String> = broker_topics(&admin, timeout)
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     let mut outcomes: Vec<(String, TopicOutcome)> = topics
         .iter()
         .filter(|t| known.contains(*t))
@@ -240,27 +268,22 @@ pub async fn inspect(
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<TopicFacts>, KafkaError> {
-    let admin: AdminClient<BridgeContext> = config.create_with_context(BridgeContext::default())?;
-    let mut facts: Vec<TopicFacts> = {
-        let metadata = admin.inner().fetch_metadata(None, timeout)?;
-        topics
-            .iter()
-            .map(|name| {
-                let topic = metadata
-                    .topics()
-                    .iter()
-                    .find(|t| t.name() == name && t.error().is_none());
-                TopicFacts {
-                    name: name.clone(),
-                    partitions: topic.map(|t| t.partitions().len()),
-                    replication_factor: topic
-                        .and_then(|t| t.partitions().iter().map(|p| p.replicas().len()).min()),
-                    min_insync_replicas: None,
-                    max_message_bytes: None,
-                }
-            })
-            .collect()
-    };
+    let admin: Arc<AdminClient<BridgeContext>> =
+        Arc::new(config.create_with_context(BridgeContext::default())?);
+    let known = broker_topics(&admin, timeout).await?;
+    let mut facts: Vec<TopicFacts> = topics
+        .iter()
+        .map(|name| {
+            let topic = known.iter().find(|t| &t.name == name);
+            TopicFacts {
+                name: name.clone(),
+                partitions: topic.map(|t| t.partitions),
+                replication_factor: topic.and_then(|t| t.replication_factor),
+                min_insync_replicas: None,
+                max_message_bytes: None,
+            }
+        })
+        .collect();
     let present: Vec<ResourceSpecifier<'_>> = facts
         .iter()
         .filter(|f| f.partitions.is_some())
@@ -288,34 +311,5 @@ pub async fn inspect(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn facts(rf: Option<usize>, min: Option<i64>, max: Option<u64>) -> TopicFacts {
-        TopicFacts {
-            name: "t".into(),
-            partitions: Some(3),
-            replication_factor: rf,
-            min_insync_replicas: min,
-            max_message_bytes: max,
-        }
-    }
-
-    #[test]
-    fn warns_only_where_one_lost_disk_could_lose_an_acknowledged_write() {
-        assert!(facts(Some(3), Some(1), None).durability_warning().is_some());
-        assert!(facts(Some(3), Some(2), None).durability_warning().is_none());
-        assert!(facts(Some(1), Some(1), None).durability_warning().is_none());
-        assert!(facts(Some(3), None, None).durability_warning().is_none());
-    }
-
-    #[test]
-    fn knows_the_record_limit_only_when_every_topic_told_it() {
-        let told = [facts(None, None, Some(2000)), facts(None, None, Some(5000))];
-        assert_eq!(record_limit(&told), Some(5000));
-        let untold = [facts(None, None, Some(2000)), facts(None, None, None)];
-        assert_eq!(record_limit(&untold), None);
-        assert_eq!(min_insync_replicas(3), 2);
-        assert_eq!(min_insync_replicas(1), 1);
-    }
-}
+#[path = "topics_tests.rs"]
+mod tests;
