@@ -29,7 +29,7 @@ use actix_web::{App, HttpResponse, web};
 
 use crate::config::Settings;
 use crate::health::{self, Health};
-use crate::ingress::{self, Endpoint, Ingress};
+use crate::ingress::{self, Ingress};
 use crate::metrics::Metrics;
 
 /// How long actix's own graceful stop may take (its `shutdown_timeout`).
@@ -39,7 +39,6 @@ const GRACE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 struct Shared {
     ingress: web::Data<Ingress>,
-    endpoints: Vec<Arc<Endpoint>>,
     health: web::Data<Arc<Health>>,
     metrics: web::Data<Metrics>,
 }
@@ -55,22 +54,14 @@ where
             InitError = (),
         >,
 {
-    let mut app = app
-        .app_data(shared.ingress.clone())
+    app.app_data(shared.ingress.clone())
         .app_data(shared.health.clone())
         .app_data(shared.metrics.clone())
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(render_metrics));
-    for endpoint in &shared.endpoints {
-        app = app.service(
-            web::resource(endpoint.path.as_str())
-                .app_data(web::Data::from(Arc::clone(endpoint)))
-                .route(web::post().to(ingress::receive))
-                .default_service(web::to(ingress::method_not_allowed)),
-        );
-    }
-    app.default_service(web::to(ingress::not_found))
+        .route("/metrics", web::get().to(render_metrics))
+        // The endpoints are looked up per request: a reload may change them.
+        .default_service(web::to(ingress::dispatch))
 }
 
 /// Builds the server on `listener`; it runs when the returned future is polled.
@@ -78,14 +69,12 @@ pub fn serve(
     listener: TcpListener,
     settings: &Settings,
     ingress: web::Data<Ingress>,
-    endpoints: Vec<Arc<Endpoint>>,
     health: Arc<Health>,
     metrics: Metrics,
     tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let shared = Shared {
         ingress,
-        endpoints,
         health: web::Data::new(health),
         metrics: web::Data::new(metrics),
     };

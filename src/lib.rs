@@ -4,7 +4,8 @@
 //! The data path, one module per stage, numbered as `ingress` calls them: 1 [`ingress`] →
 //! 2 [`signature`] → 3 [`event`] → 4 [`routing`] → 5 [`record`] → 6 [`delivery`] (Kafka's
 //! producer, or the spool) → 7 back to [`ingress`] for the answer. Around it: [`config`],
-//! [`metrics`], [`health`], [`shutdown`], and [`startup`], the composition root. The
+//! [`metrics`], [`health`], [`shutdown`], [`reload`] (SIGHUP and the watch), and [`startup`],
+//! the composition root. The
 //! operator tools (command line, `send`, `spool`, Qminder's API for `backfill`) live apart,
 //! in [`operator`].
 
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod operator;
 pub mod privacy;
 pub mod record;
+pub mod reload;
 pub mod routing;
 pub mod secret;
 pub mod shutdown;

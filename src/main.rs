@@ -50,7 +50,7 @@ fn serve(arg: &cli::ConfigArg) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let app = match Application::build(settings).await {
+        let app = match Application::build(settings, arg.config.clone()).await {
             Ok(app) => app,
             Err(error) => {
                 tracing::error!(%error, "The bridge cannot start.");

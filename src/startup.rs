@@ -19,13 +19,13 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::web;
 
-use crate::access::AccessPolicy;
 use crate::config::Settings;
 use crate::delivery::kafka::{self, Kafka};
 use crate::delivery::spool::{Spool, SpoolTasks};
@@ -33,9 +33,8 @@ use crate::delivery::{Deliver, DeliveryError};
 use crate::errors::IngressError;
 use crate::health::Health;
 use crate::http_server;
-use crate::ingress::{Endpoint, Ingress, Parts};
+use crate::ingress::{Ingress, Live, Parts};
 use crate::metrics::{Labels, Metrics};
-use crate::privacy::Privacy;
 use crate::routing::Router;
 use crate::shutdown::Stopping;
 
@@ -55,8 +54,8 @@ pub enum StartupError {
     Server(#[from] std::io::Error),
     #[error("cannot open the spool: {0}")]
     Spool(#[source] std::io::Error),
-    #[error("server.allow_cidrs / trusted_proxies: {0}")]
-    Access(String),
+    #[error(transparent)]
+    Live(#[from] crate::ingress::LiveError),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -88,25 +87,36 @@ impl std::fmt::Debug for Application {
 struct Prepared {
     router: Router,
     metrics: Metrics,
-    endpoints: Vec<Arc<Endpoint>>,
-    privacy: Option<Privacy>,
-    access: AccessPolicy,
+    live: Live,
     tls: Option<rustls::ServerConfig>,
+    /// The listener's certificate, which a reload may replace.
+    certificates: Option<Arc<crate::tls::Certificates>>,
 }
 
 impl Application {
-    /// Binds `server.listen` and builds the bridge.
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+    /// Binds `server.listen` and builds the bridge, which reloads from `file` (and the
+    /// environment, as `settings` were loaded) on SIGHUP or when a file it reads changes.
+    pub async fn build(settings: Settings, file: Option<PathBuf>) -> Result<Self, StartupError> {
         let listener =
             TcpListener::bind(&settings.server.listen).map_err(|source| StartupError::Listen {
                 address: settings.server.listen.clone(),
                 source,
             })?;
-        Self::build_on(settings, listener).await
+        Self::build_reloading(settings, file, listener).await
     }
 
-    /// Builds the bridge on `listener`. Must run inside a Tokio runtime.
+    /// Builds the bridge on `listener`; it reloads from the environment (no file). Must run
+    /// inside a Tokio runtime.
     pub async fn build_on(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
+        Self::build_reloading(settings, None, listener).await
+    }
+
+    /// Builds the bridge on `listener`, reloading from `file` (and the environment).
+    pub async fn build_reloading(
+        settings: Settings,
+        file: Option<PathBuf>,
+        listener: TcpListener,
+    ) -> Result<Self, StartupError> {
         let prepared = prepare(&settings)?;
         let stopping = Arc::new(Stopping::default());
         let mut kafka = Kafka::start(&settings, prepared.router.topics(), &prepared.metrics)?;
@@ -122,10 +132,9 @@ impl Application {
         let Prepared {
             router,
             metrics,
-            endpoints,
-            privacy,
-            access,
+            live,
             tls,
+            certificates,
         } = prepared;
         let ingress = web::Data::new(Ingress::new(
             &settings,
@@ -133,36 +142,34 @@ impl Application {
                 deliver,
                 router,
                 metrics: metrics.clone(),
-                privacy,
-                access,
+                live,
                 stopping: Arc::clone(&stopping),
                 record_limit: kafka.record_limit(),
             },
         ));
         let port = listener.local_addr()?.port();
         let metrics_reconcile = metrics.reconcile.clone();
+        let metrics_reload = metrics.reload.clone();
         let server = http_server::serve(
             listener,
             &settings,
             ingress.clone(),
-            endpoints,
             Arc::clone(&health),
             metrics,
             tls,
         )?;
         // Last, once nothing can fail: a failed build leaves no task behind.
-        let reporter = Arc::clone(&health);
-        kafka.spawn_probe(
-            Duration::from_millis(settings.kafka.health_interval_ms),
-            Arc::clone(&stopping),
-            move |reachable| reporter.set_broker_reachable(reachable),
-        );
-        if let Some(spool) = drained_report {
-            let publisher = Arc::new(kafka.publisher().clone());
-            crate::delivery::spool::report::spawn(&settings, spool, publisher, &stopping);
-        }
+        spawn_probes(&settings, &mut kafka, &health, drained_report, &stopping);
         let reconciler =
             crate::operator::reconcile::spawn(&settings, metrics_reconcile, Arc::clone(&stopping));
+        crate::reload::Reloader {
+            file,
+            running: settings.clone(),
+            ingress: ingress.clone(),
+            certificates,
+            metrics: metrics_reload,
+        }
+        .spawn(Arc::clone(&stopping));
         Ok(Self {
             port,
             server,
@@ -219,30 +226,46 @@ impl Application {
     }
 }
 
+/// The broker probe (readiness) and, in spool mode, the report of how far the spool is
+/// drained.
+fn spawn_probes(
+    settings: &Settings,
+    kafka: &mut Kafka,
+    health: &Arc<Health>,
+    spool: Option<Spool>,
+    stopping: &Arc<Stopping>,
+) {
+    let reporter = Arc::clone(health);
+    kafka.spawn_probe(
+        Duration::from_millis(settings.kafka.health_interval_ms),
+        Arc::clone(stopping),
+        move |reachable| reporter.set_broker_reachable(reachable),
+    );
+    if let Some(spool) = spool {
+        let publisher = Arc::new(kafka.publisher().clone());
+        crate::delivery::spool::report::spawn(settings, spool, publisher, stopping);
+    }
+}
+
 /// Everything that only reads the configuration and can fail: done before anything starts.
 fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
     let router = settings.kafka.router();
     let metrics = metrics(settings, &router);
-    let endpoints = settings
-        .endpoints
-        .iter()
-        .map(|e| Endpoint::new(e, &metrics, &router).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tls = match &settings.server.tls {
-        Some(t) => Some(crate::tls::server_config(
-            &t.cert_file,
-            &t.key_file,
-            t.http2,
-        )?),
-        None => None,
+    let live = Live::build(settings, &metrics, &router)?;
+    let (tls, certificates) = match &settings.server.tls {
+        Some(t) => {
+            let certificates = Arc::new(crate::tls::Certificates::load(&t.cert_file, &t.key_file)?);
+            let config = crate::tls::server_config(Arc::clone(&certificates), t.http2)?;
+            (Some(config), Some(certificates))
+        }
+        None => (None, None),
     };
     Ok(Prepared {
-        privacy: privacy(settings)?,
-        access: access(settings)?,
         router,
         metrics,
-        endpoints,
+        live,
         tls,
+        certificates,
     })
 }
 
@@ -297,20 +320,4 @@ fn delivery(
         deliver: Arc::new(spool.clone()),
         spool: Some((spool, tasks)),
     })
-}
-
-fn access(settings: &Settings) -> Result<AccessPolicy, StartupError> {
-    let cidrs = |list: &[String]| {
-        list.iter()
-            .map(|c| crate::access::parse_cidr(c).map_err(StartupError::Access))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    Ok(AccessPolicy::new(
-        cidrs(&settings.server.allow_cidrs)?,
-        cidrs(&settings.server.trusted_proxies)?,
-    ))
-}
-
-fn privacy(settings: &Settings) -> Result<Option<Privacy>, StartupError> {
-    Ok(settings.privacy.rules()?)
 }

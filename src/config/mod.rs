@@ -20,12 +20,15 @@ pub mod memory;
 pub(crate) mod options;
 mod passthrough;
 mod qminder;
+pub mod reload;
 mod security;
 mod server;
 
 pub use kafka::KafkaSettings;
 pub use memory::{MemoryBound, Term};
-pub use options::{DedupeSettings, LogFormat, LogSettings, PrivacySettings, SpoolSettings};
+pub use options::{
+    DedupeSettings, LogFormat, LogSettings, PrivacySettings, ReloadSettings, SpoolSettings,
+};
 pub use passthrough::Passthrough;
 pub use qminder::{
     DEFAULT_API_URL, MAX_LOOKBACK_HOURS, QminderSettings, ReconcileSettings, qminder_endpoint,
@@ -57,6 +60,8 @@ pub struct Settings {
     pub spool: SpoolSettings,
     /// Continuous reconciliation against Qminder's API (needs `[endpoints.qminder]`).
     pub reconcile: ReconcileSettings,
+    /// Reloading a running bridge: SIGHUP, and watching the files it reads.
+    pub reload: ReloadSettings,
     /// The webhooks, as registered in Qminder. At least one.
     pub endpoints: Vec<EndpointSettings>,
 }

@@ -99,6 +99,25 @@ impl PrivacySettings {
     }
 }
 
+/// `[reload]`: how a running bridge notices a changed configuration (SIGHUP always
+/// reloads).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadSettings {
+    /// How often the configuration file, the `file:` secrets and the TLS certificate and
+    /// key are read to see whether they changed (a Kubernetes volume swaps a `..data`
+    /// symlink, which only reading sees); a change reloads. 0: only SIGHUP reloads.
+    pub watch_interval_ms: u64,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        Self {
+            watch_interval_ms: 1_000,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

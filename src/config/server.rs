@@ -252,7 +252,7 @@ impl Settings {
             }
         }
         if let Some(tls) = &s.tls
-            && let Err(e) = crate::tls::server_config(&tls.cert_file, &tls.key_file, tls.http2)
+            && let Err(e) = crate::tls::Certificates::load(&tls.cert_file, &tls.key_file)
         {
             problems.push(format!("server.tls: {e}"));
         }

@@ -9,13 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::admission::{Admission, Gauges, Limits};
-use super::{Endpoint, Ingress};
-use crate::access::AccessPolicy;
+use super::{Current, Endpoint, Ingress, Live};
 use crate::config::{EndpointSettings, Settings};
 use crate::dedupe::Dedupe;
 use crate::delivery::{Deliver, RecordLimit};
 use crate::metrics::Metrics;
-use crate::privacy::Privacy;
 use crate::routing::Router;
 use crate::secret::SecretError;
 use crate::shutdown::Stopping;
@@ -23,13 +21,12 @@ use crate::signature::Verifier;
 use secrecy::SecretString;
 
 /// What the ingress is built from, besides the settings.
-#[derive(Clone)]
 pub struct Parts {
     pub deliver: Arc<dyn Deliver>,
     pub router: Router,
     pub metrics: Metrics,
-    pub privacy: Option<Privacy>,
-    pub access: AccessPolicy,
+    /// The endpoints, privacy rules and allow-list, as configured at start.
+    pub live: Live,
     /// The bridge's one shutdown flag.
     pub stopping: Arc<Stopping>,
     /// The largest record a routed topic accepts, once Kafka has said.
@@ -77,11 +74,10 @@ impl Ingress {
             max_header_bytes: server.max_header_bytes,
             retry_after_s: server.retry_after_s,
             admission: Admission::new(limits, gauges),
-            privacy: parts.privacy,
             forwarded,
             stopping: parts.stopping,
             record_limit: parts.record_limit,
-            access: parts.access,
+            live: Current::new(parts.live),
             dedupe: settings.dedupe.enabled.then(|| {
                 Dedupe::new(
                     Duration::from_secs(settings.dedupe.window_s),
@@ -89,6 +85,16 @@ impl Ingress {
                 )
             }),
         }
+    }
+
+    /// The live part of `settings` (`live.rs`), its secrets read again; nothing changes yet.
+    pub fn live_for(&self, settings: &Settings) -> Result<Live, super::LiveError> {
+        Live::build(settings, &self.metrics, &self.router)
+    }
+
+    /// From the next request on, `live`; requests in flight finish under theirs.
+    pub fn swap_live(&self, live: Live) {
+        self.live.swap(live);
     }
 
     /// Waits until no webhook request is being handled, or `deadline`; false if some still

@@ -18,12 +18,10 @@ use std::time::Instant;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prometheus::{Histogram, IntCounter};
 
-use crate::access::AccessPolicy;
 use crate::dedupe::Dedupe;
 use crate::delivery::{Deliver, RecordLimit};
 use crate::errors::IngressError;
 use crate::metrics::{Metrics, NO_ENDPOINT};
-use crate::privacy::Privacy;
 use crate::record::RecordFormat;
 use crate::routing::Router;
 use crate::shutdown::Stopping;
@@ -33,6 +31,7 @@ mod admission;
 mod answer;
 mod body;
 mod build;
+mod live;
 mod publish;
 #[cfg(test)]
 mod tests;
@@ -41,6 +40,7 @@ use admission::{Admission, Reservation};
 use answer::answer;
 use body::{content_length, read_capped};
 pub use build::Parts;
+pub use live::{Current, Live, LiveError};
 
 /// One configured webhook: where it is served, how it is verified, how it is named.
 #[derive(Debug)]
@@ -65,8 +65,8 @@ pub struct Ingress {
     /// The budgets of unverified and verified work, and the count [`Ingress::drain`] waits on.
     admission: Admission,
     dedupe: Option<Dedupe>,
-    privacy: Option<Privacy>,
-    access: AccessPolicy,
+    /// The endpoints, privacy rules and allow-list: what a reload swaps (`live.rs`).
+    live: Current,
     /// `events_forwarded` children, resolved once, indexed by route id.
     forwarded: Vec<IntCounter>,
     /// Set at shutdown: new webhooks are refused while those in flight finish.
@@ -83,15 +83,34 @@ impl std::fmt::Debug for Ingress {
     }
 }
 
-/// `POST <endpoint.path>`
-pub async fn receive(
+/// Every path but the probes' and `/metrics`: a configured endpoint's (`POST`: a webhook,
+/// any other method 405), else 404. The live configuration is taken once, here: the
+/// request finishes under it whatever a reload swaps in meanwhile.
+pub async fn dispatch(
     request: HttpRequest,
     payload: web::Payload,
-    endpoint: web::Data<Endpoint>,
     ingress: web::Data<Ingress>,
 ) -> HttpResponse {
+    let live = ingress.live.load();
+    match live.endpoint(request.path()) {
+        None => reject(&ingress, NO_ENDPOINT, IngressError::NotFound),
+        Some(endpoint) if request.method() != actix_web::http::Method::POST => {
+            reject(&ingress, &endpoint.path, IngressError::MethodNotAllowed)
+        }
+        Some(endpoint) => receive(&request, payload, &live, endpoint, &ingress).await,
+    }
+}
+
+/// `POST <endpoint.path>`
+async fn receive(
+    request: &HttpRequest,
+    payload: web::Payload,
+    live: &Live,
+    endpoint: &Endpoint,
+    ingress: &Ingress,
+) -> HttpResponse {
     let started = Instant::now();
-    let response = match ingress.handle(&request, payload, &endpoint).await {
+    let response = match ingress.handle(request, payload, live, endpoint).await {
         Ok(response) => response,
         Err(error) => {
             match &error {
@@ -114,19 +133,6 @@ pub async fn receive(
     response
 }
 
-/// Any method but POST on an endpoint path.
-pub async fn method_not_allowed(
-    endpoint: web::Data<Endpoint>,
-    ingress: web::Data<Ingress>,
-) -> HttpResponse {
-    reject(&ingress, &endpoint.path, IngressError::MethodNotAllowed)
-}
-
-/// Any path that is not configured.
-pub async fn not_found(ingress: web::Data<Ingress>) -> HttpResponse {
-    reject(&ingress, NO_ENDPOINT, IngressError::NotFound)
-}
-
 fn reject(ingress: &Ingress, endpoint: &str, error: IngressError) -> HttpResponse {
     ingress
         .metrics
@@ -143,10 +149,11 @@ impl Ingress {
         &self,
         request: &HttpRequest,
         payload: web::Payload,
+        live: &Live,
         endpoint: &Endpoint,
     ) -> Result<HttpResponse, IngressError> {
         let _active = self.admission.enter();
-        self.admit(request)?;
+        self.admit(request, live)?;
         let head = self.check_head(request)?;
         let (body, unverified) = self.read_body(payload, &head).await?;
         let verified = endpoint.verifier.verify_decoded(&head.signature, body)?;
@@ -154,7 +161,7 @@ impl Ingress {
         if let Some(answer) = self.replayed(&verified, endpoint) {
             return Ok(answer);
         }
-        self.publish_verified(&verified, endpoint).await
+        self.publish_verified(&verified, live, endpoint).await
     }
 
     /// The body, read within the unverified budget and `server.body_timeout_ms` (else 408).
@@ -173,12 +180,12 @@ impl Ingress {
 
     /// The refusals that need nothing of the request but its origin: the allowlist (403)
     /// and shutdown (503).
-    fn admit(&self, request: &HttpRequest) -> Result<(), IngressError> {
-        if self.access.restricts() {
+    fn admit(&self, request: &HttpRequest, live: &Live) -> Result<(), IngressError> {
+        if live.access.restricts() {
             let lines = request.headers().get_all("x-forwarded-for");
             let forwarded_for = crate::access::forwarded_for(lines.map(|v| v.as_bytes()));
             let peer = request.peer_addr().map(|a| a.ip());
-            if !self.access.allows(peer, forwarded_for.as_deref()) {
+            if !live.access.allows(peer, forwarded_for.as_deref()) {
                 return Err(IngressError::Forbidden);
             }
         }

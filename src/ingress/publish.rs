@@ -12,7 +12,7 @@ use actix_web::HttpResponse;
 use time::OffsetDateTime;
 
 use super::answer::answer;
-use super::{Endpoint, Ingress};
+use super::{Endpoint, Ingress, Live};
 use crate::dedupe::Remembered;
 use crate::delivery::{Delivered, DeliveryError};
 use crate::errors::IngressError;
@@ -27,6 +27,7 @@ impl Ingress {
     pub(super) async fn publish_verified(
         &self,
         verified: &Verified,
+        live: &Live,
         endpoint: &Endpoint,
     ) -> Result<HttpResponse, IngressError> {
         let ctx = Context {
@@ -35,7 +36,7 @@ impl Ingress {
         };
         match event::parse(verified) {
             Ok(mut event) => {
-                if let Some(privacy) = &self.privacy
+                if let Some(privacy) = &live.privacy
                     && let Cow::Owned(data) = privacy.apply(&event.data)
                 {
                     event.data = Cow::Owned(data);

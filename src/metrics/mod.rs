@@ -10,6 +10,7 @@
 mod declare;
 mod kafka;
 mod reconcile;
+mod reload;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use declare::Declare;
 pub use declare::PREFIX;
 pub use kafka::KafkaMetrics;
 pub use reconcile::{RUN_RESULTS, ReconcileMetrics};
+pub use reload::{RELOAD_RESULTS, ReloadMetrics};
 
 use prometheus::{
     Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
@@ -53,6 +55,8 @@ pub struct Metrics {
     pub kafka: KafkaMetrics,
     /// Continuous reconciliation (`[reconcile]`).
     pub reconcile: ReconcileMetrics,
+    /// Reloads of the configuration.
+    pub reload: ReloadMetrics,
     build_info: IntGaugeVec,
 }
 
@@ -151,7 +155,15 @@ impl Metrics {
     /// Creates and registers every metric; pre-creates the series for `labels`.
     pub fn new(labels: &Labels<'_>) -> Self {
         let d = Declare::default();
-        let mut m = Self {
+        let mut m = Self::declared_on(&d);
+        (m.registry, m.declared) = registry_of(d);
+        m.precreate(labels);
+        m
+    }
+
+    /// Every metric, declared on `d`; the registry is filled in by [`Metrics::new`].
+    fn declared_on(d: &Declare) -> Self {
+        Self {
             events_accepted: d.counter_vec("events_accepted_total",
                 "Authenticated webhooks accepted for delivery, by endpoint and event type.",
                 &["endpoint", "event_type"],
@@ -209,15 +221,13 @@ impl Metrics {
                 "Always 1; labels say which build runs.",
                 &["version"],
             ),
-            spool: SpoolMetrics::new(&d),
-            kafka: KafkaMetrics::new(&d),
-            reconcile: ReconcileMetrics::new(&d),
+            spool: SpoolMetrics::new(d),
+            kafka: KafkaMetrics::new(d),
+            reconcile: ReconcileMetrics::new(d),
+            reload: ReloadMetrics::new(d),
             registry: Registry::new(),
             declared: Arc::default(),
-        };
-        (m.registry, m.declared) = registry_of(d);
-        m.precreate(labels);
-        m
+        }
     }
 
     /// Every metric name the bridge declares (all registered as they were made).
@@ -227,6 +237,7 @@ impl Metrics {
 
     fn precreate(&self, labels: &Labels<'_>) {
         self.reconcile.precreate(&labels.rebuildable_types);
+        self.reload.precreate();
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

@@ -16,6 +16,7 @@ mod observability;
 mod prometheus;
 mod qminder_api;
 mod rejections;
+mod reload;
 mod routing;
 mod security;
 mod slow_link;

@@ -112,7 +112,7 @@ async fn a_spool_in_a_format_this_release_cannot_read_is_refused_with_what_to_do
         let mut settings = test_settings(broker::shared());
         settings.spool.enabled = true;
         settings.spool.dir = dir.path().to_owned();
-        let error = Application::build(settings)
+        let error = Application::build(settings, None)
             .await
             .err()
             .unwrap_or_else(|| panic!("{format:?} was accepted"))

@@ -16,8 +16,7 @@ use actix_web::test::{call_service, init_service, read_body};
 use actix_web::{App, web};
 use secrecy::SecretString;
 
-use super::{Endpoint, Ingress, Parts};
-use crate::access::AccessPolicy;
+use super::{Ingress, Live, Parts};
 use crate::config::{EndpointSettings, Settings};
 use crate::delivery::{Deliver, Pending};
 pub(super) use crate::delivery::{Delivered, DeliveryError};
@@ -119,19 +118,13 @@ pub(super) async fn exchange(
     let k = &settings.kafka;
     let router = k.router();
     let metrics = crate::startup::metrics(settings, &router);
-    let endpoint =
-        web::Data::new(Endpoint::new(&settings.endpoints[0], &metrics, &router).unwrap());
-    let allow = settings.server.allow_cidrs.iter();
-    let allow = allow
-        .map(|c| crate::access::parse_cidr(c).unwrap())
-        .collect();
+    let live = Live::build(settings, &metrics, &router).expect("the live configuration");
     let deliver: Arc<dyn Deliver> = Arc::clone(fake) as Arc<dyn Deliver>;
     let parts = Parts {
         deliver,
         router,
         metrics: metrics.clone(),
-        privacy: None,
-        access: AccessPolicy::new(allow, Vec::new()),
+        live,
         stopping,
         record_limit: Arc::default(),
     };
@@ -139,13 +132,7 @@ pub(super) async fn exchange(
     let app = init_service(
         App::new()
             .app_data(ingress)
-            .service(
-                web::resource(PATH)
-                    .app_data(endpoint)
-                    .route(web::post().to(super::receive))
-                    .default_service(web::to(super::method_not_allowed)),
-            )
-            .default_service(web::to(super::not_found)),
+            .default_service(web::to(super::dispatch)),
     )
     .await;
     let mut answers = Vec::new();

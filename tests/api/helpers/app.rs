@@ -75,12 +75,24 @@ pub async fn spawn_app_with(bootstrap: &str, tweak: impl FnOnce(&mut Settings)) 
 
 /// Like [`spawn_app_with`], without waiting for readiness.
 pub async fn spawn_app_unready(bootstrap: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    init_logs();
     let mut settings = test_settings(bootstrap);
     tweak(&mut settings);
+    launch(settings, None).await
+}
+
+/// The bridge as loaded from `file` (which reloads re-read), ready.
+pub async fn spawn_app_from(file: &std::path::Path) -> TestApp {
+    let settings = Settings::load(Some(file)).expect("a valid configuration file");
+    let app = launch(settings, Some(file.to_owned())).await;
+    app.wait_ready(true, Duration::from_secs(30)).await;
+    app
+}
+
+async fn launch(settings: Settings, file: Option<std::path::PathBuf>) -> TestApp {
+    init_logs();
     settings.validate().expect("valid test settings");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let app = Application::build_on(settings.clone(), listener)
+    let app = Application::build_reloading(settings.clone(), file, listener)
         .await
         .expect("the bridge builds");
     let scheme = if settings.server.tls.is_some() {
@@ -95,8 +107,8 @@ pub async fn spawn_app_unready(bootstrap: &str, tweak: impl FnOnce(&mut Settings
     }));
     TestApp {
         address,
+        bootstrap: settings.kafka.bootstrap_servers.clone(),
         settings,
-        bootstrap: bootstrap.to_owned(),
         // Tests of TLS bring their own client; this one also probes a TLS listener.
         // Every request has a deadline: a bridge that never answers fails the test, it
         // does not stall the run.

@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod qminder_sim;
 pub mod schema;
 pub mod traffic;
+pub mod volume;
 
 pub use app::{
     PATH, SECRET, TestApp, sign, spawn_app, spawn_app_unready, spawn_app_with, test_settings,

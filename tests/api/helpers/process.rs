@@ -94,12 +94,7 @@ impl BridgeProcess {
     pub async fn wait_in_flight(&self, n: u32, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let text = reqwest::get(format!("{}/metrics", self.address))
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
+            let text = self.metrics().await;
             if text.contains(&format!("qminder_bridge_requests_in_flight {n}\n")) {
                 return;
             }
@@ -109,7 +104,7 @@ impl BridgeProcess {
     }
 
     /// A signed POST, as a future that owns everything it needs.
-    pub fn post_signed(&self, body: &str) -> impl Future<Output = (u16, Value)> + Send + 'static {
+    pub fn post_signed(&self, body: &str) -> impl Future<Output = (u16, Value)> + Send + use<> {
         let url = format!("{}{PATH}", self.address);
         let signature = sign(SECRET, &self.settings.endpoints[0].url, body.as_bytes());
         let body = body.to_owned();
@@ -136,6 +131,48 @@ impl BridgeProcess {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .expect("VmHWM in /proc/PID/status");
         kib * 1024
+    }
+
+    /// Its resident set size now (`VmRSS`) and its open file descriptors.
+    pub fn rss_and_fds(&self) -> (u64, usize) {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc/PID/status");
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fds")
+            .count();
+        (kib * 1024, fds)
+    }
+
+    /// Sends `signal` (e.g. `HUP`).
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    /// `/metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.address))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// One sample of `/metrics` (NaN if absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(f64::NAN, |v| v.parse().expect("a number"))
     }
 
     /// Kills the process at once (SIGKILL): no shutdown, no flush.

@@ -33,7 +33,8 @@ impl Answer {
 struct Target {
     endpoint: String,
     readyz: String,
-    url: String,
+    /// The registered URL and the secret Qminder signs with now ([`Traffic::sign_with`]).
+    signer: Arc<std::sync::RwLock<(String, String)>>,
 }
 
 /// `connections` keep-alive connections, each sending a new `ticket_created` webhook every
@@ -42,6 +43,7 @@ pub struct Traffic {
     stop: Arc<AtomicBool>,
     senders: Vec<JoinHandle<Vec<Answer>>>,
     sampler: JoinHandle<Vec<(Duration, u16)>>,
+    signer: Arc<std::sync::RwLock<(String, String)>>,
 }
 
 impl Traffic {
@@ -49,8 +51,12 @@ impl Traffic {
         let target = Target {
             endpoint: format!("{}{PATH}", app.address),
             readyz: format!("{}/readyz", app.address),
-            url: app.url().to_owned(),
+            signer: Arc::new(std::sync::RwLock::new((
+                app.url().to_owned(),
+                SECRET.to_owned(),
+            ))),
         };
+        let signer = Arc::clone(&target.signer);
         let stop = Arc::new(AtomicBool::new(false));
         let next_id = Arc::new(AtomicU64::new(1));
         let senders = (0..connections)
@@ -64,7 +70,14 @@ impl Traffic {
             stop,
             senders,
             sampler,
+            signer,
         }
+    }
+
+    /// From the next webhook on, signs for `url` with `secret` (as Qminder does once a
+    /// new registration replaced the old).
+    pub fn sign_with(&self, url: &str, secret: &str) {
+        *self.signer.write().expect("signer") = (url.to_owned(), secret.to_owned());
     }
 
     /// Stops sending, waits for the answers in flight; returns every answer (by send time)
@@ -110,7 +123,10 @@ async fn send_loop(
         ticker.tick().await;
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let body = ticket_created(id);
-        let signature = sign(SECRET, &target.url, body.as_bytes());
+        let signature = {
+            let signer = target.signer.read().expect("signer");
+            sign(&signer.1, &signer.0, body.as_bytes())
+        };
         let sent = origin.elapsed();
         let response = http
             .post(&target.endpoint)

@@ -76,7 +76,9 @@ impl QminderSim {
         cert: &std::path::Path,
         pem_key: &std::path::Path,
     ) -> Self {
-        let tls = qminder_bridge::tls::server_config(cert, pem_key, false).expect("a TLS config");
+        let certificates = qminder_bridge::tls::Certificates::load(cert, pem_key).expect("a pair");
+        let tls = qminder_bridge::tls::server_config(std::sync::Arc::new(certificates), false)
+            .expect("a TLS config");
         Self::start_with(key, tickets, Some(tls)).await
     }
 

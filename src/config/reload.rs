@@ -1,0 +1,228 @@
+//! What a reload may change while the bridge runs, and what needs a restart: one table,
+//! [`KEYS`], from which the reloader's verdict and the README's table both come.
+//!
+//! A configuration is compared key by key as its serialised tree (`key.sub`, arrays of
+//! tables as `key[]`): every leaf that differs is looked up in [`KEYS`] (the longest entry
+//! that is the key or a prefix of it). Literal secrets serialise redacted, so the Kafka
+//! credentials are also compared by their resolved values. A change to any restart key
+//! refuses the whole reload; the running configuration stays.
+
+use std::collections::BTreeMap;
+
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use super::Settings;
+
+/// Whether a change to a key can be applied to a running bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// Swapped in between requests; requests in flight finish under the old value.
+    Live,
+    /// Read once at start (a listener, a thread, a producer, a file): restart to change.
+    Restart,
+}
+
+/// Every configuration key (or subtree), how a change to it applies, and why.
+pub const KEYS: &[(&str, Apply, &str)] = &[
+    (
+        "endpoints",
+        Apply::Live,
+        "paths, URLs, secrets (file: secrets re-read), sources",
+    ),
+    (
+        "endpoints[].qminder",
+        Apply::Restart,
+        "the reconciler reads it at start",
+    ),
+    ("privacy", Apply::Live, "fields and hash key"),
+    ("server.allow_cidrs", Apply::Live, "the IP allow-list"),
+    (
+        "server.trusted_proxies",
+        Apply::Live,
+        "whose X-Forwarded-For is believed",
+    ),
+    (
+        "server.tls",
+        Apply::Restart,
+        "whether TLS is on and http2 shape the listener",
+    ),
+    (
+        "server.tls.cert_file",
+        Apply::Live,
+        "new connections get the new certificate",
+    ),
+    (
+        "server.tls.key_file",
+        Apply::Live,
+        "read with the certificate",
+    ),
+    (
+        "server",
+        Apply::Restart,
+        "listener, workers, timeouts and the memory budgets they size",
+    ),
+    (
+        "kafka",
+        Apply::Restart,
+        "the producer, its topics and the record format",
+    ),
+    (
+        "spool",
+        Apply::Restart,
+        "the spool directory is locked and sized at start",
+    ),
+    (
+        "dedupe",
+        Apply::Restart,
+        "the replay cache is sized at start",
+    ),
+    (
+        "log",
+        Apply::Restart,
+        "the log format is set once; RUST_LOG sets the level",
+    ),
+    (
+        "reconcile",
+        Apply::Restart,
+        "the reconciler thread reads it at start",
+    ),
+    (
+        "reload",
+        Apply::Restart,
+        "the watch's interval is set at start",
+    ),
+];
+
+/// The entry of [`KEYS`] that decides for `key` (array indices read as `[]`): the longest
+/// that is the key or encloses it.
+pub fn entry(key: &str) -> Option<&'static (&'static str, Apply, &'static str)> {
+    let key = &unindexed(key);
+    let encloses = |prefix: &str| {
+        key == prefix
+            || key
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    };
+    KEYS.iter()
+        .filter(|(prefix, _, _)| encloses(prefix))
+        .max_by_key(|(prefix, _, _)| prefix.len())
+}
+
+/// `endpoints[3].path` as `endpoints[].path`.
+fn unindexed(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut in_index = false;
+    for c in key.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => {
+                in_index = false;
+                out.push_str("[]");
+            }
+            _ if in_index => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every leaf of `settings`' tree, by key: tables recursed (`a.b`), arrays of tables
+/// recursed by index (`a[0].b`), anything else (an empty table too) a leaf.
+pub fn leaves(settings: &Settings) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let tree = serde_json::to_value(settings).unwrap_or(Value::Null);
+    walk(String::new(), &tree, &mut out);
+    out
+}
+
+fn walk(key: String, value: &Value, out: &mut BTreeMap<String, Value>) {
+    let join = |name: &str| {
+        if key.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{key}.{name}")
+        }
+    };
+    match value {
+        Value::Object(table) if !table.is_empty() => {
+            table.iter().for_each(|(k, v)| walk(join(k), v, out));
+        }
+        Value::Array(items) if items.first().is_some_and(Value::is_object) => {
+            for (i, item) in items.iter().enumerate() {
+                walk(format!("{key}[{i}]"), item, out);
+            }
+        }
+        leaf => {
+            out.insert(key, leaf.clone());
+        }
+    }
+}
+
+/// The keys (entries of [`KEYS`]) that differ between `running` and `next` and need a
+/// restart; empty when everything that changed can be swapped in. A key absent on one
+/// side and unset (`null`) on the other has not changed.
+pub fn restart_needed(running: &Settings, next: &Settings) -> Vec<&'static str> {
+    let (old, new) = (leaves(running), leaves(next));
+    let value = |tree: &BTreeMap<String, Value>, k: &str| tree.get(k).cloned().unwrap_or_default();
+    let changed = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| value(&old, k) != value(&new, k))
+        .map(|k| entry(k).map_or(("(unknown key)", Apply::Restart), |e| (e.0, e.1)));
+    let mut keys: Vec<&'static str> = changed
+        .filter(|(_, apply)| *apply == Apply::Restart)
+        .map(|(key, _)| key)
+        .chain(credentials_changed(running, next))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The Kafka credentials, compared by value: a literal serialises redacted, and a `file:`
+/// or `env:` one may change behind the same reference.
+fn credentials_changed(running: &Settings, next: &Settings) -> Vec<&'static str> {
+    let value = |spec: &Option<crate::secret::SecretSpec>| {
+        spec.as_ref()
+            .map(|s| s.resolve().map(|v| v.expose_secret().to_owned()).ok())
+    };
+    let (old, new) = (&running.kafka.security, &next.kafka.security);
+    let mut keys = Vec::new();
+    if value(&old.sasl_password) != value(&new.sasl_password) {
+        keys.push("kafka");
+    }
+    if value(&old.key_password) != value(&new.key_password) {
+        keys.push("kafka");
+    }
+    keys
+}
+
+/// The files the running configuration reads besides itself: `file:` secrets and the
+/// ingress's TLS certificate and key. A change to any of them triggers a reload.
+pub fn watched_files(settings: &Settings) -> Vec<std::path::PathBuf> {
+    use crate::secret::SecretSpec;
+    let file = |spec: &SecretSpec| match spec {
+        SecretSpec::File(path) => Some(path.clone()),
+        _ => None,
+    };
+    let endpoints = settings.endpoints.iter().flat_map(|e| e.secrets.iter());
+    let privacy = settings.privacy.hash_key.iter();
+    let security = &settings.kafka.security;
+    let kafka = security.sasl_password.iter().chain(&security.key_password);
+    let tls = settings
+        .server
+        .tls
+        .iter()
+        .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()]);
+    endpoints
+        .chain(privacy)
+        .chain(kafka)
+        .filter_map(file)
+        .chain(tls)
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "reload_tests.rs"]
+mod tests;
