@@ -42,6 +42,8 @@ impl ReloadMetrics {
             self.reloads.with_label_values(&[result]);
         }
         self.last_successful.set(1);
+        // Until the bridge has built its configuration's version (at start).
+        self.running("unset");
     }
 
     /// The version running from now on.
