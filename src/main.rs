@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             let _ = qminder_bridge::hardening::harden();
             spool_cli::run(args)
         }
+        Command::Webhooks(args) => qminder_bridge::operator::webhooks::run(args),
         Command::Backfill(args) => {
             // It holds tickets (personal data) in memory.
             let _ = qminder_bridge::hardening::harden();

@@ -5,8 +5,10 @@
 //! changed (`config/reload.rs` says which), builds everything live first (the endpoints'
 //! secrets re-read, the privacy rules, the allow-list, the TLS certificate and key), and
 //! only then swaps them in: the ingress's between requests (`ingress/live.rs`), the
-//! listener's certificate for new connections (`tls.rs`). Any failure leaves the running
-//! configuration in place, logged (naming the key or the file) and counted.
+//! listener's certificate for new connections (`tls.rs`); if the Kafka credentials changed
+//! (by value: `config::reload::kafka_credentials`), the producer is replaced gracefully
+//! (`delivery/kafka/renewal.rs`). Any failure leaves the running configuration in place,
+//! logged (naming the key or the file) and counted.
 //!
 //! The watch reads the configuration file and the files it names every
 //! `reload.watch_interval_ms` and compares their bytes with the last read: a Kubernetes
@@ -23,6 +25,7 @@ use actix_web::web;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Settings, reload};
+use crate::delivery::kafka::Renewal;
 use crate::ingress::{Ingress, Live};
 use crate::metrics::ReloadMetrics;
 use crate::shutdown::Stopping;
@@ -36,13 +39,16 @@ pub struct Reloader {
     pub running: Settings,
     pub ingress: web::Data<Ingress>,
     pub certificates: Option<Arc<Certificates>>,
+    /// Renews the Kafka credentials when they change.
+    pub kafka: Renewal,
     pub metrics: ReloadMetrics,
 }
 
 /// How a reload ended.
 #[derive(Debug)]
 enum Outcome {
-    Applied(Box<Settings>),
+    /// The configuration now running, and its Kafka credentials' hash.
+    Applied(Box<Settings>, Option<[u8; 32]>),
     Invalid(String),
     RestartNeeded(Vec<&'static str>),
 }
@@ -57,6 +63,8 @@ impl Reloader {
             let interval_ms = self.running.reload.watch_interval_ms;
             let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
             let mut seen = self.read_inputs().await;
+            // What the producer was made with (at start, from the same files).
+            let mut credentials = reload::kafka_credentials(&self.running).ok();
             loop {
                 let trigger = tokio::select! {
                     () = stopping.wait() => return,
@@ -65,7 +73,7 @@ impl Reloader {
                 };
                 let now = self.read_inputs().await;
                 if trigger == "SIGHUP" || now != seen {
-                    self.reload(trigger).await;
+                    self.reload(trigger, &mut credentials).await;
                     seen = self.read_inputs().await;
                 }
             }
@@ -73,19 +81,22 @@ impl Reloader {
     }
 
     /// One reload, logged and counted.
-    async fn reload(&mut self, trigger: &'static str) {
+    async fn reload(&mut self, trigger: &'static str, credentials: &mut Option<[u8; 32]>) {
         let file = self.file.clone();
         let running = self.running.clone();
-        let ingress = self.ingress.clone();
-        let certificates = self.certificates.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            attempt(file, &running, &ingress, certificates.as_deref())
-        })
-        .await
-        .unwrap_or_else(|e| Outcome::Invalid(format!("the reload did not finish: {e}")));
+        let parts = Parts {
+            ingress: self.ingress.clone(),
+            certificates: self.certificates.clone(),
+            kafka: self.kafka.clone(),
+        };
+        let before = *credentials;
+        let outcome = tokio::task::spawn_blocking(move || attempt(file, &running, before, &parts))
+            .await
+            .unwrap_or_else(|e| Outcome::Invalid(format!("the reload did not finish: {e}")));
         let result = match outcome {
-            Outcome::Applied(next) => {
+            Outcome::Applied(next, now) => {
                 self.running = *next;
+                *credentials = now;
                 let version = version(&self.running, &self.inputs());
                 self.metrics.running(&version);
                 tracing::info!(trigger, %version, "Reloaded the configuration.");
@@ -125,12 +136,19 @@ impl Reloader {
     }
 }
 
+/// What a reload swaps into, for the blocking thread it runs on.
+struct Parts {
+    ingress: web::Data<Ingress>,
+    certificates: Option<Arc<Certificates>>,
+    kafka: Renewal,
+}
+
 /// Loads, validates, classifies and builds; swaps only if all of that succeeded.
 fn attempt(
     file: Option<PathBuf>,
     running: &Settings,
-    ingress: &Ingress,
-    certificates: Option<&Certificates>,
+    credentials: Option<[u8; 32]>,
+    parts: &Parts,
 ) -> Outcome {
     let next = match Settings::load(file.as_deref()) {
         Ok(next) => next,
@@ -140,17 +158,26 @@ fn attempt(
     if !restart.is_empty() {
         return Outcome::RestartNeeded(restart);
     }
-    let live: Live = match ingress.live_for(&next) {
+    let live: Live = match parts.ingress.live_for(&next) {
         Ok(live) => live,
         Err(error) => return Outcome::Invalid(error.to_string()),
     };
-    if let (Some(certificates), Some(tls)) = (certificates, &next.server.tls)
+    // Compared with what the producer was made with: a `file:` secret read again now
+    // would already show the new value for the running configuration too.
+    let now = match reload::kafka_credentials(&next) {
+        Ok(now) => now,
+        Err(error) => return Outcome::Invalid(error),
+    };
+    if let (Some(certificates), Some(tls)) = (&parts.certificates, &next.server.tls)
         && let Err(error) = certificates.reload(&tls.cert_file, &tls.key_file)
     {
         return Outcome::Invalid(format!("server.tls: {error}"));
     }
-    ingress.swap_live(live);
-    Outcome::Applied(Box::new(next))
+    parts.ingress.swap_live(live);
+    if credentials != Some(now) {
+        parts.kafka.renew(&next);
+    }
+    Outcome::Applied(Box::new(next), Some(now))
 }
 
 /// A hash of `files`' bytes, in order.

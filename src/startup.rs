@@ -148,26 +148,25 @@ impl Application {
             },
         ));
         let port = listener.local_addr()?.port();
-        let metrics_reconcile = metrics.reconcile.clone();
-        let metrics_reload = metrics.reload.clone();
         let server = http_server::serve(
             listener,
             &settings,
             ingress.clone(),
             Arc::clone(&health),
-            metrics,
+            metrics.clone(),
             tls,
         )?;
         // Last, once nothing can fail: a failed build leaves no task behind.
         spawn_probes(&settings, &mut kafka, &health, drained_report, &stopping);
         let reconciler =
-            crate::operator::reconcile::spawn(&settings, metrics_reconcile, Arc::clone(&stopping));
+            crate::operator::reconcile::spawn(&settings, metrics.reconcile, Arc::clone(&stopping));
         crate::reload::Reloader {
             file,
             running: settings.clone(),
             ingress: ingress.clone(),
             certificates,
-            metrics: metrics_reload,
+            kafka: kafka.renewal(),
+            metrics: metrics.reload,
         }
         .spawn(Arc::clone(&stopping));
         Ok(Self {
@@ -287,6 +286,15 @@ pub(crate) fn metrics(settings: &Settings, router: &Router) -> Metrics {
         rebuildable_types: crate::operator::qminder_api::Kind::ALL
             .iter()
             .map(|k| k.event_type())
+            .collect(),
+        registrations: settings
+            .endpoints
+            .iter()
+            .flat_map(|e| {
+                e.all_registrations()
+                    .into_iter()
+                    .map(|(url, _)| (e.path.as_str(), url))
+            })
             .collect(),
     })
 }

@@ -75,7 +75,13 @@ pub struct EndpointSettings {
     /// The URL exactly as registered in Qminder; part of what is signed.
     pub url: String,
     /// The webhook's secret(s): literal, `env:NAME` or `file:PATH`. Several during rotation.
+    /// May be empty when `registrations` has one (the registration at `url` was removed).
     pub secrets: Vec<SecretSpec>,
+    /// More registrations delivering to this path, each with its own URL (differing from
+    /// `url` only in its query string) and secret: the overlap of a rotation. Event ids
+    /// stay computed from `url`, so an event delivered by two registrations has one id.
+    #[serde(default)]
+    pub registrations: Vec<RegistrationSettings>,
     /// CloudEvents `source` of its events. Default: `url`.
     #[serde(default)]
     pub source: Option<String>,
@@ -84,9 +90,51 @@ pub struct EndpointSettings {
     pub qminder: Option<QminderSettings>,
 }
 
+/// `[[endpoints.registrations]]`: another registration of the same webhook in Qminder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSettings {
+    /// The URL exactly as registered; the endpoint's `url` with another query string.
+    pub url: String,
+    /// Its secret(s).
+    pub secrets: Vec<SecretSpec>,
+}
+
 impl EndpointSettings {
     pub fn source(&self) -> &str {
         self.source.as_deref().unwrap_or(&self.url)
+    }
+
+    /// What is wrong with `registrations`' URLs, each under `at`.
+    fn registration_problems(&self, at: &str) -> Vec<String> {
+        let base = |url: &str| url.split(['?', '#']).next().unwrap_or(url).to_owned();
+        let wrong =
+            |r: &&RegistrationSettings| base(&r.url) != base(&self.url) || r.url == self.url;
+        let wrong = self
+            .registrations
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| wrong(r));
+        wrong
+            .map(|(j, _)| {
+                format!(
+                    "{at}.registrations[{j}].url must be {at}.url with another query string \
+                     (e.g. \"{}?registration=2\"): Qminder delivers it to the same path",
+                    base(&self.url)
+                )
+            })
+            .collect()
+    }
+
+    /// Every registration, `(url, secrets)`: the one at `url` first.
+    pub fn all_registrations(&self) -> Vec<(&str, &[SecretSpec])> {
+        std::iter::once((self.url.as_str(), self.secrets.as_slice()))
+            .chain(
+                self.registrations
+                    .iter()
+                    .map(|r| (r.url.as_str(), r.secrets.as_slice())),
+            )
+            .collect()
     }
 }
 
@@ -178,13 +226,18 @@ impl Settings {
                      http(s)://…, at most 512 characters"
                 ));
             }
-            if e.secrets.is_empty() {
+            if e.all_registrations().iter().all(|(_, s)| s.is_empty()) {
                 problems.push(format!(
                     "{at}.secrets is empty; copy the webhook's secret from Qminder \
                      (literal, \"env:NAME\" or \"file:PATH\")"
                 ));
             }
-            for (j, secret) in e.secrets.iter().enumerate() {
+            problems.extend(e.registration_problems(&at));
+            let secrets = e
+                .all_registrations()
+                .into_iter()
+                .flat_map(|(_, s)| s.iter());
+            for (j, secret) in secrets.enumerate() {
                 match secret.resolve() {
                     Err(e) => problems.push(format!("{at}.secrets[{j}]: {e}")),
                     Ok(value) if value.expose_secret().len() < MIN_WEBHOOK_SECRET_BYTES => {

@@ -3,9 +3,9 @@
 //!
 //! A configuration is compared key by key as its serialised tree (`key.sub`, arrays of
 //! tables as `key[]`): every leaf that differs is looked up in [`KEYS`] (the longest entry
-//! that is the key or a prefix of it). Literal secrets serialise redacted, so the Kafka
-//! credentials are also compared by their resolved values. A change to any restart key
-//! refuses the whole reload; the running configuration stays.
+//! that is the key or a prefix of it). A change to any restart key refuses the whole
+//! reload; the running configuration stays. The Kafka credentials are compared by value
+//! ([`kafka_credentials`]): a change replaces the producer.
 
 use std::collections::BTreeMap;
 
@@ -24,74 +24,29 @@ pub enum Apply {
 }
 
 /// Every configuration key (or subtree), how a change to it applies, and why.
+#[rustfmt::skip]
 pub const KEYS: &[(&str, Apply, &str)] = &[
-    (
-        "endpoints",
-        Apply::Live,
-        "paths, URLs, secrets (file: secrets re-read), sources",
-    ),
-    (
-        "endpoints[].qminder",
-        Apply::Restart,
-        "the reconciler reads it at start",
-    ),
+    ("endpoints", Apply::Live, "paths, URLs, secrets (file: secrets re-read), sources"),
+    ("endpoints[].qminder", Apply::Restart, "the reconciler reads it at start"),
     ("privacy", Apply::Live, "fields and hash key"),
     ("server.allow_cidrs", Apply::Live, "the IP allow-list"),
-    (
-        "server.trusted_proxies",
-        Apply::Live,
-        "whose X-Forwarded-For is believed",
-    ),
-    (
-        "server.tls",
-        Apply::Restart,
-        "whether TLS is on and http2 shape the listener",
-    ),
-    (
-        "server.tls.cert_file",
-        Apply::Live,
-        "new connections get the new certificate",
-    ),
-    (
-        "server.tls.key_file",
-        Apply::Live,
-        "read with the certificate",
-    ),
-    (
-        "server",
-        Apply::Restart,
-        "listener, workers, timeouts and the memory budgets they size",
-    ),
-    (
-        "kafka",
-        Apply::Restart,
-        "the producer, its topics and the record format",
-    ),
-    (
-        "spool",
-        Apply::Restart,
-        "the spool directory is locked and sized at start",
-    ),
-    (
-        "dedupe",
-        Apply::Restart,
-        "the replay cache is sized at start",
-    ),
-    (
-        "log",
-        Apply::Restart,
-        "the log format is set once; RUST_LOG sets the level",
-    ),
-    (
-        "reconcile",
-        Apply::Restart,
-        "the reconciler thread reads it at start",
-    ),
-    (
-        "reload",
-        Apply::Restart,
-        "the watch's interval is set at start",
-    ),
+    ("server.trusted_proxies", Apply::Live, "whose X-Forwarded-For is believed"),
+    ("server.tls", Apply::Restart, "whether TLS is on and http2 shape the listener"),
+    ("server.tls.cert_file", Apply::Live, "new connections get the new certificate"),
+    ("server.tls.key_file", Apply::Live, "read with the certificate"),
+    ("server", Apply::Restart, "listener, workers, timeouts and the memory budgets they size"),
+    ("kafka", Apply::Restart, "the producer, its topics and the record format"),
+    ("kafka.security.sasl_username", Apply::Live, "the producer is replaced, the old one flushed"),
+    ("kafka.security.sasl_password", Apply::Live, "re-read; a new value replaces the producer"),
+    ("kafka.security.key_password", Apply::Live, "re-read; a new value replaces the producer"),
+    ("kafka.security.ca_file", Apply::Live, "watched; a change replaces the producer"),
+    ("kafka.security.cert_file", Apply::Live, "watched; a change replaces the producer"),
+    ("kafka.security.key_file", Apply::Live, "watched; a change replaces the producer"),
+    ("spool", Apply::Restart, "the spool directory is locked and sized at start"),
+    ("dedupe", Apply::Restart, "the replay cache is sized at start"),
+    ("log", Apply::Restart, "the log format is set once; RUST_LOG sets the level"),
+    ("reconcile", Apply::Restart, "the reconciler thread reads it at start"),
+    ("reload", Apply::Restart, "the watch's interval is set at start"),
 ];
 
 /// The entry of [`KEYS`] that decides for `key` (array indices read as `[]`): the longest
@@ -173,29 +128,46 @@ pub fn restart_needed(running: &Settings, next: &Settings) -> Vec<&'static str> 
     let mut keys: Vec<&'static str> = changed
         .filter(|(_, apply)| *apply == Apply::Restart)
         .map(|(key, _)| key)
-        .chain(credentials_changed(running, next))
         .collect();
     keys.sort_unstable();
     keys.dedup();
     keys
 }
 
-/// The Kafka credentials, compared by value: a literal serialises redacted, and a `file:`
-/// or `env:` one may change behind the same reference.
-fn credentials_changed(running: &Settings, next: &Settings) -> Vec<&'static str> {
-    let value = |spec: &Option<crate::secret::SecretSpec>| {
-        spec.as_ref()
-            .map(|s| s.resolve().map(|v| v.expose_secret().to_owned()).ok())
+/// What the producer authenticates with, hashed: the SASL user and password, the TLS
+/// key's password (resolved: a literal serialises redacted, a `file:` one may change
+/// behind the same reference) and the bytes of the Kafka TLS files. A change replaces
+/// the producer. Errors name the secret or file.
+pub fn kafka_credentials(settings: &Settings) -> Result<[u8; 32], String> {
+    use sha2::{Digest, Sha256};
+    let security = &settings.kafka.security;
+    let mut hash = Sha256::new();
+    let mut add = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
     };
-    let (old, new) = (&running.kafka.security, &next.kafka.security);
-    let mut keys = Vec::new();
-    if value(&old.sasl_password) != value(&new.sasl_password) {
-        keys.push("kafka");
+    add(security
+        .sasl_username
+        .as_deref()
+        .unwrap_or_default()
+        .as_bytes());
+    for (key, secret) in [
+        ("sasl_password", &security.sasl_password),
+        ("key_password", &security.key_password),
+    ] {
+        let value = secret.as_ref().map(|s| s.resolve()).transpose();
+        let value = value.map_err(|e| format!("kafka.security.{key}: {e}"))?;
+        add(value.as_ref().map_or("", |v| v.expose_secret()).as_bytes());
     }
-    if value(&old.key_password) != value(&new.key_password) {
-        keys.push("kafka");
+    for file in [&security.ca_file, &security.cert_file, &security.key_file]
+        .into_iter()
+        .flatten()
+    {
+        let bytes = std::fs::read(file)
+            .map_err(|e| format!("kafka.security: cannot read {}: {e}", file.display()))?;
+        add(&bytes);
     }
-    keys
+    Ok(hash.finalize().into())
 }
 
 /// The files the running configuration reads besides itself: `file:` secrets and the
@@ -215,11 +187,16 @@ pub fn watched_files(settings: &Settings) -> Vec<std::path::PathBuf> {
         .tls
         .iter()
         .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()]);
+    let kafka_tls = [&security.ca_file, &security.cert_file, &security.key_file]
+        .into_iter()
+        .flatten()
+        .cloned();
     endpoints
         .chain(privacy)
         .chain(kafka)
         .filter_map(file)
         .chain(tls)
+        .chain(kafka_tls)
         .collect()
 }
 

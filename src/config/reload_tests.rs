@@ -70,6 +70,7 @@ fn lets_live_changes_through_and_names_the_keys_that_need_a_restart() {
         secrets: vec![SecretSpec::parse("env:SECOND")],
         source: None,
         qminder: None,
+        registrations: Vec::new(),
     });
     next.server.allow_cidrs = vec!["10.0.0.0/8".into()];
     next.privacy.fields.clear();
@@ -92,12 +93,20 @@ fn lets_live_changes_through_and_names_the_keys_that_need_a_restart() {
 }
 
 #[test]
-fn sees_a_kafka_password_change_behind_a_redacted_literal() {
+fn sees_a_kafka_password_change_behind_a_redacted_literal_and_applies_it_live() {
     let mut running = every_key();
     running.kafka.security.sasl_password = Some(SecretSpec::parse("old-password"));
     let mut next = running.clone();
     next.kafka.security.sasl_password = Some(SecretSpec::parse("new-password"));
-    assert_eq!(restart_needed(&running, &next), ["kafka"]);
+    assert_eq!(restart_needed(&running, &next), Vec::<&str>::new());
+    assert_ne!(kafka_credentials(&running), kafka_credentials(&next));
+    assert_eq!(
+        kafka_credentials(&running),
+        kafka_credentials(&running.clone())
+    );
+    next.kafka.security.sasl_password = Some(SecretSpec::parse("file:/not/there"));
+    let error = kafka_credentials(&next).expect_err("an unreadable secret");
+    assert!(error.contains("kafka.security.sasl_password"), "{error}");
 }
 
 #[test]
@@ -108,6 +117,7 @@ fn watches_file_secrets_and_the_certificate() {
         SecretSpec::parse("env:X"),
     ];
     s.kafka.security.sasl_password = Some(SecretSpec::parse("file:/run/secrets/sasl"));
+    s.kafka.security.ca_file = Some("/run/kafka/ca.pem".into());
     let files: Vec<String> = watched_files(&s)
         .iter()
         .map(|p| p.display().to_string())
@@ -118,7 +128,8 @@ fn watches_file_secrets_and_the_certificate() {
             "/run/secrets/webhook",
             "/run/secrets/sasl",
             "c.pem",
-            "k.pem"
+            "k.pem",
+            "/run/kafka/ca.pem"
         ]
     );
 }

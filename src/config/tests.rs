@@ -12,6 +12,7 @@ fn valid() -> Settings {
         secrets: vec![SecretSpec::parse("s3cret-of-16-bytes")],
         source: None,
         qminder: None,
+        registrations: Vec::new(),
     });
     s
 }

@@ -117,11 +117,25 @@ impl Endpoint {
         metrics: &Metrics,
         router: &Router,
     ) -> Result<Self, SecretError> {
-        let secrets = settings
-            .secrets
+        let registrations = settings
+            .all_registrations()
+            .into_iter()
+            .map(|(url, secrets)| {
+                let secrets = secrets.iter().map(|s| s.resolve());
+                Ok((url, secrets.collect::<Result<Vec<SecretString>, _>>()?))
+            })
+            .collect::<Result<Vec<_>, SecretError>>()?;
+        let keyed: Vec<(&str, &[SecretString])> = registrations
             .iter()
-            .map(|s| s.resolve())
-            .collect::<Result<Vec<SecretString>, _>>()?;
+            .map(|(url, secrets)| (*url, secrets.as_slice()))
+            .collect();
+        let verified_by = registrations
+            .iter()
+            .map(|(url, _)| {
+                let labels = [settings.path.as_str(), url];
+                metrics.reload.verified.with_label_values(&labels)
+            })
+            .collect();
         let accepted = router
             .all()
             .iter()
@@ -133,7 +147,8 @@ impl Endpoint {
             .collect();
         Ok(Self {
             path: settings.path.clone(),
-            verifier: Verifier::new(&settings.url, &secrets),
+            verifier: Verifier::registered(&settings.url, &keyed),
+            verified_by,
             source: settings.source().to_owned(),
             accepted,
             duration: metrics

@@ -50,6 +50,8 @@ pub struct Endpoint {
     source: String,
     /// Its `events_accepted` children, resolved once, indexed by route id.
     accepted: Vec<IntCounter>,
+    /// Its `webhooks_verified` children, indexed by registration.
+    verified_by: Vec<IntCounter>,
     duration: Histogram,
 }
 
@@ -157,6 +159,9 @@ impl Ingress {
         let head = self.check_head(request)?;
         let (body, unverified) = self.read_body(payload, &head).await?;
         let verified = endpoint.verifier.verify_decoded(&head.signature, body)?;
+        if let Some(counter) = endpoint.verified_by.get(verified.registration()) {
+            counter.inc();
+        }
         let _slot = self.admission.verified(verified.body().len(), unverified)?;
         if let Some(answer) = self.replayed(&verified, endpoint) {
             return Ok(answer);

@@ -1,7 +1,8 @@
-//! `qminder_bridge_config_*`: reloads of the configuration (`reload.rs`) and which version
-//! each replica runs.
+//! Changing the bridge while it runs: `qminder_bridge_config_*` (reloads, `reload.rs`, and
+//! which version each replica runs), producers renewed with new credentials, and which of
+//! an endpoint's registrations deliver (a rotation's overlap).
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use super::Declare;
 
@@ -17,6 +18,10 @@ pub struct ReloadMetrics {
     info: IntGaugeVec,
     /// 1 if the last reload was applied (or none was tried), 0 if it was refused.
     pub last_successful: IntGauge,
+    /// Producers replaced because a reload renewed the Kafka credentials.
+    pub producer_renewals: IntCounter,
+    /// Webhooks whose signature verified, by endpoint and registration (its URL).
+    pub verified: IntCounterVec,
 }
 
 impl ReloadMetrics {
@@ -33,13 +38,23 @@ impl ReloadMetrics {
             last_successful: d.gauge("config_last_reload_successful",
                 "1 if the last reload was applied (or none was tried yet), 0 if it was refused: the replica runs an older configuration than its files say.",
             ),
+            producer_renewals: d.counter("producer_renewals_total",
+                "Kafka producers replaced because a reload renewed the credentials (SASL password, TLS key password or files); the old one was flushed.",
+            ),
+            verified: d.counter_vec("webhooks_verified_total",
+                "Webhooks whose signature verified, by endpoint and registration (the URL registered in Qminder that signed it): during a rotation, whether the new registration delivers yet.",
+                &["endpoint", "registration"],
+            ),
         }
     }
 
     /// Every series from the start, for `increase()`.
-    pub(super) fn precreate(&self) {
+    pub(super) fn precreate(&self, registrations: &[(&str, &str)]) {
         for result in RELOAD_RESULTS {
             self.reloads.with_label_values(&[result]);
+        }
+        for (endpoint, url) in registrations {
+            self.verified.with_label_values(&[endpoint, url]);
         }
         self.last_successful.set(1);
         // Until the bridge has built its configuration's version (at start).

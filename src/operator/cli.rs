@@ -58,6 +58,8 @@ pub enum Command {
     /// Ask Qminder's API which ticket transitions happened in a window, and publish those
     /// missing from Kafka (marked qminderorigin=backfill); needs [endpoints.qminder].
     Backfill(crate::operator::backfill::BackfillArgs),
+    /// Register, remove or rotate the webhook in Qminder (its API, [endpoints.qminder]).
+    Webhooks(crate::operator::webhooks::WebhooksArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,7 +1,6 @@
 //! Changing a running bridge: the configuration and its secrets in Kubernetes-style
 //! volumes (symlink swaps), reloaded by the watch or SIGHUP, under steady signed traffic.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use qminder_bridge::config::Settings;
@@ -9,7 +8,6 @@ use qminder_bridge::secret::SecretSpec;
 
 use crate::helpers::app::{SECRET, spawn_app_from, test_settings};
 use crate::helpers::broker;
-use crate::helpers::kafka::read_until;
 use crate::helpers::traffic::Traffic;
 use crate::helpers::volume::Volume;
 
@@ -92,19 +90,9 @@ async fn rotates_a_secret_and_reloads_ten_times_under_traffic_without_a_non_2xx_
     let refused: Vec<_> = answers.iter().filter(|a| !a.ok()).collect();
     assert!(refused.is_empty(), "non-2xx answers: {refused:?}");
     assert!(answers.len() > 200, "only {} webhooks sent", answers.len());
-    let sent: HashSet<String> = answers.iter().map(|a| a.id.to_string()).collect();
-    let (bootstrap, topic) = (app.bootstrap.clone(), app.topic("ticket_created"));
-    let found = tokio::task::spawn_blocking(move || {
-        let records = read_until(&bootstrap, &topic, Duration::from_secs(60), |records| {
-            records.len() >= sent.len()
-        });
-        let ids: HashSet<String> = records
-            .iter()
-            .map(|r| r.json()["data"]["id"].as_str().expect("id").to_owned())
-            .collect();
-        sent.difference(&ids).cloned().collect::<Vec<_>>()
-    });
-    assert_eq!(found.await.expect("reader"), Vec::<String>::new(), "lost");
+    let topic = app.topic("ticket_created");
+    let lost = crate::helpers::traffic::lost(&answers, &app.bootstrap, &[], &topic).await;
+    assert_eq!(lost, Vec::<String>::new(), "lost");
     assert_eq!(reloads(&app, "invalid").await, 0.0);
     app.stop().await;
 }

@@ -217,6 +217,7 @@ async fn serves_several_endpoints_each_with_its_own_url_secrets_and_source() {
             ],
             source: Some("qminder://branch-b".into()),
             qminder: None,
+            registrations: Vec::new(),
         });
     })
     .await;

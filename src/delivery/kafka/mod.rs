@@ -16,10 +16,13 @@ mod embedded;
 mod probe;
 mod producers;
 mod publisher;
+mod renewal;
 mod stats;
 mod topics;
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -27,11 +30,12 @@ use tokio::task::JoinHandle;
 
 pub use embedded::EmbeddedBroker;
 pub use probe::Probe;
-use producers::Configs;
 pub use producers::{DISTANT, FIRST_BACKOFF, MAX_BACKOFF};
 pub use publisher::Publisher;
+pub use renewal::Renewal;
+use renewal::producer_configs;
 use stats::StatsSink;
-pub use topics::{TopicCheck, TopicFacts, TopicOutcome, TopicSetup, record_limit};
+pub use topics::{SharedConfig, TopicCheck, TopicFacts, TopicOutcome, TopicSetup, record_limit};
 
 use crate::config::{KafkaSettings, Settings};
 use crate::delivery::RecordLimit;
@@ -52,6 +56,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Kafka {
     publisher: Publisher,
+    /// Renews the credentials of the producer and the topic checks.
+    renewal: Renewal,
     embedded: Option<EmbeddedBroker>,
     /// Topics still to create (taken by the probe).
     topics: Option<TopicSetup>,
@@ -74,16 +80,7 @@ impl Kafka {
     ) -> Result<Self, StartError> {
         let kafka = &settings.kafka;
         let embedded = if kafka.is_embedded() {
-            let broker = EmbeddedBroker::start(topics.clone(), kafka.partitions)
-                .map_err(StartError::Embedded)?;
-            tracing::warn!(
-                bootstrap_servers = broker.bootstrap_servers(),
-                "Started the embedded Kafka broker, for trying the bridge out: nothing persists. \
-                 Read with: kcat -b {} -C -t {}.ticket_created",
-                broker.bootstrap_servers(),
-                kafka.topic_prefix,
-            );
-            Some(broker)
+            Some(embedded(kafka, &topics)?)
         } else {
             None
         };
@@ -101,8 +98,9 @@ impl Kafka {
             Arc::clone(&record_limit),
         )?;
         let names = topics.clone();
+        let admin: SharedConfig = Arc::new(ArcSwap::from_pointee(config::admin(kafka, bootstrap)));
         let topics = (kafka.create_topics && embedded.is_none()).then(|| TopicSetup {
-            admin: config::admin(kafka, bootstrap),
+            admin: Arc::clone(&admin),
             passthrough: kafka.librdkafka.clone(),
             topics,
             partitions: kafka.partitions,
@@ -113,7 +111,7 @@ impl Kafka {
             matches!(k.as_str(), "compression.type" | "compression.codec") && v != "none"
         });
         let check = TopicCheck {
-            admin: config::admin(kafka, bootstrap),
+            admin: Arc::clone(&admin),
             topics: names,
             compressed,
             limit: Arc::clone(&record_limit),
@@ -122,8 +120,14 @@ impl Kafka {
             said: Vec::new(),
             looked: false,
         };
+        let renewal = Renewal {
+            publisher: publisher.clone(),
+            admin,
+            bootstrap: bootstrap.to_owned(),
+        };
         Ok(Self {
             publisher,
+            renewal,
             embedded,
             topics,
             check: Some(check),
@@ -136,6 +140,11 @@ impl Kafka {
     /// The producer, to deliver through.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
+    }
+
+    /// What a reload renews the Kafka credentials with.
+    pub fn renewal(&self) -> Renewal {
+        self.renewal.clone()
     }
 
     /// The largest record a routed topic accepts, once the brokers have said.
@@ -193,6 +202,20 @@ impl Kafka {
     }
 }
 
+/// The embedded broker (`bootstrap_servers = "embedded"`), with `topics` created.
+fn embedded(kafka: &KafkaSettings, topics: &[String]) -> Result<EmbeddedBroker, StartError> {
+    let broker =
+        EmbeddedBroker::start(topics.to_vec(), kafka.partitions).map_err(StartError::Embedded)?;
+    tracing::warn!(
+        bootstrap_servers = broker.bootstrap_servers(),
+        "Started the embedded Kafka broker, for trying the bridge out: nothing persists. \
+         Read with: kcat -b {} -C -t {}.ticket_created",
+        broker.bootstrap_servers(),
+        kafka.topic_prefix,
+    );
+    Ok(broker)
+}
+
 /// The bridge's producer on `bootstrap`.
 fn producer(
     settings: &Settings,
@@ -202,16 +225,8 @@ fn producer(
     record_limit: Arc<RecordLimit>,
 ) -> Result<Publisher, StartError> {
     let kafka = &settings.kafka;
-    let max_body = settings.server.max_body_bytes;
-    let configs = Configs {
-        near: config::producer(kafka, bootstrap, max_body, false),
-        distant: kafka
-            .max_in_flight_requests
-            .is_none()
-            .then(|| config::producer(kafka, bootstrap, max_body, true)),
-    };
     Publisher::new(
-        configs,
+        producer_configs(settings, bootstrap),
         Duration::from_millis(kafka.delivery_timeout_ms),
         metrics.clone(),
         stats,

@@ -1,7 +1,9 @@
 //! The generations of the bridge's Kafka producer: the current one, and how it is replaced.
 //!
-//! A producer is replaced when it can no longer deliver (`publisher.rs` decides), or once,
-//! when the brokers turn out to be distant and `kafka.max_in_flight_requests` was left to
+//! A producer is replaced when it can no longer deliver (`publisher.rs` decides), when
+//! its credentials were renewed by a reload ([`Producers::renew`]: records of one key sent
+//! just before and after the swap may then be acknowledged out of order, the old
+//! producer's being flushed last), or once, when the brokers turn out to be distant and `kafka.max_in_flight_requests` was left to
 //! the bridge ([`Producers::go_distant`]: a round trip of [`DISTANT`] or more, measured by
 //! the readiness probe; the replacement keeps more requests in flight, `config.rs`).
 //!
@@ -56,6 +58,8 @@ enum Why {
     /// Generation `.0` can no longer deliver (`.1` says why).
     Broken(u64, String),
     Distant,
+    /// The credentials changed ([`Producers::renew`]).
+    Renewed,
 }
 
 /// When the next replacement may be built; one at a time.
@@ -67,7 +71,9 @@ struct Restarts {
 
 /// The current producer and everything needed to replace it.
 pub(super) struct Producers {
-    configs: Configs,
+    configs: RwLock<Configs>,
+    /// Bumped by each [`Producers::renew`]; a build remembers the one it was made with.
+    renewals: AtomicU64,
     /// Where every generation's statistics go.
     stats: Option<Arc<StatsSink>>,
     current: RwLock<Arc<Generation>>,
@@ -92,7 +98,8 @@ impl Producers {
             .near
             .create_with_context(BridgeContext::with_stats(stats.clone()))?;
         Ok(Self {
-            configs,
+            configs: RwLock::new(configs),
+            renewals: AtomicU64::new(0),
             stats,
             current: RwLock::new(Arc::new(Generation {
                 number: 0,
@@ -137,7 +144,7 @@ impl Producers {
     /// decided again: a swap under traffic could reorder one key's records across two
     /// producers.
     pub fn settle(self: &Arc<Self>, round_trips: &[Duration]) -> bool {
-        if self.configs.distant.is_none() {
+        if self.configs().distant.is_none() {
             return true;
         }
         if !self.distant.load(Ordering::Acquire) {
@@ -158,6 +165,24 @@ impl Producers {
         }
         self.go_distant();
         self.current().distant
+    }
+
+    /// Replaces the producer with one made of `configs` (new credentials), gracefully:
+    /// records keep going to the current one until the new one is connected, then the old
+    /// one is flushed. A build under way is followed by this one when it ends.
+    pub fn renew(self: &Arc<Self>, configs: Configs) {
+        *self.configs.write().unwrap_or_else(|e| e.into_inner()) = configs;
+        self.renewals.fetch_add(1, Ordering::AcqRel);
+        if self.start_building(|_| false) {
+            self.spawn_build(Why::Renewed);
+        }
+    }
+
+    fn configs(&self) -> Configs {
+        self.configs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Builds a distant producer unless one is current, or being built, or the last try
@@ -194,10 +219,12 @@ impl Producers {
     /// Builds the replacement, swaps it in (the lock held only for the swap), releases
     /// the build slot, then flushes the old producer.
     fn build(self: &Arc<Self>, why: &Why) {
-        let distant = self.distant.load(Ordering::Acquire) && self.configs.distant.is_some();
-        let config = match (&self.configs.distant, distant) {
+        let renewal = self.renewals.load(Ordering::Acquire);
+        let configs = self.configs();
+        let distant = self.distant.load(Ordering::Acquire) && configs.distant.is_some();
+        let config = match (&configs.distant, distant) {
             (Some(config), true) => config,
-            _ => &self.configs.near,
+            _ => &configs.near,
         };
         let created = config.create_with_context::<_, FutureProducer<BridgeContext>>(
             BridgeContext::with_stats(self.stats.clone()),
@@ -212,6 +239,7 @@ impl Producers {
                 let stale = match why {
                     Why::Broken(number, _) => current.number != *number,
                     Why::Distant => current.distant,
+                    Why::Renewed => false,
                 };
                 if stale {
                     // Replaced meanwhile: the current producer is not the one that broke.
@@ -234,6 +262,10 @@ impl Producers {
         if let Some(old) = old {
             let _ = old.producer.flush(self.flush_timeout);
         }
+        // Renewed while this one was built from the configuration before.
+        if self.renewals.load(Ordering::Acquire) != renewal && self.start_building(|_| false) {
+            self.spawn_build(Why::Renewed);
+        }
         // The brokers were found distant while a near producer was being built.
         if self.distant.load(Ordering::Acquire) {
             self.go_distant();
@@ -245,6 +277,12 @@ impl Producers {
     fn finished(&self, why: &Why, replaced: bool) {
         let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
         restarts.building = false;
+        if let (Why::Renewed, true) = (why, replaced) {
+            self.metrics.reload.producer_renewals.inc();
+            tracing::info!(
+                "Replaced the Kafka producer with one using the renewed credentials; the old one is flushed."
+            );
+        }
         let Why::Broken(_, error) = why else {
             if !replaced {
                 restarts.not_before = Some(Instant::now() + FIRST_BACKOFF);

@@ -109,6 +109,12 @@ impl Publisher {
         self.inner.metrics.delivery_duration.get_sample_count()
     }
 
+    /// Replaces the producer with one made of `configs` (renewed credentials), gracefully
+    /// (`producers.rs`).
+    pub fn renew(&self, configs: Configs) {
+        self.inner.producers.renew(configs);
+    }
+
     /// Waits up to `timeout` for every queued record to be acknowledged. Blocks.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.inner.producers.current().producer.flush(timeout)

@@ -25,10 +25,14 @@ use super::context::BridgeContext;
 use crate::config::Passthrough;
 use crate::delivery::RecordLimit;
 
+/// An admin client's properties, which a reload may renew (new credentials): each look
+/// makes its client from the current ones.
+pub type SharedConfig = Arc<arc_swap::ArcSwap<ClientConfig>>;
+
 /// Topics to create before the bridge calls itself ready (`kafka.create_topics`).
 #[derive(Debug, Clone)]
 pub struct TopicSetup {
-    pub admin: ClientConfig,
+    pub admin: SharedConfig,
     /// To redact credentials from librdkafka's errors before they are logged.
     pub passthrough: Passthrough,
     pub topics: Vec<String>,
@@ -40,7 +44,7 @@ impl TopicSetup {
     /// Creates the missing topics; true once all are in place (logged either way).
     pub async fn run(&self, timeout: Duration) -> bool {
         let outcome = ensure(
-            &self.admin,
+            &self.admin.load_full(),
             &self.topics,
             self.partitions,
             self.replication_factor,
@@ -70,7 +74,7 @@ impl TopicSetup {
 /// unknown when the producer compresses: a larger body may still fit).
 #[derive(Debug)]
 pub struct TopicCheck {
-    pub admin: ClientConfig,
+    pub admin: SharedConfig,
     pub topics: Vec<String>,
     pub compressed: bool,
     pub limit: Arc<RecordLimit>,
@@ -88,7 +92,7 @@ impl TopicCheck {
     /// Looks at the topics; true once the broker answered. Run again from time to time
     /// (`probe.rs`): an operator may raise a topic's limit or its `min.insync.replicas`.
     pub async fn run(&mut self, timeout: Duration) -> bool {
-        let facts = match inspect(&self.admin, &self.topics, timeout).await {
+        let facts = match inspect(&self.admin.load_full(), &self.topics, timeout).await {
             Ok(facts) => facts,
             Err(error) => {
                 tracing::debug!(%error, "Could not look at the topics yet; will retry.");

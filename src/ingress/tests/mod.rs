@@ -84,6 +84,7 @@ pub(super) fn settings() -> Settings {
         secrets: vec![SecretSpec::parse(SECRET)],
         source: None,
         qminder: None,
+        registrations: Vec::new(),
     });
     s
 }

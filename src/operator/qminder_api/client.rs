@@ -1,8 +1,9 @@
 //! One HTTP client for Qminder's REST API: the key, the pace, the retries, the errors.
 //!
-//! Every request goes through [`Client::get`]: it waits for its turn ([`Pacer`]), sends the
-//! key in `X-Qminder-REST-API-Key` (never in a URL, a log line or an error), and retries a
-//! 429, a 5xx or a broken connection after a [`Backoff`], up to [`MAX_ATTEMPTS`]. The
+//! Every request (GET, POST, DELETE) waits for its turn ([`Pacer`]), sends the key in
+//! `X-Qminder-REST-API-Key` (never in a URL, a log line or an error), and retries a 429, a
+//! 5xx or a broken connection after a [`Backoff`], up to [`MAX_ATTEMPTS`]; a POST only a
+//! 429, since one that may have been taken must not create a second webhook. The
 //! OpenAPI document declares no error answers and shows several error shapes
 //! (`{statusCode, message, developerMessage}`, `{statusCode, errors}`, `{code, message}`),
 //! so errors go by the HTTP status and their message is read leniently. HTTP is reqwest
@@ -106,26 +107,56 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, ApiError> {
-        let what = format!("GET {path}");
+        self.send(reqwest::Method::GET, path, query, None).await
+    }
+
+    /// `POST path` with a JSON `body`. Retried only after a 429 (the request was not
+    /// taken): a POST that may have been taken (a 5xx, a broken connection) is not sent
+    /// again, as it could create a second webhook.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ApiError> {
+        self.send(reqwest::Method::POST, path, &[], Some(body))
+            .await
+    }
+
+    /// `DELETE path`, retried as a GET is.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.send(reqwest::Method::DELETE, path, &[], None).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ApiError> {
+        let what = format!("{method} {path}");
+        let once = method == reqwest::Method::POST;
         let mut backoff = Backoff::new(self.first_backoff, Duration::from_secs(30));
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.pacer.turn().await;
             self.usage.requests.fetch_add(1, Ordering::Relaxed);
-            let sent = self
+            let mut request = self
                 .http
-                .get(format!("{}{path}", self.base))
+                .request(method.clone(), format!("{}{path}", self.base));
+            request = request
                 .query(query)
-                .header(KEY_HEADER, self.key.expose_secret())
-                .send()
-                .await;
-            let retry_after = match sent {
-                Ok(answer) => match self.judge(answer, &what, attempt).await? {
+                .header(KEY_HEADER, self.key.expose_secret());
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let retry_after = match request.send().await {
+                Ok(answer) => match self.judge(answer, &what, attempt, once).await? {
                     Judged::Done(body) => return decode(&body, &what),
                     Judged::Retry(after) => after,
                 },
-                Err(source) if attempt >= MAX_ATTEMPTS || source.is_builder() => {
+                Err(source) if once || attempt >= MAX_ATTEMPTS || source.is_builder() => {
                     return Err(ApiError::Transport {
                         what,
                         attempts: attempt,
@@ -146,6 +177,7 @@ impl Client {
         answer: reqwest::Response,
         what: &str,
         attempt: u32,
+        once: bool,
     ) -> Result<Judged, ApiError> {
         let status = answer.status();
         let retry_after = answer
@@ -170,7 +202,7 @@ impl Client {
                     Ok(Judged::Retry(retry_after))
                 }
             }
-            s if s.is_server_error() && !last => Ok(Judged::Retry(retry_after)),
+            s if s.is_server_error() && !last && !once => Ok(Judged::Retry(retry_after)),
             _ => Err(ApiError::Status {
                 status: status.as_u16(),
                 what: what.to_owned(),

@@ -61,6 +61,7 @@ pub fn test_settings(bootstrap: &str) -> Settings {
         secrets: vec![SecretSpec::parse(SECRET)],
         source: None,
         qminder: None,
+        registrations: Vec::new(),
     }];
     settings
 }

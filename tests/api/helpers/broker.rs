@@ -34,7 +34,8 @@ impl Storage {
 pub struct Tansu {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    /// Its working directory (and storage); `None` once handed to a successor.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Tansu {
@@ -66,8 +67,39 @@ impl Tansu {
         Self::start_storing(port, port, Storage::Sqlite)
     }
 
+    /// Starts a broker on a free port that requires SASL/SCRAM-SHA-512 from every client,
+    /// knowing one user, `user` with `password`. (tansu's own user tool cannot
+    /// authenticate: the user is made on the same SQLite storage before authentication is
+    /// turned on.)
+    pub fn start_scram(user: &str, password: &str) -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let open = Self::start_in(dir, port, port, Storage::Sqlite, false);
+        let created = Command::new(tansu_binary())
+            .args(["user", "create", user, password, "--mechanism", "scram512"])
+            .args(["--broker", &format!("tcp://127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu user create runs");
+        assert!(created.success(), "tansu user create");
+        let mut open = open;
+        let dir = open.dir.take().expect("the broker's directory");
+        drop(open);
+        Self::start_in(dir, port, port, Storage::Sqlite, true)
+    }
+
     fn start_storing(port: u16, advertised: u16, storage: Storage) -> Self {
         let dir = tempfile::tempdir().expect("a scratch directory");
+        Self::start_in(dir, port, advertised, storage, false)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        port: u16,
+        advertised: u16,
+        storage: Storage,
+        authentication: bool,
+    ) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let mut command = Command::new(tansu_binary());
@@ -80,6 +112,7 @@ impl Tansu {
                 &advertised_url,
             ])
             .args(["--storage-engine", storage.url()])
+            .args(authentication.then_some("--authentication"))
             // tansu reads a .env file from its working directory: give it an empty one.
             .current_dir(dir.path())
             .env("RUST_LOG", "warn")
@@ -90,7 +123,7 @@ impl Tansu {
         let mut broker = Self {
             child,
             port,
-            _dir: dir,
+            dir: Some(dir),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

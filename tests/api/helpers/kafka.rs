@@ -38,10 +38,6 @@ impl Received {
     }
 }
 
-fn consumer(bootstrap: &str) -> BaseConsumer {
-    consumer_with(bootstrap, &[])
-}
-
 fn consumer_with(bootstrap: &str, extra: &[(&str, &str)]) -> BaseConsumer {
     let mut config = ClientConfig::new();
     config
@@ -93,11 +89,22 @@ pub fn read_until(
     within: Duration,
     done: impl Fn(&[Received]) -> bool,
 ) -> Vec<Received> {
+    read_until_with(bootstrap, &[], topic, within, done)
+}
+
+/// [`read_until`] with extra client properties (e.g. SASL).
+pub fn read_until_with(
+    bootstrap: &str,
+    extra: &[(&str, &str)],
+    topic: &str,
+    within: Duration,
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
     let mut out = Vec::new();
     if done(&out) {
         return out;
     }
-    scan(bootstrap, topic, within, |record| {
+    scan_with(bootstrap, extra, topic, within, |record| {
         out.push(record.clone());
         done(&out)
     });
@@ -108,13 +115,19 @@ pub fn read_until(
 /// until it returns true, failing after `within`. Errors the consumer reports meanwhile (a
 /// broker of a cluster that is down) are not failures by themselves: librdkafka reads from
 /// the others; the last one is shown if the deadline passes.
-pub fn scan(
+pub fn scan(bootstrap: &str, topic: &str, within: Duration, take: impl FnMut(&Received) -> bool) {
+    scan_with(bootstrap, &[], topic, within, take);
+}
+
+/// [`scan`] with extra client properties.
+fn scan_with(
     bootstrap: &str,
+    extra: &[(&str, &str)],
     topic: &str,
     within: Duration,
     mut take: impl FnMut(&Received) -> bool,
 ) {
-    let consumer = consumer(bootstrap);
+    let consumer = consumer_with(bootstrap, extra);
     let deadline = Instant::now() + within;
     // The topic may not exist yet (a bridge in spool mode is ready before it has made its
     // topics): an empty assignment would read nothing, for good.

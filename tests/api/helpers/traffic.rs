@@ -171,3 +171,29 @@ async fn sample_readyz(
     }
     samples
 }
+
+/// The ticket ids of `answers` that `topic` does not hold (read with the client
+/// properties `extra`, e.g. SASL), after waiting up to 60 s for as many records.
+pub async fn lost(
+    answers: &[Answer],
+    bootstrap: &str,
+    extra: &'static [(&'static str, &'static str)],
+    topic: &str,
+) -> Vec<String> {
+    let sent: std::collections::HashSet<String> =
+        answers.iter().map(|a| a.id.to_string()).collect();
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let within = Duration::from_secs(60);
+        let records = super::kafka::read_until_with(&bootstrap, extra, &topic, within, |r| {
+            r.len() >= sent.len()
+        });
+        let ids: std::collections::HashSet<String> = records
+            .iter()
+            .map(|r| r.json()["data"]["id"].as_str().expect("id").to_owned())
+            .collect();
+        sent.difference(&ids).cloned().collect()
+    })
+    .await
+    .expect("reader")
+}

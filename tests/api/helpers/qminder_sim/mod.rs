@@ -127,6 +127,11 @@ impl QminderSim {
         self.lock().faults.extend(faults);
     }
 
+    /// The webhooks registered now, `(id, url)`.
+    pub fn webhooks(&self) -> Vec<(String, String)> {
+        self.lock().webhooks.clone()
+    }
+
     /// Every request answered so far.
     pub fn log(&self) -> Vec<Logged> {
         self.lock().log.clone()

@@ -1,0 +1,109 @@
+//! Kafka credentials renewed while the bridge runs: the SASL password changed on the
+//! broker (the old one revoked), then in the Secret the bridge reads, under traffic.
+
+use std::time::{Duration, Instant};
+
+use qminder_bridge::config::{SaslMechanism, SecurityProtocol};
+use qminder_bridge::secret::SecretSpec;
+
+use crate::helpers::app::{SECRET, spawn_app_from, test_settings};
+use crate::helpers::broker::Tansu;
+use crate::helpers::traffic::Traffic;
+use crate::helpers::volume::Volume;
+
+const OLD: &str = "the-old-kafka-password";
+const NEW: &str = "the-new-kafka-password";
+
+/// Changes the bridge user's SCRAM password on the broker, authenticated with the old
+/// one, by confluent-kafka's Admin API: from then on the old password is refused.
+fn change_password_on_the_broker(bootstrap: &str) {
+    let output = std::process::Command::new("python3")
+        .arg("tests/clients/scram_password.py")
+        .args([bootstrap, "bridge", OLD, NEW])
+        .output()
+        .expect("python3 runs (scripts/setup installs confluent-kafka)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sasl_password_rotated_on_the_broker_and_in_the_secret_loses_no_delivery() {
+    let broker = tokio::task::spawn_blocking(|| Tansu::start_scram("bridge", OLD))
+        .await
+        .expect("a SCRAM broker");
+    let mut secrets = Volume::new(&[("webhook", SECRET), ("kafka-password", OLD)]);
+    let mut settings = test_settings(&broker.bootstrap());
+    settings.reload.watch_interval_ms = 50;
+    settings.endpoints[0].secrets = vec![SecretSpec::parse(&format!(
+        "file:{}",
+        secrets.path("webhook").display()
+    ))];
+    let security = &mut settings.kafka.security;
+    security.protocol = SecurityProtocol::SaslPlaintext;
+    security.sasl_mechanism = Some(SaslMechanism::ScramSha512);
+    security.sasl_username = Some("bridge".into());
+    security.sasl_password = Some(SecretSpec::parse(&format!(
+        "file:{}",
+        secrets.path("kafka-password").display()
+    )));
+    let configs = Volume::new(&[("bridge.toml", &toml::to_string(&settings).expect("TOML"))]);
+    let app = spawn_app_from(&configs.path("bridge.toml")).await;
+    let traffic = Traffic::start(&app, Instant::now(), 4, Duration::from_millis(10));
+    let accepted = "qminder_bridge_events_forwarded_total{event_type=\"ticket_created\"";
+    let forwarded = move |text: String| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(accepted))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let on = &app;
+    let wait_for = |more: f64| async move {
+        let app = on;
+        let since = forwarded(app.metrics().await);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while forwarded(app.metrics().await) < since + more {
+            assert!(Instant::now() < deadline, "traffic stalled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for(50.0).await;
+
+    // The broker's password changes first (the old one revoked), then the Secret.
+    let bootstrap = broker.bootstrap();
+    tokio::task::spawn_blocking(move || change_password_on_the_broker(&bootstrap))
+        .await
+        .expect("the password changed");
+    secrets.update(&[("webhook", SECRET), ("kafka-password", NEW)]);
+    app.wait_for_metric(
+        "qminder_bridge_config_reloads_total{result=\"applied\"}",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The producer that authenticated with the old password is gone (flushed): every
+    // record from now on goes over connections made with the new one.
+    app.wait_for_metric(
+        "qminder_bridge_producer_renewals_total",
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_for(100.0).await;
+    let (answers, _) = traffic.finish().await;
+
+    let refused: Vec<_> = answers.iter().filter(|a| !a.ok()).collect();
+    assert!(refused.is_empty(), "non-2xx answers: {refused:?}");
+    const SASL: &[(&str, &str)] = &[
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", "bridge"),
+        ("sasl.password", NEW),
+    ];
+    let topic = app.topic("ticket_created");
+    let lost = crate::helpers::traffic::lost(&answers, &broker.bootstrap(), SASL, &topic).await;
+    assert_eq!(lost, Vec::<String>::new(), "lost");
+    app.stop().await;
+}

@@ -1,0 +1,202 @@
+//! Rotating the webhook with Qminder (`qminder-bridge webhooks`) against the API
+//! simulator: register, remove, and a rotation's overlap, walked while a bridge runs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use qminder_bridge::config::{QminderSettings, RegistrationSettings, Settings};
+use qminder_bridge::secret::SecretSpec;
+
+use crate::helpers::app::{SECRET, sign, spawn_app_from, test_settings};
+use crate::helpers::broker;
+use crate::helpers::qminder_sim::QminderSim;
+use crate::helpers::volume::Volume;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qminder-bridge");
+const KEY: &str = "the-simulated-accounts-api-key";
+
+/// Test settings whose endpoint has Qminder's API at `sim`, watched every 50 ms; the
+/// secrets in `files` (a literal would be written out redacted).
+fn settings(sim: &QminderSim, files: &Volume) -> Settings {
+    let mut s = test_settings(broker::shared());
+    s.reload.watch_interval_ms = 50;
+    let file = |name: &str| SecretSpec::parse(&format!("file:{}", files.path(name).display()));
+    s.endpoints[0].secrets = vec![file("webhook")];
+    s.endpoints[0].qminder = Some(QminderSettings {
+        api_url: sim.url.clone(),
+        api_key: file("api-key"),
+        locations: vec![],
+        request_timeout_ms: 10_000,
+        max_requests_per_s: 5.0,
+    });
+    s
+}
+
+fn webhooks(config: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("webhooks")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("QMINDER_BRIDGE_CONFIG");
+    command
+}
+
+async fn output(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+        .await
+        .expect("the tool")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_and_removes_a_webhook_keeping_its_secret_out_of_the_terminal() {
+    let sim = QminderSim::start(KEY, Vec::new()).await;
+    let secrets = Volume::new(&[("webhook", SECRET), ("api-key", KEY)]);
+    let config =
+        crate::helpers::config_file(&toml::to_string(&settings(&sim, &secrets)).expect("TOML"));
+    let dir = tempfile::tempdir().expect("a directory");
+    let secret_file = dir.path().join("secret");
+    let url = "https://bridge.example.com/webhooks/qminder";
+    let args = [
+        "register",
+        "--url",
+        url,
+        "--secret-file",
+        secret_file.to_str().expect("utf-8"),
+    ];
+    let registered = output(webhooks(config.path(), &args)).await;
+    assert!(registered.status.success(), "{registered:?}");
+    let id = stdout(&registered).trim().to_owned();
+    let held = sim.webhooks();
+    assert_eq!(held, [(id.clone(), url.to_owned())]);
+    let secret = std::fs::read_to_string(&secret_file).expect("the secret file");
+    assert!(
+        !stdout(&registered).contains(&secret),
+        "the secret was printed"
+    );
+    let mode = std::fs::metadata(&secret_file)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A second registration may not overwrite a secret file: it says how to undo itself.
+    let again = output(webhooks(config.path(), &args)).await;
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("webhooks remove"));
+    assert_eq!(std::fs::read_to_string(&secret_file).expect("kept"), secret);
+    let orphan = sim.webhooks()[1].0.clone();
+
+    for id in [&id, &orphan] {
+        let removed = output(webhooks(config.path(), &["remove", id])).await;
+        assert!(removed.status.success(), "{removed:?}");
+    }
+    assert_eq!(sim.webhooks(), []);
+    let unknown = output(webhooks(config.path(), &["remove", &id])).await;
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("404"));
+    let no_sink = output(webhooks(config.path(), &["register", "--url", url])).await;
+    assert_eq!(
+        no_sink.status.code(),
+        Some(2),
+        "a secret with nowhere to go"
+    );
+}
+
+/// The overlap: the new registration is made and saved, the bridges learn its URL and
+/// secret by a reload, Qminder delivers through both (the same event, one id), and only
+/// once every bridge has verified a delivery by the new one is the old one removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotates_through_an_overlap_the_bridge_reloads_into_and_resumes_after_a_time_out() {
+    let sim = QminderSim::start(KEY, Vec::new()).await;
+    let secrets = Volume::new(&[("webhook", SECRET), ("api-key", KEY)]);
+    let mut settings = settings(&sim, &secrets);
+    let old_url = settings.endpoints[0].url.clone();
+    let dir = tempfile::tempdir().expect("a directory");
+    let secret_file = dir.path().join("new-secret");
+    let state_file = dir.path().join("rotation.json");
+    let mut configs = Volume::new(&[("bridge.toml", &toml::to_string(&settings).expect("TOML"))]);
+    let app = spawn_app_from(&configs.path("bridge.toml")).await;
+    let register = ["register", "--url", &old_url, "--show-secret"];
+    let old_id = stdout(&output(webhooks(&configs.path("bridge.toml"), &register)).await);
+    let old_id = old_id.lines().next().expect("an id").to_owned();
+    let new_url = format!("{old_url}?registration=2");
+    let metrics = format!("{}/metrics", app.address);
+    let config_file = configs.path("bridge.toml");
+    let rotate = |timeout_s: &str| {
+        let args = [
+            "rotate",
+            "--new-url",
+            &new_url,
+            "--old-id",
+            &old_id,
+            "--secret-file",
+            secret_file.to_str().expect("utf-8"),
+            "--state-file",
+            state_file.to_str().expect("utf-8"),
+            "--bridge",
+            &metrics,
+            "--timeout-s",
+            timeout_s,
+            "--poll-ms",
+            "50",
+        ];
+        webhooks(&config_file, &args)
+    };
+
+    // No bridge knows the new registration yet: the rotation times out, leaving both.
+    let timed_out = output(rotate("1")).await;
+    assert_eq!(timed_out.status.code(), Some(1), "{timed_out:?}");
+    assert!(stdout(&timed_out).contains("both registrations remain"));
+    assert_eq!(sim.webhooks().len(), 2);
+
+    // The bridge learns the new URL and secret; Qminder delivers through both.
+    settings.endpoints[0].registrations = vec![RegistrationSettings {
+        url: new_url.clone(),
+        secrets: vec![SecretSpec::parse(&format!(
+            "file:{}",
+            secret_file.display()
+        ))],
+    }];
+    configs.update(&[("bridge.toml", &toml::to_string(&settings).expect("TOML"))]);
+    let applied = "qminder_bridge_config_reloads_total{result=\"applied\"}";
+    app.wait_for_metric(applied, 1.0, Duration::from_secs(10))
+        .await;
+    let body = crate::helpers::traffic::ticket_created(7);
+    let new_secret = std::fs::read_to_string(&secret_file).expect("the new secret");
+    let (old_signature, new_signature) = (
+        sign(SECRET, &old_url, body.as_bytes()),
+        sign(&new_secret, &new_url, body.as_bytes()),
+    );
+    let by_old = app
+        .post("/webhooks/qminder", &body, Some(&old_signature))
+        .await;
+    let by_new = app
+        .post("/webhooks/qminder", &body, Some(&new_signature))
+        .await;
+    assert_eq!(
+        (by_old.status().as_u16(), by_new.status().as_u16()),
+        (200, 200)
+    );
+    let (a, b): (serde_json::Value, serde_json::Value) = (
+        by_old.json().await.expect("json"),
+        by_new.json().await.expect("json"),
+    );
+    assert_eq!(a["id"], b["id"], "one event delivered twice has one id");
+
+    // Resumed: no second registration; the old one goes.
+    let resumed = output(rotate("30")).await;
+    assert!(resumed.status.success(), "{resumed:?}");
+    let held = sim.webhooks();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].1, new_url);
+    let posts = sim.log().iter().filter(|l| l.method == "POST").count();
+    assert_eq!(posts, 2, "the old registration and the new one, once");
+    app.stop().await;
+}
