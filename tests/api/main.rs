@@ -13,6 +13,7 @@ mod disk;
 mod faults;
 mod injected;
 mod kafka_tls;
+mod live_changes;
 mod observability;
 mod prometheus;
 mod qminder_api;

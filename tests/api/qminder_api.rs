@@ -365,6 +365,7 @@ async fn qminders_own_javascript_sdk_lists_searches_counts_and_registers_against
     std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write");
     let tickets = sim_tickets(300);
     let sim = QminderSim::start_tls(KEY, tickets.clone(), &cert, &key).await;
+    sim.numeric_webhook_ids();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/search.cjs");
     let mut node = std::process::Command::new("node");
     node.arg(script)
@@ -396,6 +397,8 @@ async fn qminders_own_javascript_sdk_lists_searches_counts_and_registers_against
     assert_eq!(got, want, "every ticket of location 1, oldest first");
     assert_eq!(seen["count"], 300, "{seen}");
     assert_eq!(seen["webhook"]["secret"], "string", "{seen}");
+    assert!(seen["webhook"]["id"].is_u64(), "{seen}");
+    assert_eq!(sim.webhooks(), [], "removed by the SDK");
     let paths: Vec<String> = sim
         .log()
         .iter()

@@ -11,11 +11,12 @@ async function main() {
   const tickets = await Qminder.tickets.search({ location, limit: 10000, order: 'created ASC' });
   const count = await Qminder.tickets.count({ location });
   const webhook = await Qminder.webhooks.create('https://bridge.example.com/webhooks/qminder');
+  await Qminder.webhooks.remove(webhook); // the SDK takes numeric ids only
   console.log(JSON.stringify({
     locations: locations.map((l) => l.id),
     tickets: tickets.map((t) => ({ id: t.id, status: t.status, created: t.created && t.created.date })),
     count,
-    webhook: { id: webhook.id, secret: typeof webhook.secret },
+    webhook: { id: webhook.id, secret: typeof webhook.secret, removed: true },
   }));
 }
 

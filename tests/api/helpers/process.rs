@@ -59,8 +59,13 @@ impl BridgeProcess {
             .stderr(log)
             .spawn()
             .expect("the bridge starts");
+        let scheme = if settings.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Self {
-            address: format!("http://{}", settings.server.listen),
+            address: format!("{scheme}://{}", settings.server.listen),
             child,
             settings,
             dir,
@@ -72,7 +77,7 @@ impl BridgeProcess {
     }
 
     pub async fn readyz(&self) -> u16 {
-        match reqwest::get(format!("{}/readyz", self.address)).await {
+        match http().get(format!("{}/readyz", self.address)).send().await {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         }
@@ -121,6 +126,19 @@ impl BridgeProcess {
         }
     }
 
+    /// Replaces its configuration file with `settings` in one `rename` (a reload never
+    /// reads half a file).
+    pub fn rewrite_config(&self, settings: &Settings) {
+        let staged = self.dir.path().join("bridge.toml.new");
+        std::fs::write(&staged, toml::to_string(settings).expect("TOML")).expect("write");
+        std::fs::rename(&staged, self.dir.path().join("bridge.toml")).expect("rename");
+    }
+
+    /// Whether the process still runs (it was not restarted, it did not die).
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
     /// The process's peak resident set size so far (`VmHWM` in `/proc/PID/status`).
     pub fn peak_rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -159,7 +177,9 @@ impl BridgeProcess {
 
     /// `/metrics`, as text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.address))
+        http()
+            .get(format!("{}/metrics", self.address))
+            .send()
             .await
             .expect("metrics")
             .text()
@@ -208,4 +228,13 @@ impl Drop for BridgeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client for the bridge's own endpoints, plain or TLS (its certificate is the test's).
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a client")
 }

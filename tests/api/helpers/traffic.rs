@@ -48,13 +48,22 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn start(app: &TestApp, origin: Instant, connections: usize, period: Duration) -> Self {
+        Self::start_on(&app.address, app.url(), origin, connections, period)
+    }
+
+    /// [`start`](Self::start) against the bridge at `address` (plain or TLS, any
+    /// certificate) whose first endpoint is registered as `url`.
+    pub fn start_on(
+        address: &str,
+        url: &str,
+        origin: Instant,
+        connections: usize,
+        period: Duration,
+    ) -> Self {
         let target = Target {
-            endpoint: format!("{}{PATH}", app.address),
-            readyz: format!("{}/readyz", app.address),
-            signer: Arc::new(std::sync::RwLock::new((
-                app.url().to_owned(),
-                SECRET.to_owned(),
-            ))),
+            endpoint: format!("{address}{PATH}"),
+            readyz: format!("{address}/readyz"),
+            signer: Arc::new(std::sync::RwLock::new((url.to_owned(), SECRET.to_owned()))),
         };
         let signer = Arc::clone(&target.signer);
         let stop = Arc::new(AtomicBool::new(false));
@@ -103,6 +112,7 @@ pub fn ticket_created(id: u64) -> String {
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(1)
+        .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("an HTTP client")

@@ -50,6 +50,9 @@ pub(super) struct State {
     pub(super) log: Vec<Logged>,
     pub(super) bucket: (f64, Instant),
     pub(super) webhooks: Vec<(String, String)>,
+    /// Webhook ids as numbers (as Qminder's JavaScript SDK types them), not the document's
+    /// UUID strings ([`QminderSim::numeric_webhook_ids`]).
+    pub(super) numeric_ids: bool,
 }
 
 /// The simulator, serving on 127.0.0.1 until dropped.
@@ -94,6 +97,7 @@ impl QminderSim {
             log: Vec::new(),
             bucket: (40.0, Instant::now()),
             webhooks: Vec::new(),
+            numeric_ids: false,
         }));
         let data = web::Data::from(state.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
@@ -125,6 +129,12 @@ impl QminderSim {
     /// Answers the next requests with `faults`, one each, before serving normally again.
     pub fn fail_next(&self, faults: &[Fault]) {
         self.lock().faults.extend(faults);
+    }
+
+    /// From now on, new webhooks get numeric ids (the SDK's type) instead of UUIDs (the
+    /// document's example); both are accepted by DELETE.
+    pub fn numeric_webhook_ids(&self) {
+        self.lock().numeric_ids = true;
     }
 
     /// The webhooks registered now, `(id, url)`.

@@ -225,8 +225,14 @@ fn add_webhook(state: &mut State, body: &[u8]) -> HttpResponse {
     let n = state.webhooks.len() + 1;
     let id = format!("4ef258d7-e56e-4c9f-bb6e-{n:012}");
     let secret = format!("simulated-secret-{n:04}-{}", url.len());
-    state.webhooks.push((id.clone(), url));
-    HttpResponse::Ok().json(json!({"statusCode": 200, "id": id, "secret": secret}))
+    let (id, answered) = if state.numeric_ids {
+        let number = 1000 + n as u64;
+        (number.to_string(), json!(number))
+    } else {
+        (id.clone(), json!(id))
+    };
+    state.webhooks.push((id, url));
+    HttpResponse::Ok().json(json!({"statusCode": 200, "id": answered, "secret": secret}))
 }
 
 fn remove_webhook(state: &mut State, id: &str) -> HttpResponse {
