@@ -17,6 +17,7 @@
 //! is not retried until the files change again (or SIGHUP). Installing the SIGHUP handler
 //! also stops SIGHUP from killing the process, its default.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +42,12 @@ pub struct Reloader {
     pub certificates: Option<Arc<Certificates>>,
     /// Renews the Kafka credentials when they change.
     pub kafka: Renewal,
+    /// The hash of the credentials the producer was made with
+    /// (`config::reload::kafka_credentials`, taken before it was made).
+    pub credentials: Option<[u8; 32]>,
     pub metrics: ReloadMetrics,
+    /// The error of the last reload, if it was refused as invalid (tried again).
+    pub pending: Option<String>,
 }
 
 /// How a reload ended.
@@ -63,8 +69,6 @@ impl Reloader {
             let interval_ms = self.running.reload.watch_interval_ms;
             let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
             let mut seen = self.read_inputs().await;
-            // What the producer was made with (at start, from the same files).
-            let mut credentials = reload::kafka_credentials(&self.running).ok();
             loop {
                 let trigger = tokio::select! {
                     () = stopping.wait() => return,
@@ -73,15 +77,26 @@ impl Reloader {
                 };
                 let now = self.read_inputs().await;
                 if trigger == "SIGHUP" || now != seen {
-                    self.reload(trigger, &mut credentials).await;
-                    seen = self.read_inputs().await;
+                    self.reload(trigger).await;
+                    // The files read now, each as it was before the attempt if it was
+                    // watched then: one changed during the attempt is seen next time.
+                    let after = self.read_inputs().await;
+                    seen = after
+                        .into_iter()
+                        .map(|(file, hash)| (file.clone(), *now.get(&file).unwrap_or(&hash)))
+                        .collect();
+                } else if self.pending.is_some() {
+                    // A configuration refused as invalid may name a file that another
+                    // volume brings later (a ConfigMap before its Secret): tried again on
+                    // every tick until it loads or changes.
+                    self.reload("a refused configuration, tried again").await;
                 }
             }
         });
     }
 
     /// One reload, logged and counted.
-    async fn reload(&mut self, trigger: &'static str, credentials: &mut Option<[u8; 32]>) {
+    async fn reload(&mut self, trigger: &'static str) {
         let file = self.file.clone();
         let running = self.running.clone();
         let parts = Parts {
@@ -89,24 +104,28 @@ impl Reloader {
             certificates: self.certificates.clone(),
             kafka: self.kafka.clone(),
         };
-        let before = *credentials;
+        let before = self.credentials;
         let outcome = tokio::task::spawn_blocking(move || attempt(file, &running, before, &parts))
             .await
             .unwrap_or_else(|e| Outcome::Invalid(format!("the reload did not finish: {e}")));
         let result = match outcome {
             Outcome::Applied(next, now) => {
                 self.running = *next;
-                *credentials = now;
+                self.credentials = now;
+                self.pending = None;
                 let version = version(&self.running, &self.inputs());
                 self.metrics.running(&version);
                 tracing::info!(trigger, %version, "Reloaded the configuration.");
                 "applied"
             }
+            Outcome::Invalid(error) if self.pending.as_ref() == Some(&error) => return,
             Outcome::Invalid(error) => {
-                tracing::warn!(trigger, %error, "Refused a reload: the configuration does not load; still running the previous one.");
+                tracing::warn!(trigger, %error, "Refused a reload: the configuration does not load; still running the previous one (tried again on every watch until it loads).");
+                self.pending = Some(error);
                 "invalid"
             }
             Outcome::RestartNeeded(keys) => {
+                self.pending = None;
                 let keys = keys.join(", ");
                 tracing::warn!(trigger, %keys, "Refused a reload: these keys cannot change while the bridge runs; restart it to apply them. Still running the previous configuration.");
                 "restart_needed"
@@ -127,12 +146,14 @@ impl Reloader {
             .collect()
     }
 
-    /// The bytes of [`inputs`](Self::inputs), hashed (an unreadable file counts as empty).
-    async fn read_inputs(&self) -> [u8; 32] {
+    /// Each of [`inputs`](Self::inputs), its bytes hashed (an unreadable file as empty).
+    async fn read_inputs(&self) -> BTreeMap<PathBuf, [u8; 32]> {
         let inputs = self.inputs();
-        tokio::task::spawn_blocking(move || digest(&inputs))
-            .await
-            .unwrap_or_default()
+        let read = move || {
+            let hash = |file: &PathBuf| digest(std::slice::from_ref(file));
+            inputs.iter().map(|f| (f.clone(), hash(f))).collect()
+        };
+        tokio::task::spawn_blocking(read).await.unwrap_or_default()
     }
 }
 

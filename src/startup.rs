@@ -117,6 +117,8 @@ impl Application {
         file: Option<PathBuf>,
         listener: TcpListener,
     ) -> Result<Self, StartupError> {
+        // Before the producer reads them: a change after this renews it at the next reload.
+        let credentials = crate::config::reload::kafka_credentials(&settings).ok();
         let prepared = prepare(&settings)?;
         let stopping = Arc::new(Stopping::default());
         let mut kafka = Kafka::start(&settings, prepared.router.topics(), &prepared.metrics)?;
@@ -166,7 +168,9 @@ impl Application {
             ingress: ingress.clone(),
             certificates,
             kafka: kafka.renewal(),
+            credentials,
             metrics: metrics.reload,
+            pending: None,
         }
         .spawn(Arc::clone(&stopping));
         Ok(Self {

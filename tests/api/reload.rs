@@ -266,3 +266,27 @@ async fn serves_a_renewed_certificate_to_new_connections_and_keeps_open_ones() {
     assert_eq!(presented(&client(), &healthz).await, der(&new_cert));
     app.stop().await;
 }
+
+/// On Kubernetes the ConfigMap and the Secret are two volumes, updated independently: a
+/// configuration naming a secret file that has not arrived yet is refused, then applied
+/// as soon as the file is there, with nothing else changing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_a_configuration_refused_for_a_secret_file_once_the_file_arrives() {
+    let settings = test_settings(broker::shared());
+    let mut secrets = Volume::new(&[("webhook", SECRET)]);
+    let configs = Volume::new(&[("bridge.toml", &config(&settings, &secrets, &["webhook"]))]);
+    let app = spawn_app_from(&configs.path("bridge.toml")).await;
+    let mut configs = configs;
+    let both = config(&settings, &secrets, &["webhook", "webhook-new"]);
+    configs.update(&[("bridge.toml", &both)]);
+    wait_for_reloads(&app, "invalid", 1.0).await;
+
+    secrets.update(&[("webhook", SECRET), ("webhook-new", NEW_SECRET)]);
+    wait_for_reloads(&app, "applied", 1.0).await;
+    let body = crate::helpers::traffic::ticket_created(3);
+    let signature = crate::helpers::app::sign(NEW_SECRET, app.url(), body.as_bytes());
+    let answer = app.post(crate::helpers::app::PATH, &body, Some(&signature)).await;
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(reloads(&app, "invalid").await, 1.0, "refused once, not on every try");
+    app.stop().await;
+}
