@@ -76,13 +76,25 @@ async fn a_sasl_password_rotated_on_the_broker_and_in_the_secret_loses_no_delive
     tokio::task::spawn_blocking(move || change_password_on_the_broker(&bootstrap))
         .await
         .expect("the password changed");
+    // A typo first: the producer made with it cannot connect, so it must not replace the
+    // one still connected with the old password (the broker refuses the old one only for
+    // new connections).
+    secrets.update(&[
+        ("webhook", SECRET),
+        ("kafka-password", "a-mistyped-password"),
+    ]);
+    let applied = "qminder_bridge_config_reloads_total{result=\"applied\"}";
+    app.wait_for_metric(applied, 1.0, Duration::from_secs(10))
+        .await;
+    wait_for(100.0).await;
+    let renewals = app.metric("qminder_bridge_producer_renewals_total").await;
+    assert_eq!(
+        renewals, 0.0,
+        "a producer that cannot connect replaced one that can"
+    );
     secrets.update(&[("webhook", SECRET), ("kafka-password", NEW)]);
-    app.wait_for_metric(
-        "qminder_bridge_config_reloads_total{result=\"applied\"}",
-        1.0,
-        Duration::from_secs(10),
-    )
-    .await;
+    app.wait_for_metric(applied, 2.0, Duration::from_secs(10))
+        .await;
     // The producer that authenticated with the old password is gone (flushed): every
     // record from now on goes over connections made with the new one.
     app.wait_for_metric(

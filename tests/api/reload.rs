@@ -285,8 +285,14 @@ async fn applies_a_configuration_refused_for_a_secret_file_once_the_file_arrives
     wait_for_reloads(&app, "applied", 1.0).await;
     let body = crate::helpers::traffic::ticket_created(3);
     let signature = crate::helpers::app::sign(NEW_SECRET, app.url(), body.as_bytes());
-    let answer = app.post(crate::helpers::app::PATH, &body, Some(&signature)).await;
+    let answer = app
+        .post(crate::helpers::app::PATH, &body, Some(&signature))
+        .await;
     assert_eq!(answer.status().as_u16(), 200);
-    assert_eq!(reloads(&app, "invalid").await, 1.0, "refused once, not on every try");
+    assert_eq!(
+        reloads(&app, "invalid").await,
+        1.0,
+        "refused once, not on every try"
+    );
     app.stop().await;
 }

@@ -1,20 +1,19 @@
 //! The generations of the bridge's Kafka producer: the current one, and how it is replaced.
 //!
-//! A producer is replaced when it can no longer deliver (`publisher.rs` decides), when
-//! its credentials were renewed by a reload ([`Producers::renew`]: records of one key sent
-//! just before and after the swap may then be acknowledged out of order, the old
-//! producer's being flushed last), or once, when the brokers turn out to be distant and `kafka.max_in_flight_requests` was left to
-//! the bridge ([`Producers::go_distant`]: a round trip of [`DISTANT`] or more, measured by
-//! the readiness probe; the replacement keeps more requests in flight, `config.rs`).
+//! Replaced when it can no longer deliver (`publisher.rs` decides); when a reload renewed
+//! its credentials ([`Producers::renew`]: only by one that connects with them, else tried
+//! again with back-off; records of one key sent around the swap may be acknowledged out of
+//! order, the old producer's flushed last); or once, when the brokers turn out distant and
+//! `kafka.max_in_flight_requests` was left to the bridge ([`Producers::go_distant`]: a
+//! round trip of [`DISTANT`] or more; the replacement keeps more requests in flight).
 //!
-//! A replacement is built on a thread of its own, never under a lock the HTTP workers take:
-//! they keep using the current producer meanwhile (a broken one answers at once), and the
-//! write lock is held only for the swap. It is warmed up first (connected, metadata in
-//! hand, within `delivery_timeout_ms`), so its first records do not pay for the handshakes. A producer that breaks again at once is replaced
-//! with exponential back-off ([`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`], back to
-//! the first after an acknowledged record): a missing ACL must not turn every request into
-//! handshakes with every broker. The old producer is flushed before it is dropped, because
-//! dropping a producer purges what it has not sent.
+//! A replacement is built on a thread of its own, never under a lock the HTTP workers
+//! take: they keep using the current producer meanwhile, and the write lock is held only
+//! for the swap. It is warmed up first (connected, metadata in hand, within
+//! `delivery_timeout_ms`). A producer that breaks again at once is replaced with
+//! exponential back-off ([`FIRST_BACKOFF`] doubling up to [`MAX_BACKOFF`], back to the
+//! first after an acknowledged record): a missing ACL must not turn every request into
+//! handshakes. The old producer is flushed before it is dropped (dropping purges).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -45,8 +44,7 @@ pub(super) struct Generation {
     distant: bool,
 }
 
-/// The producer's properties for a near cluster, and for a distant one when the bridge
-/// chooses (`None` when the operator set `kafka.max_in_flight_requests`).
+/// The producer's properties near, and distant if the bridge chooses (else `None`).
 #[derive(Debug, Clone)]
 pub struct Configs {
     pub near: ClientConfig,
@@ -74,6 +72,10 @@ pub(super) struct Producers {
     configs: RwLock<Configs>,
     /// Bumped by each [`Producers::renew`]; a build remembers the one it was made with.
     renewals: AtomicU64,
+    /// The renewal the current producer was made with.
+    renewed: AtomicU64,
+    /// The wait before a renewal whose producer could not connect is tried again, in ms.
+    renew_backoff_ms: AtomicU64,
     /// Where every generation's statistics go.
     stats: Option<Arc<StatsSink>>,
     current: RwLock<Arc<Generation>>,
@@ -100,6 +102,8 @@ impl Producers {
         Ok(Self {
             configs: RwLock::new(configs),
             renewals: AtomicU64::new(0),
+            renewed: AtomicU64::new(0),
+            renew_backoff_ms: AtomicU64::new(millis(FIRST_BACKOFF)),
             stats,
             current: RwLock::new(Arc::new(Generation {
                 number: 0,
@@ -229,28 +233,19 @@ impl Producers {
         let created = config.create_with_context::<_, FutureProducer<BridgeContext>>(
             BridgeContext::with_stats(self.stats.clone()),
         );
+        let renewing = matches!(why, Why::Renewed);
         let old = match created {
             Ok(producer) => {
                 // Warm it up before it takes records: connected, with metadata. On a
                 // distant cluster the handshakes alone take several round trips, which
                 // the first records would otherwise spend out of their delivery timeout.
-                let _ = producer.client().fetch_metadata(None, self.flush_timeout);
-                let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-                let stale = match why {
-                    Why::Broken(number, _) => current.number != *number,
-                    Why::Distant => current.distant,
-                    Why::Renewed => false,
-                };
-                if stale {
-                    // Replaced meanwhile: the current producer is not the one that broke.
+                let connected = producer.client().fetch_metadata(None, self.flush_timeout);
+                if let (true, Err(error)) = (renewing, connected) {
+                    // New credentials that do not work must not replace old ones that do.
+                    tracing::warn!(%error, "The renewed Kafka credentials do not connect (yet); keeping the producer made with the previous ones, and trying again.");
                     None
                 } else {
-                    let generation = Generation {
-                        number: current.number + 1,
-                        producer,
-                        distant,
-                    };
-                    Some(std::mem::replace(&mut *current, Arc::new(generation)))
+                    self.swap_in(producer, why, distant)
                 }
             }
             Err(error) => {
@@ -258,17 +253,61 @@ impl Producers {
                 None
             }
         };
+        if renewing && old.is_some() {
+            self.renewed.store(renewal, Ordering::Release);
+        }
         self.finished(why, old.is_some());
         if let Some(old) = old {
             let _ = old.producer.flush(self.flush_timeout);
         }
-        // Renewed while this one was built from the configuration before.
-        if self.renewals.load(Ordering::Acquire) != renewal && self.start_building(|_| false) {
+        if renewing && self.renewed.load(Ordering::Acquire) != renewal {
+            self.retry_renewal();
+        } else if self.renewals.load(Ordering::Acquire) != renewal && self.start_building(|_| false)
+        {
+            // Renewed while this one was built from the configuration before.
             self.spawn_build(Why::Renewed);
         }
         // The brokers were found distant while a near producer was being built.
         if self.distant.load(Ordering::Acquire) {
             self.go_distant();
+        }
+    }
+
+    /// Swaps `producer` in, unless the reason is stale; the old generation, if swapped.
+    fn swap_in(
+        &self,
+        producer: FutureProducer<BridgeContext>,
+        why: &Why,
+        distant: bool,
+    ) -> Option<Arc<Generation>> {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let stale = match why {
+            Why::Broken(number, _) => current.number != *number,
+            Why::Distant => current.distant,
+            Why::Renewed => false,
+        };
+        // Stale: replaced meanwhile, the current producer is not the one that broke.
+        (!stale).then(|| {
+            let generation = Generation {
+                number: current.number + 1,
+                producer,
+                distant,
+            };
+            std::mem::replace(&mut *current, Arc::new(generation))
+        })
+    }
+
+    /// A renewal whose producer could not connect: tried again after a back-off (doubling
+    /// up to [`MAX_BACKOFF`]) with the latest credentials, until one connects, while the
+    /// bridge runs (this thread is then the only holder).
+    fn retry_renewal(self: &Arc<Self>) {
+        let wait = self.renew_backoff_ms.load(Ordering::Relaxed);
+        self.renew_backoff_ms
+            .store((wait * 2).min(millis(MAX_BACKOFF)), Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(wait));
+        let wanted = self.renewed.load(Ordering::Acquire) != self.renewals.load(Ordering::Acquire);
+        if Arc::strong_count(self) > 1 && wanted && self.start_building(|_| false) {
+            self.spawn_build(Why::Renewed);
         }
     }
 
@@ -278,6 +317,8 @@ impl Producers {
         let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
         restarts.building = false;
         if let (Why::Renewed, true) = (why, replaced) {
+            self.renew_backoff_ms
+                .store(millis(FIRST_BACKOFF), Ordering::Relaxed);
             self.metrics.reload.producer_renewals.inc();
             tracing::info!(
                 "Replaced the Kafka producer with one using the renewed credentials; the old one is flushed."
