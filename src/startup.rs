@@ -131,20 +131,14 @@ impl Application {
             kafka.topics_ready(),
             spool,
         );
-        let Prepared {
-            router,
-            metrics,
-            live,
-            tls,
-            certificates,
-        } = prepared;
+        let metrics = prepared.metrics;
         let ingress = web::Data::new(Ingress::new(
             &settings,
             Parts {
                 deliver,
-                router,
+                router: prepared.router,
                 metrics: metrics.clone(),
-                live,
+                live: prepared.live,
                 stopping: Arc::clone(&stopping),
                 record_limit: kafka.record_limit(),
             },
@@ -156,7 +150,7 @@ impl Application {
             ingress.clone(),
             Arc::clone(&health),
             metrics.clone(),
-            tls,
+            prepared.tls,
         )?;
         // Last, once nothing can fail: a failed build leaves no task behind.
         spawn_probes(&settings, &mut kafka, &health, drained_report, &stopping);
@@ -166,7 +160,7 @@ impl Application {
             file,
             running: settings.clone(),
             ingress: ingress.clone(),
-            certificates,
+            certificates: prepared.certificates,
             kafka: kafka.renewal(),
             credentials,
             metrics: metrics.reload,

@@ -105,6 +105,22 @@ impl EndpointSettings {
         self.source.as_deref().unwrap_or(&self.url)
     }
 
+    /// Every secret with its key under `at`: `at.secrets[j]`, `at.registrations[k].secrets[j]`.
+    fn secret_keys(&self, at: &str) -> Vec<(String, &SecretSpec)> {
+        let lists = std::iter::once((format!("{at}.secrets"), &self.secrets)).chain(
+            self.registrations
+                .iter()
+                .enumerate()
+                .map(|(k, r)| (format!("{at}.registrations[{k}].secrets"), &r.secrets)),
+        );
+        lists
+            .flat_map(|(key, secrets)| {
+                let keyed = secrets.iter().enumerate();
+                keyed.map(move |(j, s)| (format!("{key}[{j}]"), s))
+            })
+            .collect()
+    }
+
     /// What is wrong with `registrations`' URLs, each under `at`.
     fn registration_problems(&self, at: &str) -> Vec<String> {
         let base = |url: &str| url.split(['?', '#']).next().unwrap_or(url).to_owned();
@@ -141,10 +157,34 @@ impl EndpointSettings {
 /// A configuration that could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot load the configuration: {0}")]
+    /// The parser's message without the text it quotes: a line of the file (a literal
+    /// secret on it, or half of one while an editor writes the file) must not reach a log.
+    #[error("cannot load the configuration: {}", without_quotes(&.0.to_string()))]
     Load(#[from] config::ConfigError),
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),
+}
+
+/// `message` without the lines that show the file's text (TOML errors quote the line,
+/// `3 | secret = "…`) and with every quoted value masked (`"…"`); the position and the
+/// reason stay.
+fn without_quotes(message: &str) -> String {
+    let shown = |line: &&str| {
+        !line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start()
+            .starts_with('|')
+    };
+    let kept: Vec<&str> = message.lines().filter(shown).collect();
+    let mut out = String::with_capacity(message.len());
+    for (n, part) in kept.join(" ").split('"').enumerate() {
+        match n % 2 {
+            0 => out.push_str(part),
+            _ => out.push_str("\"…\""),
+        }
+    }
+    out
 }
 
 impl Settings {
@@ -233,16 +273,12 @@ impl Settings {
                 ));
             }
             problems.extend(e.registration_problems(&at));
-            let secrets = e
-                .all_registrations()
-                .into_iter()
-                .flat_map(|(_, s)| s.iter());
-            for (j, secret) in secrets.enumerate() {
+            for (key, secret) in e.secret_keys(&at) {
                 match secret.resolve() {
-                    Err(e) => problems.push(format!("{at}.secrets[{j}]: {e}")),
+                    Err(e) => problems.push(format!("{key}: {e}")),
                     Ok(value) if value.expose_secret().len() < MIN_WEBHOOK_SECRET_BYTES => {
                         problems.push(format!(
-                            "{at}.secrets[{j}] is {} bytes; a webhook secret must be at least \
+                            "{key} is {} bytes; a webhook secret must be at least \
                              {MIN_WEBHOOK_SECRET_BYTES}, or it can be guessed: use the secret \
                              Qminder generated for the webhook",
                             value.expose_secret().len()
@@ -258,5 +294,7 @@ impl Settings {
     }
 }
 
+#[cfg(test)]
+mod registration_tests;
 #[cfg(test)]
 mod tests;

@@ -163,9 +163,20 @@ pub fn kafka_credentials(settings: &Settings) -> Result<[u8; 32], String> {
         .into_iter()
         .flatten()
     {
-        let bytes = std::fs::read(file)
-            .map_err(|e| format!("kafka.security: cannot read {}: {e}", file.display()))?;
-        add(&bytes);
+        let unreadable =
+            |e: std::io::Error| format!("kafka.security: cannot read {}: {e}", file.display());
+        // `ca_file` may name a directory of certificates, as librdkafka allows.
+        let files = match std::fs::read_dir(file) {
+            Ok(entries) => {
+                let mut files: Vec<_> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+                files.sort();
+                files
+            }
+            Err(_) => vec![file.clone()],
+        };
+        for file in files.iter().filter(|f| !f.is_dir()) {
+            add(&std::fs::read(file).map_err(unreadable)?);
+        }
     }
     Ok(hash.finalize().into())
 }

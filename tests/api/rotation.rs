@@ -86,17 +86,16 @@ async fn registers_and_removes_a_webhook_keeping_its_secret_out_of_the_terminal(
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    // A second registration may not overwrite a secret file: it says how to undo itself.
+    // A secret file is never overwritten: refused before anything is registered, so no
+    // registration is left whose secret has nowhere to go.
     let again = output(webhooks(config.path(), &args)).await;
     assert_eq!(again.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("webhooks remove"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"));
     assert_eq!(std::fs::read_to_string(&secret_file).expect("kept"), secret);
-    let orphan = sim.webhooks()[1].0.clone();
+    assert_eq!(sim.webhooks().len(), 1, "no orphan registration");
 
-    for id in [&id, &orphan] {
-        let removed = output(webhooks(config.path(), &["remove", id])).await;
-        assert!(removed.status.success(), "{removed:?}");
-    }
+    let removed = output(webhooks(config.path(), &["remove", &id])).await;
+    assert!(removed.status.success(), "{removed:?}");
     assert_eq!(sim.webhooks(), []);
     let unknown = output(webhooks(config.path(), &["remove", &id])).await;
     assert_eq!(unknown.status.code(), Some(2));
@@ -106,6 +105,16 @@ async fn registers_and_removes_a_webhook_keeping_its_secret_out_of_the_terminal(
         no_sink.status.code(),
         Some(2),
         "a secret with nowhere to go"
+    );
+    let requests = sim.log().len();
+    for id in ["../locations", "", "1/../../v1/locations"] {
+        let odd = output(webhooks(config.path(), &["remove", id])).await;
+        assert_eq!(odd.status.code(), Some(2), "{id:?}");
+    }
+    assert_eq!(
+        sim.log().len(),
+        requests,
+        "nothing sent for an id that is not one"
     );
 }
 
@@ -157,6 +166,19 @@ async fn rotates_through_an_overlap_the_bridge_reloads_into_and_resumes_after_a_
     assert_eq!(timed_out.status.code(), Some(1), "{timed_out:?}");
     assert!(stdout(&timed_out).contains("both registrations remain"));
     assert_eq!(sim.webhooks().len(), 2);
+    // A crash after the state was written, before the secret file: the next run writes it.
+    let written = std::fs::read_to_string(&secret_file).expect("the new secret");
+    std::fs::remove_file(&secret_file).expect("remove");
+    assert_eq!(output(rotate("0")).await.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(&secret_file).expect("again"),
+        written
+    );
+    let mode = std::fs::metadata(&state_file)
+        .expect("state")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the state holds the secret");
 
     // The bridge learns the new URL and secret; Qminder delivers through both.
     settings.endpoints[0].registrations = vec![RegistrationSettings {
@@ -192,7 +214,9 @@ async fn rotates_through_an_overlap_the_bridge_reloads_into_and_resumes_after_a_
     );
     assert_eq!(a["id"], b["id"], "one event delivered twice has one id");
 
-    // Resumed: no second registration; the old one goes.
+    // Resumed: no second registration; the old one goes, even though the answer to its
+    // DELETE is lost (the retry finds it gone: 404, which counts as done).
+    sim.fail_next(&[crate::helpers::qminder_sim::Fault::LostAnswer]);
     let resumed = output(rotate("30")).await;
     assert!(resumed.status.success(), "{resumed:?}");
     let held = sim.webhooks();
@@ -200,5 +224,59 @@ async fn rotates_through_an_overlap_the_bridge_reloads_into_and_resumes_after_a_
     assert_eq!(held[0].1, new_url);
     let posts = sim.log().iter().filter(|l| l.method == "POST").count();
     assert_eq!(posts, 2, "the old registration and the new one, once");
+    app.stop().await;
+}
+
+/// Rotating back to a URL that delivered before (a second rotation returning to the
+/// endpoint's own url): its counter is already above 0, so only deliveries beyond what
+/// each bridge had counted when the rotation began may let the old registration go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_to_a_url_that_delivered_before_waits_for_new_deliveries() {
+    let sim = QminderSim::start(KEY, Vec::new()).await;
+    let secrets = Volume::new(&[("webhook", SECRET), ("api-key", KEY)]);
+    let settings = settings(&sim, &secrets);
+    let url = settings.endpoints[0].url.clone();
+    let configs = Volume::new(&[("bridge.toml", &toml::to_string(&settings).expect("TOML"))]);
+    let config = configs.path("bridge.toml");
+    let app = spawn_app_from(&config).await;
+    let body = crate::helpers::traffic::ticket_created(11);
+    let signature = sign(SECRET, &url, body.as_bytes());
+    let delivered = app.post("/webhooks/qminder", &body, Some(&signature)).await;
+    assert_eq!(
+        delivered.status().as_u16(),
+        200,
+        "a delivery counted under {url}"
+    );
+    let other = format!("{url}?registration=2");
+    let register = ["register", "--url", &other, "--show-secret"];
+    let old_id = stdout(&output(webhooks(&config, &register)).await);
+    let old_id = old_id.lines().next().expect("an id").to_owned();
+
+    let dir = tempfile::tempdir().expect("a directory");
+    let (secret_file, state_file) = (dir.path().join("secret"), dir.path().join("state"));
+    let metrics = format!("{}/metrics", app.address);
+    let args = [
+        "rotate",
+        "--new-url",
+        &url,
+        "--old-id",
+        &old_id,
+        "--secret-file",
+        secret_file.to_str().expect("utf-8"),
+        "--state-file",
+        state_file.to_str().expect("utf-8"),
+        "--bridge",
+        &metrics,
+        "--timeout-s",
+        "1",
+        "--poll-ms",
+        "50",
+    ];
+    let rotated = output(webhooks(&config, &args)).await;
+    assert_eq!(rotated.status.code(), Some(1), "{rotated:?}");
+    assert!(
+        sim.webhooks().iter().any(|(id, _)| *id == old_id),
+        "the old one stays"
+    );
     app.stop().await;
 }

@@ -30,6 +30,8 @@ pub enum Fault {
     RateLimited(Option<u64>),
     /// 500 with an error body.
     ServerError,
+    /// The request is carried out, then answered 500: an answer lost on the way.
+    LostAnswer,
 }
 
 /// One request as the simulator saw it.

@@ -32,7 +32,9 @@ pub(super) fn route(
     if let Some(limited) = take_token(state) {
         return limited;
     }
-    match state.faults.pop_front() {
+    let fault = state.faults.pop_front();
+    let lost = matches!(fault, Some(Fault::LostAnswer));
+    match fault {
         Some(Fault::RateLimited(after)) => {
             let mut r = HttpResponse::TooManyRequests();
             r.insert_header(("X-Ratelimit-Remaining", "0"));
@@ -47,12 +49,12 @@ pub(super) fn route(
                 json!({"code": "internal", "message": "Something went wrong"}),
             );
         }
-        None => {}
+        Some(Fault::LostAnswer) | None => {}
     }
     let method = req.method().as_str();
     // Qminder's SDK asks for /v1/locations/ (with the slash); the API answers either.
     let path = req.path().trim_end_matches('/');
-    match (method, path) {
+    let answer = match (method, path) {
         ("GET", "/v1/tickets/search") => search(state, query),
         // The document says POST; Qminder's SDK sends GET: the API takes either.
         ("POST" | "GET", "/v1/tickets/count") => count(state, query),
@@ -63,7 +65,14 @@ pub(super) fn route(
             404,
             json!({"statusCode": 404, "message": format!("No route {method} {path}")}),
         ),
+    };
+    if lost {
+        return error(
+            500,
+            json!({"code": "internal", "message": "Something went wrong"}),
+        );
     }
+    answer
 }
 
 /// Qminder's limit per key: 5 a second, bursts of 40.
