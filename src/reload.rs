@@ -42,6 +42,8 @@ pub struct Reloader {
     pub certificates: Option<Arc<Certificates>>,
     /// Renews the Kafka credentials when they change.
     pub kafka: Renewal,
+    /// Where the reconciler takes the configuration of each run from.
+    pub latest: reload::Latest,
     /// The hash of the credentials the producer was made with
     /// (`config::reload::kafka_credentials`, taken before it was made).
     pub credentials: Option<[u8; 32]>,
@@ -111,6 +113,7 @@ impl Reloader {
         let result = match outcome {
             Outcome::Applied(next, now) => {
                 self.running = *next;
+                self.latest.store(Arc::new(self.running.clone()));
                 self.credentials = now;
                 self.pending = None;
                 let version = version(&self.running, &self.inputs());

@@ -154,14 +154,16 @@ impl Application {
         )?;
         // Last, once nothing can fail: a failed build leaves no task behind.
         spawn_probes(&settings, &mut kafka, &health, drained_report, &stopping);
+        let latest = Arc::new(arc_swap::ArcSwap::from_pointee(settings.clone()));
         let reconciler =
-            crate::operator::reconcile::spawn(&settings, metrics.reconcile, Arc::clone(&stopping));
+            crate::operator::reconcile::spawn(&latest, metrics.reconcile, Arc::clone(&stopping));
         crate::reload::Reloader {
             file,
             running: settings.clone(),
             ingress: ingress.clone(),
             certificates: prepared.certificates,
             kafka: kafka.renewal(),
+            latest,
             credentials,
             metrics: metrics.reload,
             pending: None,

@@ -14,6 +14,10 @@ use serde_json::Value;
 
 use super::Settings;
 
+/// The configuration as last applied, for what reads it afresh each time (the
+/// reconciler's runs: new Kafka credentials among it).
+pub type Latest = std::sync::Arc<arc_swap::ArcSwap<Settings>>;
+
 /// Whether a change to a key can be applied to a running bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Apply {
@@ -27,7 +31,7 @@ pub enum Apply {
 #[rustfmt::skip]
 pub const KEYS: &[(&str, Apply, &str)] = &[
     ("endpoints", Apply::Live, "paths, URLs, secrets (file: secrets re-read), sources"),
-    ("endpoints[].qminder", Apply::Restart, "the reconciler reads it at start"),
+    ("endpoints[].qminder", Apply::Live, "the reconciler's next run uses it"),
     ("privacy", Apply::Live, "fields and hash key"),
     ("server.allow_cidrs", Apply::Live, "the IP allow-list"),
     ("server.trusted_proxies", Apply::Live, "whose X-Forwarded-For is believed"),

@@ -88,7 +88,7 @@ fn lets_live_changes_through_and_names_the_keys_that_need_a_restart() {
     }
     assert_eq!(
         restart_needed(&running, &next),
-        ["endpoints[].qminder", "server", "server.tls", "spool"]
+        ["server", "server.tls", "spool"]
     );
 }
 

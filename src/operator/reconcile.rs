@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backfill::{Failure, Fill, Span, fill};
-use crate::config::Settings;
+use crate::config::reload::Latest;
 use crate::metrics::{RUN_RESULTS, ReconcileMetrics};
 use crate::shutdown::Stopping;
 
@@ -24,23 +24,23 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Starts the reconciler if `[reconcile]` is enabled; it ends once `stopping` is set.
 pub fn spawn(
-    settings: &Settings,
+    latest: &Latest,
     metrics: ReconcileMetrics,
     stopping: Arc<Stopping>,
 ) -> Option<JoinHandle<()>> {
-    if !settings.reconcile.enabled {
+    if !latest.load().reconcile.enabled {
         return None;
     }
-    let settings = settings.clone();
+    let latest = Arc::clone(latest);
     std::thread::Builder::new()
         .name("reconcile".into())
-        .spawn(move || run(&settings, &metrics, &stopping))
+        .spawn(move || run(&latest, &metrics, &stopping))
         .map_err(|error| tracing::warn!(%error, "Cannot start the reconciler thread."))
         .ok()
 }
 
-fn run(settings: &Settings, metrics: &ReconcileMetrics, stopping: &Stopping) {
-    let r = &settings.reconcile;
+fn run(latest: &Latest, metrics: &ReconcileMetrics, stopping: &Stopping) {
+    let r = &latest.load().reconcile.clone();
     let interval = Duration::from_secs(r.interval_s);
     let mut next_wait = FIRST_RUN_AFTER.min(interval);
     while wait(next_wait, stopping) {
@@ -62,7 +62,7 @@ fn run(settings: &Settings, metrics: &ReconcileMetrics, stopping: &Stopping) {
             progress: false,
         };
         let started = Instant::now();
-        let result = fill(settings, &job);
+        let result = fill(&latest.load_full(), &job);
         metrics.last_duration.set(started.elapsed().as_secs_f64());
         count(metrics, result);
     }

@@ -119,3 +119,94 @@ async fn a_sasl_password_rotated_on_the_broker_and_in_the_secret_loses_no_delive
     assert_eq!(lost, Vec::<String>::new(), "lost");
     app.stop().await;
 }
+
+/// `[reconcile]` reads the bridge's topics back and takes a lease on Kafka in every run:
+/// after the password changed, its runs use the new one too, also when the configuration
+/// points at another file for it (the reconciler read the configuration once, at start,
+/// before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_runs_on_with_the_renewed_password() {
+    use crate::helpers::qminder_sim::{QminderSim, account};
+    let broker = tokio::task::spawn_blocking(|| Tansu::start_scram("bridge", OLD))
+        .await
+        .expect("a SCRAM broker");
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let tickets = account(7, 1, 40, now - 50 * 60_000, 40 * 60_000, now - 60_000);
+    let sim = QminderSim::start("reconcile-api-key-of-the-test", tickets).await;
+    let mut secrets = Volume::new(&[
+        ("webhook", SECRET),
+        ("kafka-password", OLD),
+        ("api-key", "reconcile-api-key-of-the-test"),
+    ]);
+    let file = |name: &str| SecretSpec::parse(&format!("file:{}", secrets.path(name).display()));
+    let mut settings = test_settings(&broker.bootstrap());
+    settings.reload.watch_interval_ms = 50;
+    settings.endpoints[0].secrets = vec![file("webhook")];
+    settings.endpoints[0].qminder = Some(qminder_bridge::config::QminderSettings {
+        api_url: sim.url.clone(),
+        api_key: file("api-key"),
+        locations: vec![],
+        request_timeout_ms: 10_000,
+        max_requests_per_s: 5.0,
+    });
+    settings.reconcile.enabled = true;
+    settings.reconcile.interval_s = 1;
+    settings.reconcile.lag_s = 0;
+    settings.reconcile.lookback_hours = 1;
+    let security = &mut settings.kafka.security;
+    security.protocol = SecurityProtocol::SaslPlaintext;
+    security.sasl_mechanism = Some(SaslMechanism::ScramSha512);
+    security.sasl_username = Some("bridge".into());
+    security.sasl_password = Some(file("kafka-password"));
+    let configs = Volume::new(&[("bridge.toml", &toml::to_string(&settings).expect("TOML"))]);
+    let app = spawn_app_from(&configs.path("bridge.toml")).await;
+    let runs = |result: &'static str| {
+        let app = &app;
+        async move {
+            let series = format!("qminder_bridge_reconcile_runs_total{{result=\"{result}\"}}");
+            app.metric(&series).await
+        }
+    };
+    let completed_by = |n: f64| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while runs("completed").await < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} failed runs",
+                runs("failed").await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    completed_by(1.0).await;
+
+    let bootstrap = broker.bootstrap();
+    tokio::task::spawn_blocking(move || change_password_on_the_broker(&bootstrap))
+        .await
+        .expect("the password changed");
+    // The new password in a file of its own, and the configuration pointed at it (a `file:`
+    // reference is read again whenever a client is made; a changed reference is not).
+    secrets.update(&[
+        ("webhook", SECRET),
+        ("kafka-password", OLD),
+        ("kafka-password-2", NEW),
+        ("api-key", "reconcile-api-key-of-the-test"),
+    ]);
+    let mut configs = configs;
+    settings.kafka.security.sasl_password = Some(SecretSpec::parse(&format!(
+        "file:{}",
+        secrets.path("kafka-password-2").display()
+    )));
+    configs.update(&[("bridge.toml", &toml::to_string(&settings).expect("TOML"))]);
+    let applied = "qminder_bridge_config_reloads_total{result=\"applied\"}";
+    app.wait_for_metric(applied, 1.0, Duration::from_secs(10))
+        .await;
+    let (done, failed) = (runs("completed").await, runs("failed").await);
+    completed_by(done + 2.0).await;
+    assert_eq!(
+        runs("failed").await,
+        failed,
+        "runs failed after the rotation"
+    );
+    app.stop().await;
+}
