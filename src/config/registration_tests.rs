@@ -1,27 +1,8 @@
 //! Loading and validating what a rotation adds: registrations, and a file that does not
 //! parse (reported without the text it holds).
 
+use super::tests::{problems, valid};
 use super::*;
-
-fn valid() -> Settings {
-    let mut s = Settings::default();
-    s.endpoints.push(EndpointSettings {
-        path: "/webhooks/qminder".into(),
-        url: "https://bridge.example/webhooks/qminder".into(),
-        secrets: vec![SecretSpec::parse("s3cret-of-16-bytes")],
-        source: None,
-        qminder: None,
-        registrations: Vec::new(),
-    });
-    s
-}
-
-fn problems(s: &Settings) -> Vec<String> {
-    s.validate().err().map_or_else(Vec::new, |e| match e {
-        ConfigError::Invalid(problems) => problems,
-        other => panic!("not a validation error: {other}"),
-    })
-}
 
 #[test]
 fn a_registration_is_the_endpoints_url_with_another_query_string() {

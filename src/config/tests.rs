@@ -4,7 +4,7 @@
 use super::*;
 use crate::privacy::Action;
 
-fn valid() -> Settings {
+pub(super) fn valid() -> Settings {
     let mut s = Settings::default();
     s.endpoints.push(EndpointSettings {
         path: "/webhooks/qminder".into(),
@@ -17,7 +17,7 @@ fn valid() -> Settings {
     s
 }
 
-fn problems(s: &Settings) -> Vec<String> {
+pub(super) fn problems(s: &Settings) -> Vec<String> {
     match s.validate() {
         Ok(()) => Vec::new(),
         Err(ConfigError::Invalid(problems)) => problems,

@@ -7,7 +7,6 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use qminder_bridge::config::QminderSettings;
 use qminder_bridge::delivery::spool::report::coordination_topic;
 use qminder_bridge::secret::SecretSpec;
 use serde_json::{Value, json};
@@ -83,13 +82,7 @@ async fn deliver_live(app: &TestApp, webhooks: &[&Sent]) {
 fn config_for(app: &TestApp, sim: &QminderSim) -> tempfile::NamedTempFile {
     let mut s = app.settings.clone();
     s.endpoints[0].secrets = vec![SecretSpec::parse("env:QMINDER_BRIDGE_TEST_SECRET")];
-    s.endpoints[0].qminder = Some(QminderSettings {
-        api_url: sim.url.clone(),
-        api_key: SecretSpec::parse("env:QMINDER_TEST_API_KEY"),
-        locations: vec![],
-        request_timeout_ms: 10_000,
-        max_requests_per_s: 5.0,
-    });
+    s.endpoints[0].qminder = Some(sim.settings(SecretSpec::parse("env:QMINDER_TEST_API_KEY")));
     crate::helpers::config_file(&toml::to_string(&s).expect("TOML"))
 }
 
@@ -550,13 +543,7 @@ async fn two_reconciling_bridges_fill_what_no_webhook_brought_once_and_count_it(
     let sim = QminderSim::start(KEY, tickets).await;
     let reconciling = |s: &mut qminder_bridge::config::Settings| {
         s.kafka.topic_prefix = prefix.clone();
-        s.endpoints[0].qminder = Some(QminderSettings {
-            api_url: sim.url.clone(),
-            api_key: SecretSpec::parse(KEY),
-            locations: vec![],
-            request_timeout_ms: 10_000,
-            max_requests_per_s: 5.0,
-        });
+        s.endpoints[0].qminder = Some(sim.settings(SecretSpec::parse(KEY)));
         // A run every half hour covers the last hour, a minute behind: the first, 10 s
         // after start, covers the whole account.
         s.reconcile.enabled = true;

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use qminder_bridge::config::{SaslMechanism, SecurityProtocol};
 use qminder_bridge::secret::SecretSpec;
 
 use crate::helpers::app::{SECRET, spawn_app_from, test_settings};
@@ -16,11 +15,17 @@ const NEW: &str = "the-new-kafka-password";
 
 /// Changes the bridge user's SCRAM password on the broker, authenticated with the old
 /// one, by confluent-kafka's Admin API: from then on the old password is refused.
-fn change_password_on_the_broker(bootstrap: &str) {
-    let output = std::process::Command::new("python3")
-        .arg("tests/clients/scram_password.py")
-        .args([bootstrap, "bridge", OLD, NEW])
-        .output()
+async fn change_password_on_the_broker(broker: &Tansu) {
+    let mut script = std::process::Command::new("python3");
+    script.arg("tests/clients/scram_password.py").args([
+        broker.bootstrap().as_str(),
+        "bridge",
+        OLD,
+        NEW,
+    ]);
+    let output = tokio::task::spawn_blocking(move || script.output())
+        .await
+        .expect("the script")
         .expect("python3 runs (scripts/setup installs confluent-kafka)");
     assert!(
         output.status.success(),
@@ -41,14 +46,14 @@ async fn a_sasl_password_rotated_on_the_broker_and_in_the_secret_loses_no_delive
         "file:{}",
         secrets.path("webhook").display()
     ))];
-    let security = &mut settings.kafka.security;
-    security.protocol = SecurityProtocol::SaslPlaintext;
-    security.sasl_mechanism = Some(SaslMechanism::ScramSha512);
-    security.sasl_username = Some("bridge".into());
-    security.sasl_password = Some(SecretSpec::parse(&format!(
-        "file:{}",
-        secrets.path("kafka-password").display()
-    )));
+    crate::helpers::broker::use_scram(
+        &mut settings,
+        "bridge",
+        SecretSpec::parse(&format!(
+            "file:{}",
+            secrets.path("kafka-password").display()
+        )),
+    );
     let configs = Volume::new(&[("bridge.toml", &toml::to_string(&settings).expect("TOML"))]);
     let app = spawn_app_from(&configs.path("bridge.toml")).await;
     let traffic = Traffic::start(&app, Instant::now(), 4, Duration::from_millis(10));
@@ -72,10 +77,7 @@ async fn a_sasl_password_rotated_on_the_broker_and_in_the_secret_loses_no_delive
     wait_for(50.0).await;
 
     // The broker's password changes first (the old one revoked), then the Secret.
-    let bootstrap = broker.bootstrap();
-    tokio::task::spawn_blocking(move || change_password_on_the_broker(&bootstrap))
-        .await
-        .expect("the password changed");
+    change_password_on_the_broker(&broker).await;
     // A typo first: the producer made with it cannot connect, so it must not replace the
     // one still connected with the old password (the broker refuses the old one only for
     // new connections).
@@ -142,22 +144,12 @@ async fn reconciliation_runs_on_with_the_renewed_password() {
     let mut settings = test_settings(&broker.bootstrap());
     settings.reload.watch_interval_ms = 50;
     settings.endpoints[0].secrets = vec![file("webhook")];
-    settings.endpoints[0].qminder = Some(qminder_bridge::config::QminderSettings {
-        api_url: sim.url.clone(),
-        api_key: file("api-key"),
-        locations: vec![],
-        request_timeout_ms: 10_000,
-        max_requests_per_s: 5.0,
-    });
+    settings.endpoints[0].qminder = Some(sim.settings(file("api-key")));
     settings.reconcile.enabled = true;
     settings.reconcile.interval_s = 1;
     settings.reconcile.lag_s = 0;
     settings.reconcile.lookback_hours = 1;
-    let security = &mut settings.kafka.security;
-    security.protocol = SecurityProtocol::SaslPlaintext;
-    security.sasl_mechanism = Some(SaslMechanism::ScramSha512);
-    security.sasl_username = Some("bridge".into());
-    security.sasl_password = Some(file("kafka-password"));
+    crate::helpers::broker::use_scram(&mut settings, "bridge", file("kafka-password"));
     let configs = Volume::new(&[("bridge.toml", &toml::to_string(&settings).expect("TOML"))]);
     let app = spawn_app_from(&configs.path("bridge.toml")).await;
     let runs = |result: &'static str| {
@@ -180,10 +172,7 @@ async fn reconciliation_runs_on_with_the_renewed_password() {
     };
     completed_by(1.0).await;
 
-    let bootstrap = broker.bootstrap();
-    tokio::task::spawn_blocking(move || change_password_on_the_broker(&bootstrap))
-        .await
-        .expect("the password changed");
+    change_password_on_the_broker(&broker).await;
     // The new password in a file of its own, and the configuration pointed at it (a `file:`
     // reference is read again whenever a client is made; a changed reference is not).
     secrets.update(&[

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use qminder_bridge::config::{SaslMechanism, SecurityProtocol, Settings, TlsSettings};
+use qminder_bridge::config::{Settings, TlsSettings};
 use qminder_bridge::secret::SecretSpec;
 
 use crate::helpers::app::{SECRET, test_settings};
@@ -53,11 +53,7 @@ fn settings(broker: &Tansu, volume: &Volume) -> Settings {
         http2: false,
     });
     s.endpoints[0].secrets = vec![file("webhook")];
-    let security = &mut s.kafka.security;
-    security.protocol = SecurityProtocol::SaslPlaintext;
-    security.sasl_mechanism = Some(SaslMechanism::ScramSha512);
-    security.sasl_username = Some("bridge".into());
-    security.sasl_password = Some(file("kafka-password"));
+    crate::helpers::broker::use_scram(&mut s, "bridge", file("kafka-password"));
     s
 }
 
@@ -174,15 +170,7 @@ async fn a_running_bridge_takes_every_live_change_under_traffic_without_a_non_2x
     let (answers, _) = traffic.finish().await;
     let elapsed = started.elapsed();
 
-    // The keep-alive connections close once the bridge has read their end.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let after = bridge.rss_and_fds();
-        if after.1 <= before.1 || Instant::now() > deadline {
-            break after;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let after = bridge.settled_rss_and_fds(before.1).await;
     let refused: Vec<_> = answers.iter().filter(|a| !a.ok()).collect();
     eprintln!(
         "{} webhooks in {elapsed:?} ({:.0}/s), {} not 2xx; RSS and fds before the changes {before:?}, after {after:?}",

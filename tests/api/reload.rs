@@ -171,16 +171,7 @@ async fn reloads_on_sighup_ten_times_under_traffic_with_memory_and_descriptors_f
     statuses.extend(send(11).await.into_iter().map(|(s, _)| s));
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(statuses.len(), 12 * 20);
-    // The clients' connections close once the bridge has read their end: wait for that
-    // (a leak would never come back down).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let after = bridge.rss_and_fds();
-        if after.1 <= before.1 || Instant::now() > deadline {
-            break after;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let after = bridge.settled_rss_and_fds(before.1).await;
     eprintln!("RSS and fds before the reloads {before:?}, after ten {after:?}");
     assert!(
         after.1 <= before.1,

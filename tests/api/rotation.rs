@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use qminder_bridge::config::{QminderSettings, RegistrationSettings, Settings};
+use qminder_bridge::config::{RegistrationSettings, Settings};
 use qminder_bridge::secret::SecretSpec;
 
 use crate::helpers::app::{SECRET, sign, spawn_app_from, test_settings};
@@ -23,17 +23,11 @@ fn settings(sim: &QminderSim, files: &Volume) -> Settings {
     s.reload.watch_interval_ms = 50;
     let file = |name: &str| SecretSpec::parse(&format!("file:{}", files.path(name).display()));
     s.endpoints[0].secrets = vec![file("webhook")];
-    s.endpoints[0].qminder = Some(QminderSettings {
-        api_url: sim.url.clone(),
-        api_key: file("api-key"),
-        locations: vec![],
-        request_timeout_ms: 10_000,
-        max_requests_per_s: 5.0,
-    });
+    s.endpoints[0].qminder = Some(sim.settings(file("api-key")));
     s
 }
 
-fn webhooks(config: &std::path::Path, args: &[&str]) -> Command {
+fn webhooks<S: AsRef<std::ffi::OsStr>>(config: &std::path::Path, args: &[S]) -> Command {
     let mut command = Command::new(BIN);
     command
         .arg("webhooks")
@@ -42,6 +36,35 @@ fn webhooks(config: &std::path::Path, args: &[&str]) -> Command {
         .args(args)
         .env_remove("QMINDER_BRIDGE_CONFIG");
     command
+}
+
+/// `rotate` to `new_url`, removing `old_id`, with (secret file, state file), one bridge,
+/// polled every 50 ms for `timeout_s`.
+fn rotate_args(
+    new_url: &str,
+    old_id: &str,
+    (secret_file, state_file): (&std::path::Path, &std::path::Path),
+    metrics: &str,
+    timeout_s: &str,
+) -> Vec<String> {
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let mut args: Vec<String> = ["rotate", "--new-url", new_url, "--old-id", old_id]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(["--secret-file".to_owned(), path(secret_file)]);
+    args.extend(["--state-file".to_owned(), path(state_file)]);
+    args.extend(
+        [
+            "--bridge",
+            metrics,
+            "--timeout-s",
+            timeout_s,
+            "--poll-ms",
+            "50",
+        ]
+        .map(str::to_owned),
+    );
+    args
 }
 
 async fn output(mut command: Command) -> Output {
@@ -141,24 +164,11 @@ async fn rotates_through_an_overlap_the_bridge_reloads_into_and_resumes_after_a_
     let metrics = format!("{}/metrics", app.address);
     let config_file = configs.path("bridge.toml");
     let rotate = |timeout_s: &str| {
-        let args = [
-            "rotate",
-            "--new-url",
-            &new_url,
-            "--old-id",
-            &old_id,
-            "--secret-file",
-            secret_file.to_str().expect("utf-8"),
-            "--state-file",
-            state_file.to_str().expect("utf-8"),
-            "--bridge",
-            &metrics,
-            "--timeout-s",
-            timeout_s,
-            "--poll-ms",
-            "50",
-        ];
-        webhooks(&config_file, &args)
+        let files = (secret_file.as_path(), state_file.as_path());
+        webhooks(
+            &config_file,
+            &rotate_args(&new_url, &old_id, files, &metrics, timeout_s),
+        )
     };
 
     // No bridge knows the new registration yet: the rotation times out, leaving both.
@@ -255,23 +265,8 @@ async fn a_rotation_to_a_url_that_delivered_before_waits_for_new_deliveries() {
     let dir = tempfile::tempdir().expect("a directory");
     let (secret_file, state_file) = (dir.path().join("secret"), dir.path().join("state"));
     let metrics = format!("{}/metrics", app.address);
-    let args = [
-        "rotate",
-        "--new-url",
-        &url,
-        "--old-id",
-        &old_id,
-        "--secret-file",
-        secret_file.to_str().expect("utf-8"),
-        "--state-file",
-        state_file.to_str().expect("utf-8"),
-        "--bridge",
-        &metrics,
-        "--timeout-s",
-        "1",
-        "--poll-ms",
-        "50",
-    ];
+    let files = (secret_file.as_path(), state_file.as_path());
+    let args = rotate_args(&url, &old_id, files, &metrics, "1");
     let rotated = output(webhooks(&config, &args)).await;
     assert_eq!(rotated.status.code(), Some(1), "{rotated:?}");
     assert!(

@@ -169,6 +169,21 @@ impl Drop for Tansu {
     }
 }
 
+/// Makes `settings` authenticate to a [`Tansu::start_scram`] broker (SASL_PLAINTEXT,
+/// SCRAM-SHA-512) as `user` with `password`.
+pub fn use_scram(
+    settings: &mut qminder_bridge::config::Settings,
+    user: &str,
+    password: qminder_bridge::secret::SecretSpec,
+) {
+    use qminder_bridge::config::{SaslMechanism, SecurityProtocol};
+    let security = &mut settings.kafka.security;
+    security.protocol = SecurityProtocol::SaslPlaintext;
+    security.sasl_mechanism = Some(SaslMechanism::ScramSha512);
+    security.sasl_username = Some(user.to_owned());
+    security.sasl_password = Some(password);
+}
+
 /// The broker shared by the tests that do not disturb it.
 pub fn shared() -> &'static str {
     static SHARED: OnceLock<(String, Mutex<Tansu>)> = OnceLock::new();

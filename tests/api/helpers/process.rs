@@ -166,6 +166,19 @@ impl BridgeProcess {
         (kib * 1024, fds)
     }
 
+    /// Its RSS and fds once its open descriptors are back to `fds` (connections close once
+    /// the bridge has read their end), or as they are after 10 s: a leak never comes back.
+    pub async fn settled_rss_and_fds(&self, fds: usize) -> (u64, usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.rss_and_fds();
+            if now.1 <= fds || Instant::now() > deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends `signal` (e.g. `HUP`).
     pub fn signal(&self, signal: &str) {
         let sent = Command::new("kill")

@@ -139,6 +139,20 @@ impl QminderSim {
         self.lock().numeric_ids = true;
     }
 
+    /// `[endpoints.qminder]` for this simulator, the key given as `api_key`.
+    pub fn settings(
+        &self,
+        api_key: qminder_bridge::secret::SecretSpec,
+    ) -> qminder_bridge::config::QminderSettings {
+        qminder_bridge::config::QminderSettings {
+            api_url: self.url.clone(),
+            api_key,
+            locations: vec![],
+            request_timeout_ms: 10_000,
+            max_requests_per_s: 5.0,
+        }
+    }
+
     /// The webhooks registered now, `(id, url)`.
     pub fn webhooks(&self) -> Vec<(String, String)> {
         self.lock().webhooks.clone()
