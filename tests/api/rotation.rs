@@ -129,6 +129,21 @@ async fn registers_and_removes_a_webhook_keeping_its_secret_out_of_the_terminal(
         Some(2),
         "a secret with nowhere to go"
     );
+    // An answer lost after the registration was made: the error says it may exist.
+    sim.fail_next(&[crate::helpers::qminder_sim::Fault::LostAnswer]);
+    let lost = output(webhooks(
+        config.path(),
+        &["register", "--url", url, "--show-secret"],
+    ))
+    .await;
+    assert_eq!(lost.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&lost.stderr);
+    assert!(said.contains("may have registered it"), "{said}");
+    assert_eq!(
+        sim.webhooks().len(),
+        1,
+        "registered, its answer lost: not sent twice"
+    );
     let requests = sim.log().len();
     for id in ["../locations", "", "1/../../v1/locations"] {
         let odd = output(webhooks(config.path(), &["remove", id])).await;

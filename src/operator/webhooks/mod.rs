@@ -185,10 +185,18 @@ pub(super) fn free(file: &Path) -> Result<(), String> {
 /// `POST /v1/webhooks`: the new webhook's id and secret.
 pub(super) async fn create(client: &Client, url: &str) -> Result<(String, String), String> {
     let body = serde_json::json!({ "url": url });
-    let registered: Registered = client
-        .post("/v1/webhooks", &body)
-        .await
-        .map_err(|e| e.to_string())?;
+    let registered: Registered = client.post("/v1/webhooks", &body).await.map_err(|e| {
+        // A 5xx or a broken connection may come after Qminder registered it.
+        let maybe = matches!(&e, ApiError::Transport { .. })
+            || matches!(&e, ApiError::Status { status, .. } if *status >= 500);
+        let hint = if maybe {
+            "; Qminder may have registered it all the same, and its API cannot list \
+             webhooks: check the account's webhooks in Qminder before trying again"
+        } else {
+            ""
+        };
+        format!("{e}{hint}")
+    })?;
     let id = match &registered.id {
         serde_json::Value::String(id) => id.clone(),
         other => other.to_string(),
