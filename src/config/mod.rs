@@ -39,6 +39,9 @@ pub use server::{ServerSettings, TlsSettings};
 /// The shortest webhook secret accepted (Qminder's own are 40 characters).
 pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
 
+/// The shortest watch of the configuration's files (`reload.watch_interval_ms`, 0 = off).
+pub const MIN_WATCH_INTERVAL_MS: u64 = 50;
+
 /// `bootstrap_servers` value that starts librdkafka's in-process mock cluster.
 pub const EMBEDDED: &str = "embedded";
 
@@ -218,6 +221,15 @@ impl Settings {
         self.validate_spool(&mut problems);
         self.validate_privacy(&mut problems);
         problems.extend(self.reconcile.problems(&self.endpoints));
+        let watch = self.reload.watch_interval_ms;
+        if watch != 0 && watch < MIN_WATCH_INTERVAL_MS {
+            problems.push(format!(
+                "reload.watch_interval_ms = {watch} re-reads every watched file {} times a \
+                 second; use {MIN_WATCH_INTERVAL_MS} or more (1000 is the default), or 0 for \
+                 SIGHUP only",
+                1000 / watch
+            ));
+        }
         if self.dedupe.enabled && (self.dedupe.window_s == 0 || self.dedupe.max_entries == 0) {
             problems.push(
                 "dedupe.window_s and dedupe.max_entries must be above 0 when dedupe is enabled"

@@ -49,6 +49,11 @@ const RULES: &[Rule] = &[
         "server.max_in_flight must be between 1 and 1000000",
     ),
     (
+        "a watch that would spin",
+        |s| s.reload.watch_interval_ms = 1,
+        "reload.watch_interval_ms = 1 re-reads every watched file 1000 times a second",
+    ),
+    (
         "client_request_timeout_ms",
         |s| s.server.client_request_timeout_ms = 0,
         "server.client_request_timeout_ms must be above 0",
