@@ -74,7 +74,9 @@ impl AccessPolicy {
             .is_some_and(|ip| self.allow.iter().any(|net| net.contains(&ip)))
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of `server.trusted_proxies`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }

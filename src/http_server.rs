@@ -23,14 +23,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_http::{HttpService, KeepAlive};
-use actix_service::{ServiceFactory, map_config};
+use actix_service::{Service, ServiceFactory, apply_fn_factory, map_config};
 use actix_web::dev::{AppConfig, Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::rt::net::TcpStream;
 use actix_web::{App, HttpResponse, web};
 
 use crate::config::Settings;
+use crate::connection_limit::{Admission, ConnectionLimit};
 use crate::health::{self, Health};
 use crate::ingress::{self, Ingress};
-use crate::metrics::Metrics;
+use crate::metrics::{CONNECTION_PER_ADDRESS_LIMIT, Metrics};
 
 /// How long actix's own graceful stop may take (its `shutdown_timeout`).
 const GRACE: Duration = Duration::from_secs(1);
@@ -62,6 +64,31 @@ where
         .route("/metrics", web::get().to(render_metrics))
         // The endpoints are looked up per request: a reload may change them.
         .default_service(web::to(ingress::dispatch))
+}
+
+/// `factory`'s connections, each admitted by `limit` first (`connection_limit.rs`): one
+/// refused is dropped, which closes it, before anything is read from it.
+fn limited<F>(
+    factory: F,
+    limit: Arc<ConnectionLimit>,
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = F::Error, InitError = F::InitError>
+where
+    F: ServiceFactory<TcpStream, Config = (), Response = ()>,
+{
+    apply_fn_factory(factory, move |io: TcpStream, service: &F::Service| {
+        let admission = limit.admit(io.peer_addr().ok().map(|a| a.ip()));
+        let served = match admission {
+            Admission::Admitted(_) => Some(service.call(io)),
+            Admission::Refused => None,
+        };
+        async move {
+            let _held = admission;
+            match served {
+                Some(served) => served.await,
+                None => Ok(()),
+            }
+        }
+    })
 }
 
 /// Builds the server on `listener`; it runs when the returned future is polled.
@@ -97,16 +124,31 @@ pub fn serve(
                 .client_disconnect_timeout(disconnect_timeout)
         };
     }
+    let trusted = shared.ingress.clone();
+    let limit = ConnectionLimit::new(
+        server.max_connections_per_address,
+        Box::new(move |ip| trusted.is_trusted_proxy(ip)),
+        shared
+            .metrics
+            .connections_refused
+            .with_label_values(&[CONNECTION_PER_ADDRESS_LIMIT]),
+    );
     let app = move || map_config(routes(App::new(), &shared), |()| AppConfig::default());
     let builder = match tls {
         None => builder.listen("qminder-bridge", listener, move || {
-            service!().h1(app()).tcp()
+            limited(service!().h1(app()).tcp(), Arc::clone(&limit))
         })?,
         Some(tls) if http2 => builder.listen("qminder-bridge-tls", listener, move || {
-            service!().finish(app()).rustls_0_23(tls.clone())
+            limited(
+                service!().finish(app()).rustls_0_23(tls.clone()),
+                Arc::clone(&limit),
+            )
         })?,
         Some(tls) => builder.listen("qminder-bridge-tls", listener, move || {
-            service!().h1(app()).rustls_0_23(tls.clone())
+            limited(
+                service!().h1(app()).rustls_0_23(tls.clone()),
+                Arc::clone(&limit),
+            )
         })?,
     };
     Ok(builder.run())

@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod config;
+pub mod connection_limit;
 pub mod dedupe;
 pub mod delivery;
 pub mod errors;

@@ -436,7 +436,10 @@ impl Suite<'_> {
     fn bridge_config(&self, port: u16, prefix: &str, spool: bool) -> String {
         let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let mut text = format!(
-            "[server]\nlisten = {}\nworkers = {}\n\n\
+            "[server]\nlisten = {}\nworkers = {}\n\
+             # The generator is one client address, with more connections than one\n\
+             # address may hold by default.\n\
+             max_connections_per_address = 0\n\n\
              [kafka]\nbootstrap_servers = {}\ntopic_prefix = {}\ncreate_topics = true\nreplication_factor = 1\n{}\n\
              [[endpoints]]\npath = {}\nurl = {}\nsecrets = [{}]\n",
             q(&format!("127.0.0.1:{port}")),

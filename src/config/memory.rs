@@ -20,8 +20,8 @@ pub const RECOVERY_WINDOW_BYTES: u64 = 1024 * 1024;
 pub const RECOVERY_FRAME_BYTES: u64 = 64 * 1024 * 1024 + 8;
 /// One open connection whose request is being read: actix's 8 KiB read and 8 KiB write
 /// buffers, the request head, the handler's state (measured: 10 KiB a connection dripping
-/// its body), plus what a body waiting for unverified budget may leave unread in actix's
-/// payload buffer (`ingress::WAIT_MAX_BYTES`, 16 KiB; measured with it: 37 KiB).
+/// its body), plus the body a request may hold unverified outside the shared budget (its
+/// allowance, `ingress::ALLOWANCE_BYTES`, 16 KiB; measured with it: 37 KiB).
 pub const PER_CONNECTION_BYTES: u64 = 24 * 1024 + 16 * 1024;
 /// Copies of an authenticated body while it is delivered: the body, the encoded record
 /// value (structured mode), librdkafka's copy of it.

@@ -22,9 +22,9 @@ pub struct ServerSettings {
     /// `overloaded`. At least `max_body_bytes`.
     pub max_in_flight_body_bytes: usize,
     /// Sum of the bodies being read whose signature is not yet checked, across all
-    /// connections: what unauthenticated clients can make the bridge hold. Beyond it a body
-    /// of up to 16 KiB waits for room, a larger one gets 503 `body_budget_exhausted`.
-    /// At least `max_body_bytes`.
+    /// connections, beyond each request's own first 16 KiB: what unauthenticated clients
+    /// can make the bridge hold. Without room, a larger body gets 503
+    /// `body_budget_exhausted` at once. At least `max_body_bytes`.
     pub max_unverified_body_bytes: usize,
     /// Time a body has to arrive once the headers are in (408 after); at most
     /// `request_timeout_ms − kafka.delivery_timeout_ms` is used. Qminder sends its few KiB
@@ -54,6 +54,10 @@ pub struct ServerSettings {
     /// Concurrent connections, all workers together (each takes its share); further ones
     /// wait in the kernel's backlog. A term of the memory bound: ~40 KiB each at worst.
     pub max_connections: usize,
+    /// Concurrent connections one client address (an IPv4 address, an IPv6 /64) may hold;
+    /// further ones are closed at once. Not applied to `trusted_proxies`. 0: no cap (set it
+    /// behind SNAT or a balancer that hides client addresses without X-Forwarded-For).
+    pub max_connections_per_address: usize,
     /// Deprecated: concurrent connections per worker. When set it wins over
     /// `max_connections` (workers × this), and a warning suggests `max_connections`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,6 +107,7 @@ impl Default for ServerSettings {
             client_disconnect_timeout_ms: 1_000,
             keep_alive_s: 30,
             max_connections: 2048,
+            max_connections_per_address: 256,
             max_connections_per_worker: None,
             max_header_bytes: 16 * 1024,
             allow_cidrs: Vec::new(),

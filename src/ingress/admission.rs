@@ -3,14 +3,17 @@
 //! Anyone who can reach the port can send a body; only Qminder can sign one. So the work
 //! done for a body nobody has authenticated yet has a budget of its own, apart from what
 //! verified requests use, and an attacker can exhaust only that:
-//! - **Unverified bytes** ([`ByteBudget`], `server.max_unverified_body_bytes`): every byte
-//!   of a body held before its signature is checked is reserved here first, chunk by chunk
-//!   as it arrives, so a client that drips holds only what it sent, and holding the budget
-//!   takes sending it. A body small enough to be a webhook (≤ [`WAIT_MAX_BYTES`], by its
-//!   Content-Length) waits for room, within the body deadline; a larger one, which Qminder
-//!   does not send, is refused at once (503 `body_budget_exhausted`, connection closed),
-//!   so that no connection sits holding actix's buffers full of an unread large body.
-//!   Waiters are not served in order: a small body is never stuck behind a large one.
+//! - **A request's own allowance** ([`ALLOWANCE_BYTES`], 16 KiB): the first 16 KiB of
+//!   every body are the request's own, taken from no shared budget. Qminder's events are
+//!   1–2 KiB, so a genuine delivery never waits for, or competes for, room that
+//!   unauthenticated clients hold. The allowance is bounded all the same: an HTTP/1.1
+//!   connection reads one request at a time, so it is a term of the per-connection cost
+//!   of `server.max_connections` in the memory bound.
+//! - **Unverified bytes beyond it** ([`ByteBudget`], `server.max_unverified_body_bytes`):
+//!   the rest of a larger body is reserved here, chunk by chunk as it arrives, so a client
+//!   that drips holds only what it sent. Without room it is refused at once (503
+//!   `body_budget_exhausted`, connection closed): only bodies Qminder does not send can be
+//!   kept out by holding this budget, and nothing ever waits for it.
 //! - **The body deadline** (`server.body_timeout_ms`, at most `request_timeout_ms −
 //!   kafka.delivery_timeout_ms`): Qminder sends its 1–2 KiB at once, so a body still
 //!   arriving then is answered 408 and its budget freed.
@@ -33,18 +36,16 @@ use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use crate::errors::IngressError;
 
-/// Bodies up to this size wait for unverified budget; larger ones are refused when the
-/// budget is short. Qminder's events are 1–2 KiB; actix holds at most this much of a
-/// waiting request's body unread, a term of the memory bound (docs/reliability.md).
-pub const WAIT_MAX_BYTES: usize = 16 * 1024;
+/// The bytes of its body every request may hold before its signature is checked without
+/// taking any from `server.max_unverified_body_bytes`. Qminder's events are 1–2 KiB. A
+/// term of the per-connection cost in the memory bound (docs/reliability.md).
+pub const ALLOWANCE_BYTES: usize = 16 * 1024;
 
-/// A number of bytes that may be held at once, reserved and released by [`Reservation`]s.
-/// Not fair: whoever finds room takes it, so a small reservation never waits behind a
-/// large one.
+/// A number of bytes that may be held at once, reserved and released by [`Reservation`]s;
+/// a reservation that finds no room is refused, never queued.
 #[derive(Debug)]
 pub struct ByteBudget {
     available: AtomicUsize,
-    freed: Notify,
     /// Bytes reserved now (a metric).
     in_use: IntGauge,
 }
@@ -53,7 +54,6 @@ impl ByteBudget {
     pub fn new(capacity: usize, in_use: IntGauge) -> Arc<Self> {
         Arc::new(Self {
             available: AtomicUsize::new(capacity),
-            freed: Notify::new(),
             in_use,
         })
     }
@@ -76,7 +76,6 @@ impl ByteBudget {
         if n > 0 {
             self.available.fetch_add(n, Ordering::AcqRel);
             self.in_use.sub(i64::try_from(n).unwrap_or(i64::MAX));
-            self.freed.notify_waiters();
         }
     }
 }
@@ -88,33 +87,7 @@ pub struct Reservation {
     bytes: usize,
 }
 
-/// What to do when a budget has no room now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenShort {
-    /// Wait until room is freed (the caller bounds the wait).
-    Wait,
-    /// Give up at once.
-    Refuse,
-}
-
 impl Reservation {
-    /// Takes `n` more bytes; `false` if there was no room and `when_short` said refuse.
-    pub async fn grow(&mut self, n: usize, when_short: WhenShort) -> bool {
-        loop {
-            // Registered before trying, so a release between the try and the wait wakes us.
-            let freed = self.budget.freed.notified();
-            if self.budget.try_take(n) {
-                self.bytes += n;
-                self.budget.in_use.add(i64::try_from(n).unwrap_or(i64::MAX));
-                return true;
-            }
-            if when_short == WhenShort::Refuse {
-                return false;
-            }
-            freed.await;
-        }
-    }
-
     /// Takes `n` more bytes if there is room now.
     pub fn try_grow(&mut self, n: usize) -> bool {
         if self.budget.try_take(n) {
@@ -124,6 +97,13 @@ impl Reservation {
         } else {
             false
         }
+    }
+
+    /// Holds enough for an unverified body of which `total` bytes have arrived: all but
+    /// the request's [`ALLOWANCE_BYTES`]; false if the budget has no room for the rest now.
+    pub fn cover(&mut self, total: usize) -> bool {
+        let needed = total.saturating_sub(ALLOWANCE_BYTES);
+        needed <= self.bytes || self.try_grow(needed - self.bytes)
     }
 }
 

@@ -6,41 +6,51 @@ fn gauge() -> IntGauge {
     IntGauge::new("g", "g").unwrap()
 }
 
-#[tokio::test]
-async fn a_small_reservation_is_not_stuck_behind_a_large_one_waiting() {
+#[test]
+fn a_body_within_its_allowance_needs_no_budget_even_when_the_budget_is_full() {
     let budget = ByteBudget::new(100, gauge());
-    let mut held = budget.empty();
-    assert!(held.grow(90, WhenShort::Refuse).await);
-    let mut large = budget.empty();
-    let large_wait = tokio::spawn({
-        async move {
-            large.grow(50, WhenShort::Wait).await;
-            large
-        }
-    });
-    tokio::task::yield_now().await;
-    let mut small = budget.empty();
+    let mut attacker = budget.empty();
     assert!(
-        small.grow(10, WhenShort::Wait).await,
-        "room for 10 was there"
+        attacker.cover(ALLOWANCE_BYTES + 100),
+        "the budget's 100 bytes beyond it"
     );
-    drop(held);
-    let large = tokio::time::timeout(Duration::from_secs(5), large_wait)
-        .await
-        .expect("the large one gets room once freed")
-        .unwrap();
-    assert_eq!(large.bytes, 50);
+    let mut genuine = budget.empty();
+    assert!(genuine.cover(2 * 1024), "a 2 KiB body");
+    assert!(
+        genuine.cover(ALLOWANCE_BYTES),
+        "a body the size of the allowance"
+    );
+    assert!(
+        !genuine.cover(ALLOWANCE_BYTES + 1),
+        "one byte beyond, and the budget is full"
+    );
+    drop(attacker);
+    assert!(genuine.cover(ALLOWANCE_BYTES + 1));
 }
 
-#[tokio::test]
-async fn refuses_at_once_when_told_to_and_counts_what_is_reserved() {
+#[test]
+fn covers_a_growing_body_by_reserving_only_what_is_new_beyond_the_allowance() {
+    let in_use = gauge();
+    let budget = ByteBudget::new(10, in_use.clone());
+    let mut body = budget.empty();
+    assert!(body.cover(ALLOWANCE_BYTES + 4));
+    assert!(body.cover(ALLOWANCE_BYTES + 4), "nothing new");
+    assert!(body.cover(ALLOWANCE_BYTES + 10));
+    assert_eq!(in_use.get(), 10);
+    assert!(!body.cover(ALLOWANCE_BYTES + 11));
+    drop(body);
+    assert_eq!(in_use.get(), 0);
+    assert_eq!(budget.available.load(Ordering::Acquire), 10);
+}
+
+#[test]
+fn refuses_at_once_and_counts_what_is_reserved() {
     let in_use = gauge();
     let budget = ByteBudget::new(10, in_use.clone());
     let mut a = budget.empty();
-    assert!(a.grow(8, WhenShort::Refuse).await);
+    assert!(a.try_grow(8));
     assert_eq!(in_use.get(), 8);
     let mut b = budget.empty();
-    assert!(!b.grow(3, WhenShort::Refuse).await);
     assert!(!b.try_grow(3));
     assert!(b.try_grow(2));
     drop(a);

@@ -1,7 +1,8 @@
 //! Reading a webhook's body, before anyone has checked who sent it: within
 //! `server.max_body_bytes` (the declared Content-Length is checked before anything is read,
 //! the running total while chunks arrive: a chunked body declares no length) and within
-//! the unverified budget of `admission.rs` (reserved before the bytes are kept). The
+//! the request's allowance and the unverified budget of `admission.rs` (what goes beyond
+//! the allowance is reserved before the bytes are kept). The
 //! deadline is the caller's. A body that arrives in one chunk, the usual case, is kept as
 //! actix's `Bytes` without a copy.
 
@@ -9,7 +10,7 @@ use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::admission::{Reservation, WAIT_MAX_BYTES, WhenShort};
+use super::admission::Reservation;
 use crate::errors::IngressError;
 
 /// The Content-Length header, if any; a malformed one is a 400.
@@ -28,28 +29,10 @@ pub(super) fn content_length(request: &HttpRequest) -> Result<Option<usize>, Ing
     }
 }
 
-/// Reserves `n` more unverified bytes for a body that is `expected` bytes long (its
-/// Content-Length, or what has arrived of a chunked one): a small body waits for room, a
-/// large one is refused when there is none.
-async fn reserve(
-    reservation: &mut Reservation,
-    n: usize,
-    expected: usize,
-) -> Result<(), IngressError> {
-    let when_short = if expected <= WAIT_MAX_BYTES {
-        WhenShort::Wait
-    } else {
-        WhenShort::Refuse
-    };
-    if reservation.grow(n, when_short).await {
-        Ok(())
-    } else {
-        Err(IngressError::BodyBudgetExhausted)
-    }
-}
-
-/// The whole body, or 413 as soon as it exceeds `max`; each chunk's bytes reserved in
-/// `reservation` as it arrives (so a client that sends slowly holds only what it sent).
+/// The whole body, or 413 as soon as it exceeds `max`, or 503 `body_budget_exhausted` as
+/// soon as what exceeds the request's allowance finds no room in the unverified budget;
+/// each chunk reserved in `reservation` as it arrives (so a client that sends slowly holds
+/// only what it sent).
 pub(super) async fn read_capped(
     mut payload: web::Payload,
     max: usize,
@@ -64,7 +47,9 @@ pub(super) async fn read_capped(
         if total > max {
             return Err(IngressError::BodyTooLarge);
         }
-        reserve(reservation, chunk.len(), length.unwrap_or(total).max(total)).await?;
+        if !reservation.cover(total) {
+            return Err(IngressError::BodyBudgetExhausted);
+        }
         match first.take() {
             // The usual case for a webhook: the whole body in one chunk, kept without a copy.
             None if body.is_empty() => first = Some(chunk),

@@ -92,6 +92,11 @@ impl Ingress {
         Live::build(settings, &self.metrics, &self.router)
     }
 
+    /// Whether `ip` is one of the trusted proxies of the live configuration.
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.live.load().access.is_trusted(ip)
+    }
+
     /// From the next request on, `live`; requests in flight finish under theirs.
     pub fn swap_live(&self, live: Live) {
         self.live.swap(live);

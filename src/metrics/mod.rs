@@ -25,6 +25,9 @@ use prometheus::{
     TextEncoder,
 };
 
+/// The reason label of connections refused by `server.max_connections_per_address`.
+pub const CONNECTION_PER_ADDRESS_LIMIT: &str = "per_address_limit";
+
 /// Endpoint label for requests to no configured path.
 pub const NO_ENDPOINT: &str = "none";
 
@@ -45,6 +48,8 @@ pub struct Metrics {
     pub in_flight_body_bytes: IntGauge,
     pub unverified_body_bytes: IntGauge,
     pub producer_restarts: IntCounter,
+    /// Connections closed as they were accepted, by reason (`connection_limit.rs`).
+    pub connections_refused: IntCounterVec,
     pub kafka_max_record_bytes: IntGauge,
     /// Routed topics the brokers do not have, at the last look.
     pub kafka_topics_missing: IntGauge,
@@ -202,7 +207,11 @@ impl Metrics {
                 "Bytes of the bodies of authenticated requests being handled now (server.max_in_flight_body_bytes).",
             ),
             unverified_body_bytes: d.gauge("unverified_body_bytes",
-                "Bytes of request bodies held before their signature was checked (server.max_unverified_body_bytes).",
+                "Bytes of request bodies held before their signature was checked, beyond each request's own 16 KiB (server.max_unverified_body_bytes).",
+            ),
+            connections_refused: d.counter_vec("connections_refused_total",
+                "Connections closed as soon as they were accepted, by reason (per_address_limit: server.max_connections_per_address).",
+                &["reason"],
             ),
             producer_restarts: d.counter("producer_restarts_total",
                 "Kafka producers replaced because they could no longer deliver.",
@@ -238,6 +247,8 @@ impl Metrics {
     }
 
     fn precreate(&self, labels: &Labels<'_>) {
+        self.connections_refused
+            .with_label_values(&[CONNECTION_PER_ADDRESS_LIMIT]);
         self.reconcile.precreate(&labels.rebuildable_types);
         self.reload.precreate(&labels.registrations);
         self.build_info

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::helpers::process::BridgeProcess;
 use crate::helpers::{PATH, broker};
@@ -29,7 +31,8 @@ struct Attack {
 impl Attack {
     /// `connections` clients, each in a loop: connect, send a POST head declaring
     /// `length` bytes with a wrong signature, then the body `chunk` bytes at a time every
-    /// `every`, until the bridge closes the connection; then again.
+    /// `every`, until the bridge closes the connection; then again. They come from
+    /// [`ATTACKERS`] addresses, as a botnet would; Qminder's deliveries from 127.0.0.1.
     fn start(
         address: &str,
         connections: usize,
@@ -41,11 +44,13 @@ impl Attack {
         let started = Arc::new(AtomicU64::new(0));
         let host = address.trim_start_matches("http://").to_owned();
         let tasks = (0..connections)
-            .map(|_| {
+            .map(|i| {
                 let (stop, started, host) = (Arc::clone(&stop), Arc::clone(&started), host.clone());
                 tokio::spawn(async move {
+                    let from = attacker(i);
                     while !stop.load(Ordering::Relaxed) {
-                        let _ = one_request(&host, length, chunk, every, &started, &stop).await;
+                        let _ =
+                            one_request(&host, from, length, chunk, every, &started, &stop).await;
                     }
                 })
             })
@@ -70,15 +75,34 @@ impl Attack {
     }
 }
 
+/// How many client addresses an attack comes from.
+const ATTACKERS: usize = 64;
+
+/// The address attacking connection `i` comes from: one of 127.0.1.1 ..= 127.0.1.64 (the
+/// whole of 127/8 is the loopback interface's on Linux).
+fn attacker(i: usize) -> IpAddr {
+    let host = u8::try_from(i % ATTACKERS + 1).expect("under 256");
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1, host))
+}
+
+/// A TCP connection to `host` (`ip:port`) from the address `from`.
+async fn connect_from(host: &str, from: IpAddr) -> std::io::Result<TcpStream> {
+    let to: SocketAddr = host.parse().map_err(std::io::Error::other)?;
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(to).await
+}
+
 async fn one_request(
     host: &str,
+    from: IpAddr,
     length: usize,
     chunk: usize,
     every: Duration,
     started: &AtomicU64,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(host).await?;
+    let mut stream = connect_from(host, from).await?;
     let head = format!(
         "POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          X-Qminder-Signature: {WRONG_SIGNATURE}\r\nContent-Length: {length}\r\n\r\n"
@@ -110,7 +134,8 @@ async fn wait_started(attack: &Attack, n: u64) {
     while attack.started() < n {
         assert!(
             Instant::now() < deadline,
-            "the attack never got {n} requests going"
+            "the attack never got {n} requests going (only {})",
+            attack.started()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -209,4 +234,117 @@ async fn three_hundred_concurrent_megabyte_bodies_with_a_wrong_signature_stay_un
         "peak RSS {} MiB",
         peak / (1024 * 1024)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_unsigned_bodies_held_one_byte_short_of_complete_do_not_keep_out_signed_deliveries() {
+    // Room for exactly 64 such bodies: were they taken from it, 64 attackers would fill
+    // it to the byte, and the others would wait for room as a genuine body would.
+    let _alone = crate::helpers::HEAVY.write().await;
+    let held = 16 * 1024 - 1;
+    let bridge = BridgeProcess::start(broker::shared(), |s| {
+        s.server.max_body_bytes = 256 * 1024;
+        s.server.max_unverified_body_bytes = 64 * held;
+    });
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    // 400 connections, each sending all but the last byte of a 16 KiB body, held to the 408.
+    let attack = Attack::start(
+        &bridge.address,
+        400,
+        held + 1,
+        held,
+        Duration::from_secs(30),
+    );
+    wait_started(&attack, 400).await;
+    let statuses = twenty_genuine(&bridge, Duration::from_millis(100)).await;
+    let peak = bridge.peak_rss_bytes();
+    let begun = attack.started();
+    attack.stop().await;
+    report(&statuses, peak, begun);
+    assert_eq!(
+        ok_count(&statuses),
+        20,
+        "answers during the attack: {statuses:?}"
+    );
+    assert!(peak < POD_LIMIT_BYTES, "peak RSS {peak}");
+}
+
+/// `connections` clients from `from`, each holding a keep-alive connection busy with a
+/// `GET /healthz` a second (answered 200, so never closed by the bridge), until dropped;
+/// `started` counts the clients whose first connection has been answered or refused.
+fn hold_connections(address: &str, from: IpAddr, connections: usize) -> Attack {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicU64::new(0));
+    let host = address.trim_start_matches("http://").to_owned();
+    let tasks = (0..connections)
+        .map(|_| {
+            let (stop, started, host) = (Arc::clone(&stop), Arc::clone(&started), host.clone());
+            tokio::spawn(async move {
+                let mut first = Some(started);
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = probe_until_closed(&host, from, &mut first).await;
+                    if let Some(started) = first.take() {
+                        started.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
+    Attack {
+        stop,
+        started,
+        tasks,
+    }
+}
+
+/// One connection asking for `/healthz` once a second until it is closed or not answered
+/// (5 s waiting in the kernel's queue counts); the first answer counts in `first`, taken.
+async fn probe_until_closed(
+    host: &str,
+    from: IpAddr,
+    first: &mut Option<Arc<AtomicU64>>,
+) -> std::io::Result<()> {
+    let connect = tokio::time::timeout(Duration::from_secs(5), connect_from(host, from));
+    let mut stream = connect.await.map_err(std::io::Error::other)??;
+    let probe = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let mut answer = [0u8; 1024];
+    loop {
+        stream.write_all(probe.as_bytes()).await?;
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await;
+        if !matches!(read, Ok(Ok(n)) if n > 0) {
+            return Ok(());
+        }
+        if let Some(started) = first.take() {
+            started.fetch_add(1, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_every_connection_with_keep_alive_probes_does_not_keep_out_signed_deliveries()
+ {
+    let _alone = crate::helpers::HEAVY.write().await;
+    let bridge = BridgeProcess::start(broker::shared(), |s| {
+        s.server.max_connections = 64;
+        s.server.max_connections_per_address = 16;
+    });
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    // Every attacking client has had its first connection served or refused.
+    let attack = hold_connections(&bridge.address, attacker(0), 128);
+    wait_started(&attack, 128).await;
+    let statuses = twenty_genuine(&bridge, Duration::from_millis(100)).await;
+    let begun = attack.started();
+    attack.stop().await;
+    report(&statuses, bridge.peak_rss_bytes(), begun);
+    assert_eq!(
+        ok_count(&statuses),
+        20,
+        "answers during the attack: {statuses:?}"
+    );
+    let refused = bridge
+        .metric("qminder_bridge_connections_refused_total{reason=\"per_address_limit\"}")
+        .await;
+    assert!(refused > 0.0, "no connection was refused");
 }

@@ -82,7 +82,7 @@ fn unadmitted() -> Vec<Case> {
     no_body_room.server.max_in_flight_body_bytes = EVENT.len() - 1;
     let mut unverified_short = settings();
     unverified_short.server.max_unverified_body_bytes = 100;
-    let beyond_waiting = "x".repeat(crate::ingress::admission::WAIT_MAX_BYTES + 1);
+    let beyond_allowance = "x".repeat(crate::ingress::admission::ALLOWANCE_BYTES + 101);
     vec![
         (
             "from outside allow_cidrs",
@@ -113,9 +113,9 @@ fn unadmitted() -> Vec<Case> {
             "overloaded",
         ),
         (
-            "a large body with no room in max_unverified_body_bytes",
+            "a body 101 bytes beyond its allowance, with room for 100 in max_unverified_body_bytes",
             unverified_short,
-            signed(&beyond_waiting),
+            signed(&beyond_allowance),
             503,
             "body_budget_exhausted",
         ),
