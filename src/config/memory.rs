@@ -1,6 +1,7 @@
 //! The worst case of the memory the configured limits allow, term by term, and the
 //! warnings `check-config` and `serve` give about the configuration (a worst case above
-//! `server.memory_limit_bytes`, TLS to the brokers weakened). Warnings never refuse: an
+//! `server.memory_limit_bytes`, TLS to the brokers weakened, a per-address connection cap
+//! low enough to close Qminder's own connections). Warnings never refuse: an
 //! upgrade must not stop a bridge that ran before.
 //!
 //! The terms and how their constants were measured: docs/reliability.md, "How much memory".
@@ -31,6 +32,9 @@ pub const IN_FLIGHT_COPIES: u64 = 3;
 pub const FORWARD_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 /// One `[dedupe]` entry: the id, the remembered answer, the map's and the queue's share.
 pub const DEDUPE_ENTRY_BYTES: u64 = 256;
+
+/// Below this, `server.max_connections_per_address` may close Qminder's own connections.
+pub const MIN_CONNECTIONS_PER_ADDRESS: usize = 16;
 
 /// One term of the bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +111,15 @@ impl Settings {
                 bound.total() / (1024 * 1024),
                 limit / (1024 * 1024),
                 terms.join(", ")
+            ));
+        }
+        let per_address = self.server.max_connections_per_address;
+        if (1..MIN_CONNECTIONS_PER_ADDRESS).contains(&per_address) {
+            warnings.push(format!(
+                "server.max_connections_per_address = {per_address}: Qminder opens connections \
+                 of its own accord, and those beyond {per_address} from one of its addresses \
+                 would be closed unanswered; keep it at {MIN_CONNECTIONS_PER_ADDRESS} or more \
+                 (default 256), or 0 for no cap"
             ));
         }
         if self.server.max_connections_per_worker.is_some() {
@@ -198,6 +211,16 @@ mod tests {
         s.server.memory_limit_bytes = 96 * 1024 * 1024;
         let warnings = s.warnings();
         assert!(warnings.iter().any(recovery), "{warnings:?}");
+    }
+
+    #[test]
+    fn warns_of_a_per_address_connection_cap_low_enough_to_close_qminders_connections() {
+        let mut s = Settings::default();
+        for (cap, warned) in [(0, false), (1, true), (15, true), (16, false), (256, false)] {
+            s.server.max_connections_per_address = cap;
+            let warnings = s.warnings();
+            assert_eq!(!warnings.is_empty(), warned, "{cap}: {warnings:?}");
+        }
     }
 
     #[test]
