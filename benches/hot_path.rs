@@ -57,6 +57,7 @@ fn hot_path(c: &mut Criterion) {
     let ctx = Context {
         source: URL,
         received_at: OffsetDateTime::now_utc(),
+        trace: None,
     };
     let mut group = c.benchmark_group("hot_path");
     for size in SIZES {

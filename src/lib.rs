@@ -32,3 +32,4 @@ pub mod signature;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod traces;

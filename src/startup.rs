@@ -15,7 +15,8 @@
 //!    `request_timeout_ms`);
 //! 3. actix stops (`http_server::stop`): gracefully if all requests finished, else at once;
 //! 4. the spool's forwarder stops after the batch in hand (what is left stays spooled);
-//! 5. Kafka stops: the probe is awaited, the producer flushed, the embedded broker dropped.
+//! 5. Kafka stops: the probe is awaited, the producer flushed, the embedded broker dropped;
+//! 6. `[telemetry]`: the spans still queued are exported, within what is left.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -58,6 +59,8 @@ pub enum StartupError {
     Live(#[from] crate::ingress::LiveError),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Traces(#[from] crate::traces::TracesError),
 }
 
 /// A built bridge, ready to run.
@@ -72,6 +75,8 @@ pub struct Application {
     /// `[reconcile]`: ends by itself once stopping (after the run in hand, if any).
     _reconciler: Option<std::thread::JoinHandle<()>>,
     kafka: Kafka,
+    /// `[telemetry]`: its queued spans are exported at shutdown, last.
+    traces: crate::traces::Traces,
     shutdown_timeout: Duration,
 }
 
@@ -88,6 +93,7 @@ struct Prepared {
     router: Router,
     metrics: Metrics,
     live: Live,
+    traces: crate::traces::Traces,
     tls: Option<rustls::ServerConfig>,
     /// The listener's certificate, which a reload may replace.
     certificates: Option<Arc<crate::tls::Certificates>>,
@@ -141,6 +147,7 @@ impl Application {
                 live: prepared.live,
                 stopping: Arc::clone(&stopping),
                 record_limit: kafka.record_limit(),
+                traces: prepared.traces.clone(),
             },
         ));
         let port = listener.local_addr()?.port();
@@ -178,6 +185,7 @@ impl Application {
             spool: spool_tasks,
             _reconciler: reconciler,
             kafka,
+            traces: prepared.traces,
             shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
         })
     }
@@ -221,6 +229,14 @@ impl Application {
                 .await;
         }
         self.kafka.stop(deadline).await;
+        // Last: the spans still queued, with what is left of the deadline.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let traces = self.traces;
+        let _ = tokio::time::timeout(
+            remaining,
+            tokio::task::spawn_blocking(move || traces.shutdown(remaining)),
+        )
+        .await;
         Ok(())
     }
 }
@@ -251,6 +267,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
     let router = settings.kafka.router();
     let metrics = metrics(settings, &router);
     let live = Live::build(settings, &metrics, &router)?;
+    let traces = crate::traces::Traces::start(&settings.telemetry, &metrics)?;
     let (tls, certificates) = match &settings.server.tls {
         Some(t) => {
             let certificates = Arc::new(crate::tls::Certificates::load(&t.cert_file, &t.key_file)?);
@@ -263,6 +280,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
         router,
         metrics,
         live,
+        traces,
         tls,
         certificates,
     })

@@ -23,6 +23,7 @@ mod qminder;
 pub mod reload;
 mod security;
 mod server;
+mod telemetry;
 
 pub use kafka::KafkaSettings;
 pub use memory::{MemoryBound, Term};
@@ -35,6 +36,7 @@ pub use qminder::{
 };
 pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use server::{ServerSettings, TlsSettings};
+pub use telemetry::{DEFAULT_MAX_QUEUED_SPANS, SAMPLERS, TelemetrySettings};
 
 /// The shortest webhook secret accepted (Qminder's own are 40 characters).
 pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
@@ -65,6 +67,8 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     /// Reloading a running bridge: SIGHUP, and watching the files it reads.
     pub reload: ReloadSettings,
+    /// OpenTelemetry traces: export over OTLP, context in records.
+    pub telemetry: TelemetrySettings,
     /// The webhooks, as registered in Qminder. At least one.
     pub endpoints: Vec<EndpointSettings>,
 }
@@ -221,6 +225,7 @@ impl Settings {
         self.validate_spool(&mut problems);
         self.validate_privacy(&mut problems);
         problems.extend(self.reconcile.problems(&self.endpoints));
+        problems.extend(self.telemetry.problems());
         let watch = self.reload.watch_interval_ms;
         if watch != 0 && watch < MIN_WATCH_INTERVAL_MS {
             problems.push(format!(

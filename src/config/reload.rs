@@ -51,6 +51,7 @@ pub const KEYS: &[(&str, Apply, &str)] = &[
     ("log", Apply::Restart, "the log format is set once; RUST_LOG sets the level"),
     ("reconcile", Apply::Restart, "the reconciler thread reads it at start"),
     ("reload", Apply::Restart, "the watch's interval is set at start"),
+    ("telemetry", Apply::Restart, "the tracer and its exporter are built at start"),
 ];
 
 /// The entry of [`KEYS`] that decides for `key` (array indices read as `[]`): the longest

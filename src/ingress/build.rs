@@ -31,6 +31,8 @@ pub struct Parts {
     pub stopping: Arc<Stopping>,
     /// The largest record a routed topic accepts, once Kafka has said.
     pub record_limit: Arc<RecordLimit>,
+    /// The spans of webhook requests (`Traces::off()` without `[telemetry]`).
+    pub traces: crate::traces::Traces,
 }
 
 impl std::fmt::Debug for Parts {
@@ -77,6 +79,7 @@ impl Ingress {
             forwarded,
             stopping: parts.stopping,
             record_limit: parts.record_limit,
+            traces: parts.traces,
             live: Current::new(parts.live),
             dedupe: settings.dedupe.enabled.then(|| {
                 Dedupe::new(

@@ -10,13 +10,16 @@
 //! Who may hold what before and after verification: `admission.rs`.
 //! actix runs each worker on one thread, so the handler future need not be `Send`.
 //! Reading the body: `body.rs`; the success answers: `answer.rs`; building and draining:
-//! `build.rs`; the handler's unit tests, with a fake delivery: `tests.rs`.
+//! `build.rs`; the handler's unit tests, with a fake delivery: `tests.rs`. With
+//! `[telemetry]` on, the request has a span (`traces`), its steps and delivery child spans,
+//! and its log lines carry the `trace_id`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use prometheus::{Histogram, IntCounter};
+use tracing::Instrument;
 
 use crate::dedupe::Dedupe;
 use crate::delivery::{Deliver, RecordLimit};
@@ -26,6 +29,7 @@ use crate::record::RecordFormat;
 use crate::routing::Router;
 use crate::shutdown::Stopping;
 use crate::signature::{SIGNATURE_HEADER, Signature, Verified, Verifier};
+use crate::traces::{Traces, WebhookSpan};
 
 mod admission;
 mod answer;
@@ -75,6 +79,8 @@ pub struct Ingress {
     stopping: Arc<Stopping>,
     /// A body declaring more than any routed topic accepts is refused before reading.
     record_limit: Arc<RecordLimit>,
+    /// The spans of webhook requests (off unless `[telemetry]` asks).
+    traces: Traces,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -112,8 +118,28 @@ async fn receive(
     ingress: &Ingress,
 ) -> HttpResponse {
     let started = Instant::now();
-    let response = match ingress.handle(request, payload, live, endpoint).await {
-        Ok(response) => response,
+    let trusted = request
+        .peer_addr()
+        .is_some_and(|peer| live.access.is_trusted(peer.ip()));
+    let span = ingress.traces.webhook(request, &endpoint.path, trusted);
+    let handled = ingress.handle(request, payload, live, endpoint, &span);
+    let handled = match span.trace_id() {
+        Some(trace_id) => {
+            handled
+                .instrument(tracing::info_span!("webhook", %trace_id))
+                .await
+        }
+        None => handled.await,
+    };
+    let (response, outcome) = match handled {
+        Ok(response) => {
+            let outcome = if response.status() == actix_web::http::StatusCode::OK {
+                "delivered"
+            } else {
+                "accepted"
+            };
+            (response, outcome)
+        }
         Err(error) => {
             match &error {
                 IngressError::Delivery(_) => {} // counted as a failure where it happened
@@ -128,9 +154,10 @@ async fn receive(
                     tracing::debug!(endpoint = %endpoint.path, reason = rejected.code(), "Rejected a webhook request.");
                 }
             }
-            error.response(ingress.retry_after_s)
+            (error.response(ingress.retry_after_s), error.code())
         }
     };
+    span.finish(response.status().as_u16(), outcome);
     endpoint.duration.observe(started.elapsed().as_secs_f64());
     response
 }
@@ -153,12 +180,15 @@ impl Ingress {
         payload: web::Payload,
         live: &Live,
         endpoint: &Endpoint,
+        span: &WebhookSpan,
     ) -> Result<HttpResponse, IngressError> {
         let _active = self.admission.enter();
         self.admit(request, live)?;
         let head = self.check_head(request)?;
         let (body, unverified) = self.read_body(payload, &head).await?;
+        let verify = span.step("verify");
         let verified = endpoint.verifier.verify_decoded(&head.signature, body)?;
+        drop(verify);
         if let Some(counter) = endpoint.verified_by.get(verified.registration()) {
             counter.inc();
         }
@@ -166,7 +196,7 @@ impl Ingress {
         if let Some(answer) = self.replayed(&verified, endpoint) {
             return Ok(answer);
         }
-        self.publish_verified(&verified, live, endpoint).await
+        self.publish_verified(&verified, live, endpoint, span).await
     }
 
     /// The body, read within the unverified budget and `server.body_timeout_ms` (else 408).

@@ -4,6 +4,8 @@
 //! final answer (413 / 422, no `Retry-After`) and is never dropped without a trace: a
 //! stub (id, event type, topic, size, reason) goes to the dead-letter topic in its place.
 //! Counters are resolved once per route at start-up and indexed by the route's id.
+//! Spans: `prepare` (parse, privacy, route), then the delivery's (`send <topic>`), which
+//! covers encoding (the record carries its context) and the wait for Kafka or the spool.
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -20,6 +22,7 @@ use crate::event;
 use crate::record::{self, Context, Record};
 use crate::routing::Route;
 use crate::signature::Verified;
+use crate::traces::{DeliverySpan, WebhookSpan};
 
 impl Ingress {
     /// Prepare → deliver → count → answer; a body that is not an event goes to the
@@ -29,11 +32,14 @@ impl Ingress {
         verified: &Verified,
         live: &Live,
         endpoint: &Endpoint,
+        span: &WebhookSpan,
     ) -> Result<HttpResponse, IngressError> {
-        let ctx = Context {
+        let mut ctx = Context {
             source: &endpoint.source,
             received_at: OffsetDateTime::now_utc(),
+            trace: None,
         };
+        let prepare = span.step("prepare");
         match event::parse(verified) {
             Ok(mut event) => {
                 if let Some(privacy) = &live.privacy
@@ -43,21 +49,35 @@ impl Ingress {
                 }
                 let route = self.router.route(&event.event_type);
                 endpoint.accepted[route.id].inc();
+                drop(prepare);
+                let subject = event.entity_id.as_deref();
+                let delivery = span.delivery(
+                    &route.topic,
+                    verified.id(),
+                    Some(&event.event_type),
+                    subject,
+                );
+                let trace = delivery.context().cloned();
+                ctx.trace = trace.as_ref();
                 let record = record::encode(self.format, verified, &event, route, ctx);
-                let delivered = self.deliver(&record, route, None, ctx).await?;
+                let delivered = self.deliver(&record, route, None, ctx, delivery).await?;
                 Ok(answer(record.id, record.topic, delivered, None, false))
             }
             Err(malformed) => {
                 let route = self.router.dead_letter();
                 endpoint.accepted[route.id].inc();
+                drop(prepare);
                 tracing::warn!(
                     endpoint = %endpoint.path,
                     reason = malformed.code(),
                     "Sending an authenticated body that is not an event to the dead-letter topic."
                 );
+                let delivery = span.delivery(&route.topic, verified.id(), None, None);
+                let trace = delivery.context().cloned();
+                ctx.trace = trace.as_ref();
                 let record = record::encode_dead_letter(verified, malformed, route, ctx);
                 let reason = Some(malformed.code());
-                let delivered = self.deliver(&record, route, reason, ctx).await?;
+                let delivered = self.deliver(&record, route, reason, ctx, delivery).await?;
                 Ok(answer(record.id, record.topic, delivered, reason, false))
             }
         }
@@ -71,8 +91,15 @@ impl Ingress {
         route: &Route,
         dead_letter_reason: Option<&'static str>,
         ctx: Context<'_>,
+        span: DeliverySpan,
     ) -> Result<Delivered, IngressError> {
-        match self.deliver.deliver(record).await {
+        let result = self.deliver.deliver(record).await;
+        match &result {
+            Ok(Delivered::Kafka { partition, offset }) => span.acknowledged(*partition, *offset),
+            Ok(Delivered::Spooled { .. }) => span.spooled(),
+            Err(error) => span.failed(error.reason()),
+        }
+        match result {
             Ok(delivered) => {
                 if let Some(dedupe) = &self.dedupe {
                     let remembered = Remembered {

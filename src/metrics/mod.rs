@@ -28,6 +28,11 @@ use prometheus::{
 /// The reason label of connections refused by `server.max_connections_per_address`.
 pub const CONNECTION_PER_ADDRESS_LIMIT: &str = "per_address_limit";
 
+/// The reason labels of `trace_spans_dropped_total`: the export queue was full; an export
+/// failed (an error, a refusal, a timeout).
+pub const TRACE_QUEUE_FULL: &str = "queue_full";
+pub const TRACE_EXPORT_FAILED: &str = "export_failed";
+
 /// Endpoint label for requests to no configured path.
 pub const NO_ENDPOINT: &str = "none";
 
@@ -48,6 +53,10 @@ pub struct Metrics {
     pub in_flight_body_bytes: IntGauge,
     pub unverified_body_bytes: IntGauge,
     pub producer_restarts: IntCounter,
+    /// Spans the OTLP exporter delivered (`[telemetry]`).
+    pub trace_spans_exported: IntCounter,
+    /// Spans given up, by reason ([`TRACE_QUEUE_FULL`], [`TRACE_EXPORT_FAILED`]).
+    pub trace_spans_dropped: IntCounterVec,
     /// Connections closed as they were accepted, by reason (`connection_limit.rs`).
     pub connections_refused: IntCounterVec,
     pub kafka_max_record_bytes: IntGauge,
@@ -213,6 +222,13 @@ impl Metrics {
                 "Connections closed as soon as they were accepted, by reason (per_address_limit: server.max_connections_per_address).",
                 &["reason"],
             ),
+            trace_spans_exported: d.counter("trace_spans_exported_total",
+                "Spans the OTLP exporter delivered to the collector ([telemetry]).",
+            ),
+            trace_spans_dropped: d.counter_vec("trace_spans_dropped_total",
+                "Spans given up, by reason: queue_full (the export queue, telemetry.max_queued_spans, was full), export_failed (the collector refused, failed or timed out).",
+                &["reason"],
+            ),
             producer_restarts: d.counter("producer_restarts_total",
                 "Kafka producers replaced because they could no longer deliver.",
             ),
@@ -249,6 +265,9 @@ impl Metrics {
     fn precreate(&self, labels: &Labels<'_>) {
         self.connections_refused
             .with_label_values(&[CONNECTION_PER_ADDRESS_LIMIT]);
+        for reason in [TRACE_QUEUE_FULL, TRACE_EXPORT_FAILED] {
+            self.trace_spans_dropped.with_label_values(&[reason]);
+        }
         self.reconcile.precreate(&labels.rebuildable_types);
         self.reload.precreate(&labels.registrations);
         self.build_info

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use super::{
     Context, ID_HEADER, REASON_HEADER, RECEIVED_AT_HEADER, Record, SOURCE_HEADER, format_time,
-    unix_ms,
+    push_trace_headers, unix_ms,
 };
 use crate::event::Malformed;
 use crate::routing::Route;
@@ -25,12 +25,7 @@ pub fn encode_dead_letter<'a>(
         label: &route.label,
         key: Some(verified.id()),
         value: Cow::Borrowed(verified.body()),
-        headers: vec![
-            (REASON_HEADER, Cow::Borrowed(reason.code())),
-            (ID_HEADER, Cow::Borrowed(verified.id())),
-            (SOURCE_HEADER, Cow::Borrowed(ctx.source)),
-            (RECEIVED_AT_HEADER, Cow::Owned(format_time(ctx.received_at))),
-        ],
+        headers: headers(reason.code(), verified.id(), ctx),
         id: verified.id(),
         accepted_ms: unix_ms(ctx.received_at),
     }
@@ -58,13 +53,24 @@ pub fn encode_refused<'a>(
         label: &route.label,
         key: Some(refused.id),
         value: Cow::Owned(stub.to_string().into_bytes()),
-        headers: vec![
-            (REASON_HEADER, Cow::Borrowed(code)),
-            (ID_HEADER, Cow::Borrowed(refused.id)),
-            (SOURCE_HEADER, Cow::Borrowed(ctx.source)),
-            (RECEIVED_AT_HEADER, Cow::Owned(format_time(ctx.received_at))),
-        ],
+        headers: headers(code, refused.id, ctx),
         id: refused.id,
         accepted_ms: refused.accepted_ms,
     }
+}
+
+/// A dead-letter record's headers: why, which id, where from, when; and its trace context.
+fn headers<'a>(
+    reason: &'static str,
+    id: &'a str,
+    ctx: Context<'a>,
+) -> Vec<(&'static str, Cow<'a, str>)> {
+    let mut headers = vec![
+        (REASON_HEADER, Cow::Borrowed(reason)),
+        (ID_HEADER, Cow::Borrowed(id)),
+        (SOURCE_HEADER, Cow::Borrowed(ctx.source)),
+        (RECEIVED_AT_HEADER, Cow::Owned(format_time(ctx.received_at))),
+    ];
+    push_trace_headers(ctx.trace, false, &mut headers);
+    headers
 }

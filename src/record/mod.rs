@@ -6,6 +6,10 @@
 //! `binary`: the value is the `data` bytes themselves; the attributes travel as `ce_*`
 //! headers and `content-type: application/json` (CloudEvents Kafka protocol binding).
 //! The key is the entity id, also carried as the `partitionkey` extension.
+//! With `[telemetry]` on, every record carries the W3C trace context of its delivery span:
+//! plain `traceparent` (and `tracestate`) headers, which OpenTelemetry's Kafka
+//! instrumentations read, and the CloudEvents distributed-tracing extension (`ce_traceparent`
+//! headers in binary mode, `traceparent` attributes in structured mode).
 //! Bodies that are not events become dead-letter records: raw bytes plus reason headers.
 //! The format is specified in `docs/records.md` and `docs/record.schema.json`. Pure.
 
@@ -68,6 +72,36 @@ pub struct Context<'a> {
     pub source: &'a str,
     /// When the request arrived.
     pub received_at: OffsetDateTime,
+    /// The delivery span's trace context, when tracing is on.
+    pub trace: Option<&'a TraceContext>,
+}
+
+/// A W3C trace context, as a record carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// `00-<trace id>-<span id>-<flags>`.
+    pub traceparent: String,
+    /// `None` when empty.
+    pub tracestate: Option<String>,
+}
+
+/// The trace context's headers: the plain ones, and in binary mode the CloudEvents ones.
+fn push_trace_headers<'a>(
+    trace: Option<&'a TraceContext>,
+    binary: bool,
+    headers: &mut Vec<(&'static str, Cow<'a, str>)>,
+) {
+    let Some(trace) = trace else { return };
+    headers.push(("traceparent", Cow::Borrowed(&trace.traceparent)));
+    if let Some(state) = &trace.tracestate {
+        headers.push(("tracestate", Cow::Borrowed(state)));
+    }
+    if binary {
+        headers.push(("ce_traceparent", Cow::Borrowed(&trace.traceparent)));
+        if let Some(state) = &trace.tracestate {
+            headers.push(("ce_tracestate", Cow::Borrowed(state)));
+        }
+    }
 }
 
 /// CloudEvents extension attribute on a record rebuilt from Qminder's API (`backfill`),
@@ -148,7 +182,7 @@ pub fn encode<'a>(
     };
     let origin = origin.into();
     let key = event.entity_id.as_deref();
-    let (value, headers) = match format {
+    let (value, mut headers) = match format {
         RecordFormat::Structured => (
             Cow::Owned(structured_value(origin, event, ctx, key, &time)),
             vec![("content-type", Cow::Borrowed(STRUCTURED_CONTENT_TYPE))],
@@ -158,6 +192,7 @@ pub fn encode<'a>(
             binary_headers(origin, event, ctx, key, time),
         ),
     };
+    push_trace_headers(ctx.trace, format == RecordFormat::Binary, &mut headers);
     Record {
         topic,
         label: &route.label,
@@ -204,6 +239,14 @@ fn structured_value(
         value.extend_from_slice(ORIGIN_ATTRIBUTE.as_bytes());
         value.extend_from_slice(br#"":"#);
         push_json_str(&mut value, marker);
+    }
+    if let Some(trace) = ctx.trace {
+        value.extend_from_slice(br#","traceparent":"#);
+        push_json_str(&mut value, &trace.traceparent);
+        if let Some(state) = &trace.tracestate {
+            value.extend_from_slice(br#","tracestate":"#);
+            push_json_str(&mut value, state);
+        }
     }
     value.extend_from_slice(br#","data":"#);
     value.extend_from_slice(event.data.as_bytes());

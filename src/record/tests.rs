@@ -25,6 +25,7 @@ fn ctx() -> Context<'static> {
     Context {
         source: URL,
         received_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+        trace: None,
     }
 }
 
@@ -72,6 +73,75 @@ fn writes_binary_mode_with_data_as_value_and_attributes_as_headers() {
     // ticket_changed carries no occurrence time: the receive time stands in.
     assert_eq!(h["ce_time"], "2023-11-14T22:13:20Z");
     assert_eq!(h["content-type"], "application/json");
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn traced() -> TraceContext {
+    TraceContext {
+        traceparent: TRACEPARENT.into(),
+        tracestate: Some("vendor=x".into()),
+    }
+}
+
+#[test]
+fn carries_the_trace_context_as_plain_and_cloudevents_headers_in_binary_mode() {
+    let v = verified(&format!("{{\"type\":\"ticket_called\",\"data\":{DATA}}}"));
+    let e = event::parse(&v).unwrap();
+    let (route, trace) = (route(), traced());
+    let ctx = Context {
+        trace: Some(&trace),
+        ..ctx()
+    };
+    let r = encode(RecordFormat::Binary, &v, &e, &route, ctx);
+    let h: std::collections::HashMap<_, _> = r.headers.iter().cloned().collect();
+    for name in ["traceparent", "ce_traceparent"] {
+        assert_eq!(h[name], TRACEPARENT, "{name}");
+    }
+    for name in ["tracestate", "ce_tracestate"] {
+        assert_eq!(h[name], "vendor=x", "{name}");
+    }
+}
+
+#[test]
+fn carries_the_trace_context_as_a_header_and_envelope_attributes_in_structured_mode() {
+    let v = verified(&format!("{{\"type\":\"ticket_called\",\"data\":{DATA}}}"));
+    let e = event::parse(&v).unwrap();
+    let (route, trace) = (route(), traced());
+    let ctx = Context {
+        trace: Some(&trace),
+        ..ctx()
+    };
+    let r = encode(RecordFormat::Structured, &v, &e, &route, ctx);
+    let ce: Value = serde_json::from_slice(&r.value).unwrap();
+    assert_eq!(ce["traceparent"], TRACEPARENT);
+    assert_eq!(ce["tracestate"], "vendor=x");
+    let h: std::collections::HashMap<_, _> = r.headers.iter().cloned().collect();
+    assert_eq!(h["traceparent"], TRACEPARENT);
+    assert!(
+        !h.contains_key("ce_traceparent"),
+        "no ce_ headers in structured mode"
+    );
+    let dead = encode_dead_letter(&v, Malformed::NotJson, &route, ctx);
+    assert!(
+        dead.headers
+            .contains(&("traceparent", Cow::Borrowed(TRACEPARENT)))
+    );
+}
+
+#[test]
+fn carries_no_trace_context_without_one() {
+    let v = verified(&format!("{{\"type\":\"ticket_called\",\"data\":{DATA}}}"));
+    let e = event::parse(&v).unwrap();
+    let route = route();
+    for format in [RecordFormat::Structured, RecordFormat::Binary] {
+        let r = encode(format, &v, &e, &route, ctx());
+        assert!(
+            !r.headers.iter().any(|(k, _)| k.contains("trace")),
+            "{format:?}"
+        );
+        assert!(!String::from_utf8_lossy(&r.value).contains("traceparent"));
+    }
 }
 
 #[test]

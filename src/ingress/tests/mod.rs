@@ -7,6 +7,7 @@
 mod answers;
 mod refusals;
 mod replays;
+mod traces;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -128,6 +129,7 @@ pub(super) async fn exchange(
         live,
         stopping,
         record_limit: Arc::default(),
+        traces: crate::traces::Traces::start(&settings.telemetry, &metrics).expect("traces"),
     };
     let ingress = web::Data::new(Ingress::new(settings, parts));
     let app = init_service(

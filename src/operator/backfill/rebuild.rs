@@ -84,6 +84,7 @@ impl Encoder<'_> {
             source: self.source,
             received_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            trace: None,
         };
         let route = self.router.route(kind.event_type());
         let r = record::encode(self.format, Origin::Rebuilt(&id), &event, route, ctx);
