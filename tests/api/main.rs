@@ -26,5 +26,6 @@ mod slow_link;
 mod spool;
 mod spool_held;
 mod spool_tools;
+mod traces;
 mod upgrade;
 mod webhooks;

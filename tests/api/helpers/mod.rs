@@ -3,6 +3,7 @@
 pub mod app;
 pub mod broker;
 pub mod kafka;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod qminder_sim;

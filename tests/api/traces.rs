@@ -1,0 +1,192 @@
+//! OpenTelemetry traces, checked by parties nobody here wrote: the bridge's OTLP export is
+//! decoded by the official protobuf definitions, its record read by confluent-kafka and
+//! its context extracted by the OpenTelemetry Python SDK's W3C propagator. And a collector
+//! that is stopped or refuses costs the webhooks nothing: its spans are dropped and counted.
+
+use std::process::Command;
+use std::time::Duration;
+
+use qminder_bridge::record::RecordFormat;
+use serde_json::Value;
+
+use crate::helpers::otlp::OtlpReceiver;
+use crate::helpers::process::BridgeProcess;
+use crate::helpers::{SECRET, broker};
+
+const DATA: &str = r#"{"id":"7024061","line":1,"firstName":"Zoë","lastName":"Kask","phoneNumber":"+3725551234","called":{"date":"2021-03-04T05:06:07.089Z"}}"#;
+
+/// The spans' batches go out every 100 ms rather than every 5 s.
+const QUICK_BATCHES: &[(&str, &str)] = &[("OTEL_BSP_SCHEDULE_DELAY", "100")];
+
+/// What the OpenTelemetry Python SDK's propagator finds in the record at `ack`'s place.
+fn trace_of_record(bootstrap: &str, ack: &Value) -> Value {
+    let output = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/trace_of_record.py"
+        ))
+        .arg(bootstrap)
+        .arg(ack["topic"].as_str().expect("topic"))
+        .arg(ack["partition"].to_string())
+        .arg(ack["offset"].to_string())
+        .output()
+        .expect("python3 runs (scripts/setup installs its packages)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON from the reader")
+}
+
+fn attribute<'a>(span: &'a Value, name: &str) -> &'a Value {
+    &span["attributes"][name]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_carries_the_context_of_the_exported_delivery_span_in_both_formats() {
+    for format in [RecordFormat::Structured, RecordFormat::Binary] {
+        let receiver = OtlpReceiver::start();
+        let bridge = BridgeProcess::start_with_env(
+            broker::shared(),
+            |s| {
+                s.telemetry.otlp_endpoint = Some(receiver.endpoint());
+                s.kafka.record_format = format;
+            },
+            QUICK_BATCHES,
+        );
+        bridge.wait_ready(Duration::from_secs(30)).await;
+        let (status, ack) = bridge
+            .post_signed(&format!(r#"{{"type":"ticket_called","data":{DATA}}}"#))
+            .await;
+        assert_eq!(status, 200, "{ack}");
+        let record = trace_of_record(broker::shared(), &ack);
+        assert_eq!(record["valid"], true, "{format:?}: {record}");
+        assert_eq!(record["sampled"], true);
+        let span_id = record["span_id"].as_str().expect("a span id").to_owned();
+        let spans = receiver
+            .wait_for("the delivery span", |s| s["span_id"] == span_id.as_str())
+            .await;
+        let delivery = spans
+            .iter()
+            .find(|s| s["span_id"] == span_id.as_str())
+            .unwrap();
+        let topic = ack["topic"].as_str().unwrap();
+        assert_eq!(delivery["trace_id"], record["trace_id"], "{format:?}");
+        assert_eq!(delivery["name"], format!("send {topic}"));
+        assert_eq!(delivery["kind"], "SPAN_KIND_PRODUCER");
+        assert_eq!(attribute(delivery, "messaging.system"), "kafka");
+        assert_eq!(attribute(delivery, "messaging.destination.name"), topic);
+        assert_eq!(
+            *attribute(delivery, "messaging.destination.partition.id"),
+            Value::String(ack["partition"].to_string())
+        );
+        assert_eq!(
+            *attribute(delivery, "messaging.kafka.offset"),
+            ack["offset"]
+        );
+        assert_eq!(*attribute(delivery, "cloudevents.event_id"), ack["id"]);
+        assert_eq!(
+            attribute(delivery, "cloudevents.event_type"),
+            "com.qminder.ticket_called"
+        );
+        assert_eq!(attribute(delivery, "cloudevents.event_subject"), "7024061");
+        // Its parent: the request's span, which said how the request ended.
+        let spans = receiver
+            .wait_for("the request's span", |s| {
+                s["span_id"] == delivery["parent_span_id"]
+            })
+            .await;
+        let request = spans
+            .iter()
+            .find(|s| s["span_id"] == delivery["parent_span_id"])
+            .unwrap();
+        assert_eq!(request["kind"], "SPAN_KIND_SERVER");
+        assert_eq!(request["name"], "POST /webhooks/qminder");
+        assert_eq!(attribute(request, "http.response.status_code"), 200);
+        assert_eq!(attribute(request, "qminder_bridge.outcome"), "delivered");
+        assert_eq!(request["resource"]["service.name"], "qminder-bridge");
+        for step in ["verify", "prepare"] {
+            assert!(
+                spans
+                    .iter()
+                    .any(|s| s["name"] == step && s["parent_span_id"] == request["span_id"]),
+                "a {step} span under the request's: {spans:#?}"
+            );
+        }
+        let exported = serde_json::to_string(&spans).unwrap();
+        for secret_or_personal in [SECRET, "Zoë", "Kask", "+3725551234"] {
+            assert!(
+                !exported.contains(secret_or_personal),
+                "{secret_or_personal} in {exported}"
+            );
+        }
+        let log = bridge.log();
+        assert!(!log.contains(SECRET));
+    }
+}
+
+/// Sends `n` signed events one after another; their statuses.
+async fn send(bridge: &BridgeProcess, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        let body = format!(r#"{{"type":"ticket_created","data":{{"id":"t{i}","line":1}}}}"#);
+        statuses.push(bridge.post_signed(&body).await.0);
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_collector_costs_the_webhooks_nothing_and_its_dropped_spans_are_counted() {
+    let receiver = OtlpReceiver::start();
+    let bridge = BridgeProcess::start_with_env(
+        broker::shared(),
+        |s| {
+            s.telemetry.otlp_endpoint = Some(receiver.endpoint());
+            s.telemetry.max_queued_spans = Some(40);
+            s.telemetry.export_timeout_ms = Some(2_000);
+        },
+        QUICK_BATCHES,
+    );
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    assert!(send(&bridge, 5).await.iter().all(|s| *s == 200));
+    receiver.wait_for("a span before the stop", |_| true).await;
+    receiver.signal("STOP");
+    let statuses = send(&bridge, 100).await;
+    receiver.signal("CONT");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let dropped = bridge
+        .metric("qminder_bridge_trace_spans_dropped_total{reason=\"queue_full\"}")
+        .await;
+    assert!(
+        dropped > 0.0,
+        "400 spans, a queue of 40, and nobody taking them"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_refuses_connections_costs_the_webhooks_nothing_and_is_counted() {
+    let closed = broker::free_port();
+    let bridge = BridgeProcess::start_with_env(
+        broker::shared(),
+        |s| s.telemetry.otlp_endpoint = Some(format!("http://127.0.0.1:{closed}")),
+        QUICK_BATCHES,
+    );
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let statuses = send(&bridge, 50).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let failed = bridge
+            .metric("qminder_bridge_trace_spans_dropped_total{reason=\"export_failed\"}")
+            .await;
+        if failed > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed export counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
