@@ -18,8 +18,13 @@ const DATA: &str = r#"{"id":"7024061","line":1,"firstName":"Zoë","lastName":"Ka
 /// The spans' batches go out every 100 ms rather than every 5 s.
 const QUICK_BATCHES: &[(&str, &str)] = &[("OTEL_BSP_SCHEDULE_DELAY", "100")];
 
-/// What the OpenTelemetry Python SDK's propagator finds in the record at `ack`'s place.
+/// What the OpenTelemetry Python SDK's propagator finds in the record `ack` answered for
+/// (by its partition and offset, or in spool mode by its id).
 fn trace_of_record(bootstrap: &str, ack: &Value) -> Value {
+    let place = match ack["offset"].as_i64() {
+        Some(offset) => [ack["partition"].to_string(), offset.to_string()],
+        None => ["--id".into(), ack["id"].as_str().expect("an id").into()],
+    };
     let output = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -27,8 +32,7 @@ fn trace_of_record(bootstrap: &str, ack: &Value) -> Value {
         ))
         .arg(bootstrap)
         .arg(ack["topic"].as_str().expect("topic"))
-        .arg(ack["partition"].to_string())
-        .arg(ack["offset"].to_string())
+        .args(place)
         .output()
         .expect("python3 runs (scripts/setup installs its packages)");
     assert!(
@@ -124,6 +128,57 @@ async fn the_record_carries_the_context_of_the_exported_delivery_span_in_both_fo
         let log = bridge.log();
         assert!(!log.contains(SECRET));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_forwarded_from_the_spool_carries_the_context_of_the_request_accepted() {
+    let receiver = OtlpReceiver::start();
+    let spool = tempfile::tempdir().expect("a spool directory");
+    let bridge = BridgeProcess::start_with_env(
+        broker::shared(),
+        |s| {
+            s.telemetry.otlp_endpoint = Some(receiver.endpoint());
+            s.spool.enabled = true;
+            s.spool.dir = spool.path().to_owned();
+        },
+        QUICK_BATCHES,
+    );
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let (status, ack) = bridge
+        .post_signed(&format!(r#"{{"type":"ticket_called","data":{DATA}}}"#))
+        .await;
+    assert_eq!(status, 202, "{ack}");
+    let record = trace_of_record(broker::shared(), &ack);
+    let span_id = record["span_id"].as_str().expect("a span id").to_owned();
+    let spans = receiver
+        .wait_for("the delivery span", |s| s["span_id"] == span_id.as_str())
+        .await;
+    let delivery = spans
+        .iter()
+        .find(|s| s["span_id"] == span_id.as_str())
+        .unwrap();
+    assert_eq!(delivery["trace_id"], record["trace_id"]);
+    assert_eq!(attribute(delivery, "qminder_bridge.spooled"), true);
+    assert_eq!(*attribute(delivery, "cloudevents.event_id"), ack["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_written_while_handling_a_webhook_carry_its_trace_id() {
+    let bridge = BridgeProcess::start(broker::shared(), |s| {
+        s.telemetry.propagate_without_export = true;
+    });
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    // Not an event: a WARN line while the request is handled, and a dead letter.
+    let (status, ack) = bridge.post_signed("not json").await;
+    assert_eq!(status, 202, "{ack}");
+    let record = trace_of_record(broker::shared(), &ack);
+    let trace_id = record["trace_id"].as_str().expect("a trace id");
+    let log = bridge.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("dead-letter topic"))
+        .unwrap_or_else(|| panic!("the dead-letter WARN line:\n{log}"));
+    assert!(line.contains(&format!("trace_id={trace_id}")), "{line}");
 }
 
 /// Sends `n` signed events one after another; their statuses.
