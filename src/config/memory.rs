@@ -32,6 +32,9 @@ pub const IN_FLIGHT_COPIES: u64 = 3;
 pub const FORWARD_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 /// One `[dedupe]` entry: the id, the remembered answer, the map's and the queue's share.
 pub const DEDUPE_ENTRY_BYTES: u64 = 256;
+/// One ended span waiting for export (`[telemetry]`): its ids, name, times and a dozen
+/// short attributes, as the OpenTelemetry SDK holds them (a generous estimate).
+pub const QUEUED_SPAN_BYTES: u64 = 2 * 1024;
 
 /// Below this, `server.max_connections_per_address` may close Qminder's own connections.
 pub const MIN_CONNECTIONS_PER_ADDRESS: usize = 16;
@@ -88,6 +91,16 @@ impl Settings {
             terms.push(Term {
                 what: "remembered ids: dedupe.max_entries × 256 bytes".into(),
                 bytes: self.dedupe.max_entries as u64 * DEDUPE_ENTRY_BYTES,
+            });
+        }
+        if self.telemetry.enabled(|name| std::env::var(name).ok()) {
+            let queued = self
+                .telemetry
+                .max_queued_spans
+                .unwrap_or(super::DEFAULT_MAX_QUEUED_SPANS);
+            terms.push(Term {
+                what: "spans waiting for export: telemetry.max_queued_spans × 2 KiB".into(),
+                bytes: queued as u64 * QUEUED_SPAN_BYTES,
             });
         }
         MemoryBound { terms }
