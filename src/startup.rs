@@ -162,8 +162,12 @@ impl Application {
         // Last, once nothing can fail: a failed build leaves no task behind.
         spawn_probes(&settings, &mut kafka, &health, drained_report, &stopping);
         let latest = Arc::new(arc_swap::ArcSwap::from_pointee(settings.clone()));
-        let reconciler =
-            crate::operator::reconcile::spawn(&latest, metrics.reconcile, Arc::clone(&stopping));
+        let reconciler = crate::operator::reconcile::spawn(
+            &latest,
+            metrics.reconcile,
+            Arc::clone(&stopping),
+            prepared.traces.clone(),
+        );
         crate::reload::Reloader {
             file,
             running: settings.clone(),

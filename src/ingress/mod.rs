@@ -12,14 +12,13 @@
 //! Reading the body: `body.rs`; the success answers: `answer.rs`; building and draining:
 //! `build.rs`; the handler's unit tests, with a fake delivery: `tests.rs`. With
 //! `[telemetry]` on, the request has a span (`traces`), its steps and delivery child spans,
-//! and its log lines carry the `trace_id`.
+//! and the lines it logs carry the `trace_id`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use prometheus::{Histogram, IntCounter};
-use tracing::Instrument;
 
 use crate::dedupe::Dedupe;
 use crate::delivery::{Deliver, RecordLimit};
@@ -122,15 +121,9 @@ async fn receive(
         .peer_addr()
         .is_some_and(|peer| live.access.is_trusted(peer.ip()));
     let span = ingress.traces.webhook(request, &endpoint.path, trusted);
-    let handled = ingress.handle(request, payload, live, endpoint, &span);
-    let handled = match span.trace_id() {
-        Some(trace_id) => {
-            handled
-                .instrument(tracing::info_span!("webhook", %trace_id))
-                .await
-        }
-        None => handled.await,
-    };
+    let handled = ingress
+        .handle(request, payload, live, endpoint, &span)
+        .await;
     let (response, outcome) = match handled {
         Ok(response) => {
             let outcome = if response.status() == actix_web::http::StatusCode::OK {
@@ -151,7 +144,7 @@ async fn receive(
                         .inc();
                     // DEBUG: a flood of refusals must not become a flood of log lines; the
                     // metric above carries the count.
-                    tracing::debug!(endpoint = %endpoint.path, reason = rejected.code(), "Rejected a webhook request.");
+                    tracing::debug!(endpoint = %endpoint.path, reason = rejected.code(), trace_id = span.trace_id(), "Rejected a webhook request.");
                 }
             }
             (error.response(ingress.retry_after_s), error.code())

@@ -70,6 +70,7 @@ impl Ingress {
                 tracing::warn!(
                     endpoint = %endpoint.path,
                     reason = malformed.code(),
+                    trace_id = span.trace_id(),
                     "Sending an authenticated body that is not an event to the dead-letter topic."
                 );
                 let delivery = span.delivery(&route.topic, verified.id(), None, None);
@@ -94,6 +95,12 @@ impl Ingress {
         span: DeliverySpan,
     ) -> Result<Delivered, IngressError> {
         let result = self.deliver.deliver(record).await;
+        // For the log lines below, before the span ends.
+        let trace_id = if result.is_err() {
+            span.trace_id()
+        } else {
+            None
+        };
         match &result {
             Ok(Delivered::Kafka { partition, offset }) => span.acknowledged(*partition, *offset),
             Ok(Delivered::Spooled { .. }) => span.spooled(),
@@ -120,9 +127,10 @@ impl Ingress {
                     .with_label_values(&[&route.label, error.reason()])
                     .inc();
                 if error.is_final() {
-                    self.leave_a_trace(record, &error, ctx).await;
+                    self.leave_a_trace(record, &error, ctx, trace_id).await;
                 } else {
                     tracing::warn!(
+                        trace_id,
                         event_type = %route.label,
                         topic = %route.topic,
                         reason = error.reason(),
@@ -137,7 +145,13 @@ impl Ingress {
 
     /// For a record Kafka will never accept: a stub in the dead-letter topic says what was
     /// refused; if even that fails, the log says it, at ERROR.
-    async fn leave_a_trace(&self, refused: &Record<'_>, error: &DeliveryError, ctx: Context<'_>) {
+    async fn leave_a_trace(
+        &self,
+        refused: &Record<'_>,
+        error: &DeliveryError,
+        ctx: Context<'_>,
+        trace_id: Option<tracing::field::DisplayValue<opentelemetry::trace::TraceId>>,
+    ) {
         let route = self.router.dead_letter();
         let stub = record::encode_refused(refused, error.failure().code, route, ctx);
         let outcome = self.deliver.deliver(&stub).await;
@@ -149,6 +163,7 @@ impl Ingress {
             bytes = refused.value.len(),
             reason = error.reason(),
             %error,
+            trace_id,
         );
         let _refused = span.enter();
         match outcome {

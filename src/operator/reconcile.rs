@@ -14,6 +14,7 @@ use super::backfill::{Failure, Fill, Span, fill};
 use crate::config::reload::Latest;
 use crate::metrics::{RUN_RESULTS, ReconcileMetrics};
 use crate::shutdown::Stopping;
+use crate::traces::Traces;
 
 /// The longest a run waits for the lease before skipping.
 const LEASE_WAIT: Duration = Duration::from_secs(20);
@@ -27,6 +28,7 @@ pub fn spawn(
     latest: &Latest,
     metrics: ReconcileMetrics,
     stopping: Arc<Stopping>,
+    traces: Traces,
 ) -> Option<JoinHandle<()>> {
     if !latest.load().reconcile.enabled {
         return None;
@@ -34,12 +36,12 @@ pub fn spawn(
     let latest = Arc::clone(latest);
     std::thread::Builder::new()
         .name("reconcile".into())
-        .spawn(move || run(&latest, &metrics, &stopping))
+        .spawn(move || run(&latest, &metrics, &stopping, &traces))
         .map_err(|error| tracing::warn!(%error, "Cannot start the reconciler thread."))
         .ok()
 }
 
-fn run(latest: &Latest, metrics: &ReconcileMetrics, stopping: &Stopping) {
+fn run(latest: &Latest, metrics: &ReconcileMetrics, stopping: &Stopping, traces: &Traces) {
     let r = &latest.load().reconcile.clone();
     let interval = Duration::from_secs(r.interval_s);
     let mut next_wait = FIRST_RUN_AFTER.min(interval);
@@ -60,6 +62,8 @@ fn run(latest: &Latest, metrics: &ReconcileMetrics, stopping: &Stopping) {
             dry_run: false,
             page_limit: crate::operator::qminder_api::PAGE_LIMIT,
             progress: false,
+            traces: traces.clone(),
+            run_name: "reconcile",
         };
         let started = Instant::now();
         let result = fill(&latest.load_full(), &job);

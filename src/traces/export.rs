@@ -26,6 +26,35 @@ use prometheus::IntCounter;
 
 use crate::metrics::{Metrics, TRACE_EXPORT_FAILED, TRACE_QUEUE_FULL};
 
+/// What the export counts: the bridge's metrics, or (an operator tool) counters of its own.
+#[derive(Debug, Clone)]
+pub struct SpanCounters {
+    pub exported: IntCounter,
+    pub export_failed: IntCounter,
+    pub queue_full: IntCounter,
+}
+
+impl SpanCounters {
+    pub fn of(metrics: &Metrics) -> Self {
+        let dropped = |reason| metrics.trace_spans_dropped.with_label_values(&[reason]);
+        Self {
+            exported: metrics.trace_spans_exported.clone(),
+            export_failed: dropped(TRACE_EXPORT_FAILED),
+            queue_full: dropped(TRACE_QUEUE_FULL),
+        }
+    }
+
+    /// Counters no registry exports (`backfill` has no `/metrics`).
+    pub fn unexported() -> Self {
+        let counter = |name| IntCounter::new(name, name).expect("a valid name");
+        Self {
+            exported: counter("exported"),
+            export_failed: counter("export_failed"),
+            queue_full: counter("queue_full"),
+        }
+    }
+}
+
 /// Where and how spans go.
 #[derive(Debug, Clone)]
 pub struct ExportPlan {
@@ -39,7 +68,7 @@ pub struct ExportPlan {
 /// The batch processor, behind the [`Gate`], exporting through [`Counted`].
 pub fn processor(
     plan: &ExportPlan,
-    metrics: &Metrics,
+    counters: SpanCounters,
 ) -> Result<Gate, opentelemetry_otlp::ExporterBuildError> {
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -54,10 +83,8 @@ pub fn processor(
     let exporter = Counted {
         inner: builder.build()?,
         queued: Arc::clone(&queued),
-        exported: metrics.trace_spans_exported.clone(),
-        failed: metrics
-            .trace_spans_dropped
-            .with_label_values(&[TRACE_EXPORT_FAILED]),
+        exported: counters.exported,
+        failed: counters.export_failed,
     };
     let batch = BatchSpanProcessor::builder(exporter)
         .with_batch_config(
@@ -70,9 +97,7 @@ pub fn processor(
         inner: batch,
         queued,
         max: plan.max_queued_spans,
-        dropped: metrics
-            .trace_spans_dropped
-            .with_label_values(&[TRACE_QUEUE_FULL]),
+        dropped: counters.queue_full,
     })
 }
 

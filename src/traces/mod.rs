@@ -24,7 +24,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
-pub use export::ExportPlan;
+pub use export::{ExportPlan, SpanCounters};
 pub use span::{DeliverySpan, OUTCOME, Step, WebhookSpan};
 
 use crate::config::{DEFAULT_MAX_QUEUED_SPANS, TelemetrySettings};
@@ -72,6 +72,14 @@ impl Traces {
     /// The tracer `settings` ask for (reading the OpenTelemetry variables for what they leave
     /// out), or [`Traces::off`].
     pub fn start(settings: &TelemetrySettings, metrics: &Metrics) -> Result<Self, TracesError> {
+        Self::start_counting(settings, SpanCounters::of(metrics))
+    }
+
+    /// [`Traces::start`], counting in `counters`.
+    pub fn start_counting(
+        settings: &TelemetrySettings,
+        counters: SpanCounters,
+    ) -> Result<Self, TracesError> {
         let env = |name: &str| std::env::var(name).ok();
         if !settings.enabled(env) {
             return Ok(Self::off());
@@ -102,7 +110,7 @@ impl Traces {
                     .unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
                 timeout: settings.export_timeout_ms.map(Duration::from_millis),
             };
-            builder = builder.with_span_processor(export::processor(&plan, metrics)?);
+            builder = builder.with_span_processor(export::processor(&plan, counters)?);
             tracing::info!(endpoint = %endpoint, "Exporting traces over OTLP/HTTP.");
         }
         let provider = builder.build();
@@ -131,7 +139,8 @@ impl Traces {
         }
     }
 
-    /// A span for a run of an operator tool (`backfill`), the parent of its records' spans.
+    /// The span of a run of `backfill` or the reconciler (`name`), whose context the
+    /// records it rebuilds carry.
     pub fn run(&self, name: &'static str) -> WebhookSpan {
         match &self.on {
             None => WebhookSpan::none(),

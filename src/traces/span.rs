@@ -3,12 +3,11 @@
 //! carries ([`TraceContext`]). Each ends when dropped, or when told how it ended.
 //! Propagation is the SDK's W3C `TraceContextPropagator`, both ways.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, TraceId, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::Span as SdkSpan;
 use opentelemetry_semantic_conventions::attribute as semconv;
@@ -63,18 +62,21 @@ impl Traces {
             actix_web::http::Version::HTTP_2 => "2",
             _ => "1.1",
         };
-        let span = on
+        let mut span = on
             .tracer
             .span_builder(format!("POST {route}"))
             .with_kind(SpanKind::Server)
-            .with_attributes([
+            .start_with_context(&on.tracer, &parent);
+        // Attributes only for a span that is recorded: an unsampled one costs its ids.
+        if span.is_recording() {
+            span.set_attributes([
                 KeyValue::new(semconv::HTTP_REQUEST_METHOD, "POST"),
                 KeyValue::new(semconv::HTTP_ROUTE, route.to_owned()),
                 KeyValue::new(semconv::URL_PATH, route.to_owned()),
                 KeyValue::new(semconv::URL_SCHEME, scheme),
                 KeyValue::new(semconv::NETWORK_PROTOCOL_VERSION, version),
-            ])
-            .start_with_context(&on.tracer, &parent);
+            ]);
+        }
         WebhookSpan::new(Arc::clone(on), parent, span)
     }
 }
@@ -90,10 +92,27 @@ impl WebhookSpan {
         }
     }
 
-    /// The trace id, in hex, for log lines; `None` when tracing is off.
-    pub fn trace_id(&self) -> Option<String> {
+    /// The trace id, for log lines (`trace_id = span.trace_id()`); `None` when tracing is
+    /// off. Shown as 32 hex digits.
+    pub fn trace_id(&self) -> Option<tracing::field::DisplayValue<TraceId>> {
         let (_, cx) = self.on.as_ref()?;
-        Some(format!("{:032x}", cx.span().span_context().trace_id()))
+        Some(tracing::field::display(cx.span().span_context().trace_id()))
+    }
+
+    /// This span's own context, for records that hang from it directly (a backfill run's).
+    pub fn context(&self) -> Option<TraceContext> {
+        let (on, cx) = self.on.as_ref()?;
+        inject(on, cx)
+    }
+
+    /// Ends an operator run's span, saying how many records it published.
+    pub fn end_run(self, published: u64, outcome: &'static str) {
+        let Some((_, cx)) = self.on else { return };
+        let span = cx.span();
+        let published = i64::try_from(published).unwrap_or(i64::MAX);
+        span.set_attribute(KeyValue::new("qminder_bridge.records_published", published));
+        span.set_attribute(KeyValue::new(OUTCOME, outcome));
+        span.end();
     }
 
     /// A child span for a step of the request, ended when dropped.
@@ -119,44 +138,21 @@ impl WebhookSpan {
         let Some((on, cx)) = &self.on else {
             return DeliverySpan::default();
         };
-        let mut attributes = vec![
-            KeyValue::new(semconv::MESSAGING_SYSTEM, "kafka"),
-            KeyValue::new(semconv::MESSAGING_OPERATION_TYPE, "send"),
-            KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "send"),
-            KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic.to_owned()),
-            KeyValue::new(semconv::CLOUDEVENTS_EVENT_ID, event_id.to_owned()),
-        ];
-        if let Some(event_type) = event_type {
-            let ce_type = format!("{TYPE_PREFIX}{event_type}");
-            attributes.push(KeyValue::new(semconv::CLOUDEVENTS_EVENT_TYPE, ce_type));
-        }
-        if let Some(subject) = subject {
-            attributes.push(KeyValue::new(
-                semconv::CLOUDEVENTS_EVENT_SUBJECT,
-                subject.to_owned(),
-            ));
-        }
-        let span = on
+        let mut span = on
             .tracer
             .span_builder(format!("send {topic}"))
             .with_kind(SpanKind::Producer)
-            .with_attributes(attributes)
             .start_with_context(&on.tracer, cx);
+        if span.is_recording() {
+            span.set_attributes(delivery_attributes(topic, event_id, event_type, subject));
+        }
         let cx = cx.with_span(span);
-        let mut injected = HashMap::with_capacity(2);
-        on.propagator.inject_context(&cx, &mut injected);
-        let headers = injected
-            .remove("traceparent")
-            .map(|traceparent| TraceContext {
-                traceparent,
-                tracestate: injected.remove("tracestate").filter(|s| !s.is_empty()),
-            });
+        let headers = inject(on, &cx);
         DeliverySpan {
             cx: Some(cx),
             headers,
         }
     }
-
     /// Ends the request's span with its answer's status and code.
     pub fn finish(self, status: u16, outcome: &'static str) {
         let Some((_, cx)) = self.on else { return };
@@ -189,6 +185,12 @@ pub struct DeliverySpan {
 }
 
 impl DeliverySpan {
+    /// The trace id, for a log line; `None` when tracing is off.
+    pub fn trace_id(&self) -> Option<tracing::field::DisplayValue<TraceId>> {
+        let cx = self.cx.as_ref()?;
+        Some(tracing::field::display(cx.span().span_context().trace_id()))
+    }
+
     /// What the record carries; `None` when tracing is off.
     pub fn context(&self) -> Option<&TraceContext> {
         self.headers.as_ref()
@@ -225,4 +227,58 @@ impl DeliverySpan {
             span.end();
         }
     }
+}
+
+/// The delivery span's attributes (semantic conventions for messaging and CloudEvents).
+fn delivery_attributes(
+    topic: &str,
+    event_id: &str,
+    event_type: Option<&str>,
+    subject: Option<&str>,
+) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new(semconv::MESSAGING_SYSTEM, "kafka"),
+        KeyValue::new(semconv::MESSAGING_OPERATION_TYPE, "send"),
+        KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "send"),
+        KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic.to_owned()),
+        KeyValue::new(semconv::CLOUDEVENTS_EVENT_ID, event_id.to_owned()),
+    ];
+    if let Some(event_type) = event_type {
+        let ce_type = format!("{TYPE_PREFIX}{event_type}");
+        attributes.push(KeyValue::new(semconv::CLOUDEVENTS_EVENT_TYPE, ce_type));
+    }
+    if let Some(subject) = subject {
+        attributes.push(KeyValue::new(
+            semconv::CLOUDEVENTS_EVENT_SUBJECT,
+            subject.to_owned(),
+        ));
+    }
+    attributes
+}
+
+/// Where the propagator writes: the two fields a record carries.
+#[derive(Default)]
+struct Carrier {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            "traceparent" => self.traceparent = Some(value),
+            "tracestate" if !value.is_empty() => self.tracestate = Some(value),
+            _ => {}
+        }
+    }
+}
+
+/// The W3C context of `cx`'s span, as a record carries it.
+fn inject(on: &On, cx: &Context) -> Option<TraceContext> {
+    let mut carrier = Carrier::default();
+    on.propagator.inject_context(cx, &mut carrier);
+    Some(TraceContext {
+        traceparent: carrier.traceparent?,
+        tracestate: carrier.tracestate,
+    })
 }

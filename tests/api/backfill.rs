@@ -79,8 +79,18 @@ async fn deliver_live(app: &TestApp, webhooks: &[&Sent]) {
 }
 
 /// A configuration file for the tool: the app's, with the account's API.
-fn config_for(app: &TestApp, sim: &QminderSim) -> tempfile::NamedTempFile {
+pub(super) fn config_for(app: &TestApp, sim: &QminderSim) -> tempfile::NamedTempFile {
+    config_with(app, sim, |_| {})
+}
+
+/// [`config_for`], with `tweak` applied.
+pub(super) fn config_with(
+    app: &TestApp,
+    sim: &QminderSim,
+    tweak: impl FnOnce(&mut qminder_bridge::config::Settings),
+) -> tempfile::NamedTempFile {
     let mut s = app.settings.clone();
+    tweak(&mut s);
     s.endpoints[0].secrets = vec![SecretSpec::parse("env:QMINDER_BRIDGE_TEST_SECRET")];
     s.endpoints[0].qminder = Some(sim.settings(SecretSpec::parse("env:QMINDER_TEST_API_KEY")));
     crate::helpers::config_file(&toml::to_string(&s).expect("TOML"))
@@ -136,7 +146,7 @@ async fn backfill_command(
 }
 
 /// (ticket id, type) → the events in Kafka for it, read from all four topics.
-async fn in_kafka(app: &TestApp, want: usize) -> BTreeMap<(String, String), Vec<Value>> {
+pub(super) async fn in_kafka(app: &TestApp, want: usize) -> BTreeMap<(String, String), Vec<Value>> {
     let bootstrap = app.settings.kafka.bootstrap_servers.clone();
     let topics: Vec<String> = [
         "ticket_created",
@@ -178,7 +188,7 @@ async fn in_kafka(app: &TestApp, want: usize) -> BTreeMap<(String, String), Vec<
     .expect("reader")
 }
 
-fn published(report: &str) -> u64 {
+pub(super) fn published(report: &str) -> u64 {
     column(report, 4)
 }
 
@@ -226,11 +236,11 @@ async fn each_transition_once(app: &TestApp, all: &[Sent], since: i64, until: i6
 }
 
 /// An account whose webhooks reached the bridge except during a ten-minute outage.
-struct Outage {
+pub(super) struct Outage {
     _broker: Tansu,
-    app: TestApp,
-    sim: QminderSim,
-    config: tempfile::NamedTempFile,
+    pub(super) app: TestApp,
+    pub(super) sim: QminderSim,
+    pub(super) config: tempfile::NamedTempFile,
     tickets: usize,
     all: Vec<Sent>,
     since: i64,
@@ -240,7 +250,7 @@ struct Outage {
 impl Outage {
     /// `n` tickets created over 30 minutes (then 30 more for the last to be served); the
     /// webhooks of minutes 10 to 20 never arrived.
-    async fn new(n: usize) -> Self {
+    pub(super) async fn new(n: usize) -> Self {
         let broker = Tansu::start_sqlite();
         let app = spawn_app_with(&broker.bootstrap(), |_| {}).await;
         let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
@@ -274,7 +284,7 @@ impl Outage {
             .collect()
     }
 
-    async fn backfill(&self) -> (Output, String) {
+    pub(super) async fn backfill(&self) -> (Output, String) {
         self.backfill_with(&[]).await
     }
 

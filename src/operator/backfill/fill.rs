@@ -36,6 +36,10 @@ pub struct Fill {
     pub page_limit: usize,
     /// Progress bars on a terminal (the command line).
     pub progress: bool,
+    /// `[telemetry]`: the run gets a span, whose context its records carry.
+    pub traces: crate::traces::Traces,
+    /// The run span's name: `backfill` or `reconcile`.
+    pub run_name: &'static str,
 }
 
 /// Why a fill published nothing.
@@ -92,16 +96,28 @@ pub fn fill(settings: &Settings, fill: &Fill) -> Result<Report, Failure> {
         .map_err(Failure::Busy)?;
     let privacy = settings.privacy.rules().map_err(|e| e.to_string())?;
     let router = settings.kafka.router();
+    let run = fill.traces.run(fill.run_name);
+    let trace = run.context();
     let encoder = Encoder {
         format: settings.kafka.record_format,
         router: &router,
         privacy: privacy.as_ref(),
         url: &endpoint.url,
         source: endpoint.source(),
+        trace: trace.as_ref(),
     };
     let read_from = from_ms - READ_MARGIN_MS;
     let missing = find_missing(settings, &encoder, &found, fill, read_from, &mut report)?;
-    if !fill.dry_run && !missing.is_empty() {
+    if fill.dry_run || missing.is_empty() {
+        run.end_run(
+            0,
+            if fill.dry_run {
+                "dry_run"
+            } else {
+                "nothing_missing"
+            },
+        );
+    } else {
         let publishing = std::time::Instant::now();
         runtime.block_on(publish(settings, &missing, &lease, &mut report))?;
         let publish_ms = publishing.elapsed().as_millis() as u64;
@@ -110,6 +126,7 @@ pub fn fill(settings: &Settings, fill: &Fill) -> Result<Report, Failure> {
             publish_ms,
             "Published what was missing."
         );
+        run.end_run(missing.len() as u64, "published");
     }
     Ok(report)
 }

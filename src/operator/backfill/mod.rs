@@ -100,7 +100,10 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
     if span.until_ms < span.since_ms {
         return Err("--until is before --since".into());
     }
-    fill(
+    let counters = crate::traces::SpanCounters::unexported();
+    let traces = crate::traces::Traces::start_counting(&settings.telemetry, counters)
+        .map_err(|e| e.to_string())?;
+    let filled = fill(
         settings,
         &Fill {
             endpoint: args.endpoint.clone(),
@@ -112,8 +115,13 @@ fn plan_and_publish(settings: &Settings, args: &BackfillArgs) -> Result<Report, 
             dry_run: args.dry_run,
             page_limit: usize::try_from(args.page_limit).unwrap_or(1),
             progress: true,
+            traces: traces.clone(),
+            run_name: "backfill",
         },
-    )
+    );
+    // The run's span, exported before the command ends.
+    traces.shutdown(Duration::from_secs(5));
+    filled
 }
 
 /// RFC 3339, or Unix seconds.

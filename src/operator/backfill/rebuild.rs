@@ -43,6 +43,8 @@ pub struct Encoder<'a> {
     /// The endpoint's URL (part of the id) and its CloudEvents `source`.
     pub url: &'a str,
     pub source: &'a str,
+    /// The run span's context, which every rebuilt record carries (`[telemetry]`).
+    pub trace: Option<&'a record::TraceContext>,
 }
 
 /// A record ready to produce, owning its parts.
@@ -84,7 +86,7 @@ impl Encoder<'_> {
             source: self.source,
             received_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            trace: None,
+            trace: self.trace,
         };
         let route = self.router.route(kind.event_type());
         let r = record::encode(self.format, Origin::Rebuilt(&id), &event, route, ctx);
