@@ -234,13 +234,7 @@ impl Application {
         }
         self.kafka.stop(deadline).await;
         // Last: the spans still queued, with what is left of the deadline.
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let traces = self.traces;
-        let _ = tokio::time::timeout(
-            remaining,
-            tokio::task::spawn_blocking(move || traces.shutdown(remaining)),
-        )
-        .await;
+        self.traces.shutdown_by(deadline).await;
         Ok(())
     }
 }

@@ -135,6 +135,10 @@ impl Settings {
                  (default 256), or 0 for no cap"
             ));
         }
+        warnings.extend(
+            self.telemetry
+                .environment_warnings(|name| std::env::var(name).ok()),
+        );
         if self.server.max_connections_per_worker.is_some() {
             warnings.push(format!(
                 "server.max_connections_per_worker is deprecated: it makes {} connections on \

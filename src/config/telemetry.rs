@@ -75,6 +75,36 @@ impl TelemetrySettings {
         !disabled && (self.propagate_without_export || self.endpoint(env).is_some())
     }
 
+    /// The OpenTelemetry variables the SDK would not understand: it falls back to its
+    /// defaults without a word, so `check-config` and `serve` say it (warnings, as for any
+    /// variable: the keys above are refused instead).
+    pub fn environment_warnings(&self, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(sampler) = env("OTEL_TRACES_SAMPLER")
+            && self.sampler.is_none()
+            && !SAMPLERS.contains(&sampler.as_str())
+        {
+            warnings.push(format!(
+                "OTEL_TRACES_SAMPLER = {sampler:?} is not a sampler this bridge knows; the \
+                 SDK falls back to parentbased_always_on; use one of {}",
+                SAMPLERS.join(", ")
+            ));
+        }
+        if let Some(arg) = env("OTEL_TRACES_SAMPLER_ARG")
+            && self.sampler_arg.is_none()
+            && !arg
+                .trim()
+                .parse::<f64>()
+                .is_ok_and(|r| (0.0..=1.0).contains(&r))
+        {
+            warnings.push(format!(
+                "OTEL_TRACES_SAMPLER_ARG = {arg:?} is not a ratio from 0 to 1; the SDK \
+                 samples every trace instead"
+            ));
+        }
+        warnings
+    }
+
     /// What is wrong with the keys, each said with how to fix it.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -107,5 +137,88 @@ impl TelemetrySettings {
             );
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn is_on_with_an_endpoint_from_the_key_or_the_variables_or_to_propagate_only() {
+        let mut t = TelemetrySettings::default();
+        assert!(!t.enabled(env(&[])));
+        assert!(t.enabled(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])));
+        assert!(t.enabled(env(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://c:4318/v1/traces"
+        )])));
+        assert!(!t.enabled(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])));
+        t.propagate_without_export = true;
+        assert!(t.enabled(env(&[])));
+        assert!(!t.enabled(env(&[("OTEL_SDK_DISABLED", "TRUE")])));
+        t.propagate_without_export = false;
+        t.otlp_endpoint = Some("http://collector:4318".into());
+        assert_eq!(
+            t.endpoint(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://other:4318")]))
+                .as_deref(),
+            Some("http://collector:4318")
+        );
+    }
+
+    #[test]
+    fn refuses_keys_an_operator_mistyped_with_what_to_write() {
+        type Mistype = fn(&mut TelemetrySettings);
+        let cases: &[(Mistype, &str)] = &[
+            (
+                |t| t.sampler = Some("parentbased_ratio".into()),
+                "telemetry.sampler",
+            ),
+            (|t| t.sampler_arg = Some(1.5), "telemetry.sampler_arg"),
+            (
+                |t| t.otlp_endpoint = Some("collector:4318".into()),
+                "telemetry.otlp_endpoint",
+            ),
+            (|t| t.max_queued_spans = Some(0), "max_queued_spans"),
+        ];
+        for (mistype, key) in cases {
+            let mut t = TelemetrySettings::default();
+            assert!(t.problems().is_empty());
+            mistype(&mut t);
+            let problems = t.problems();
+            assert_eq!(problems.len(), 1, "{key}: {problems:?}");
+            assert!(problems[0].contains(key), "{problems:?}");
+        }
+    }
+
+    #[test]
+    fn warns_of_variables_the_sdk_would_silently_ignore() {
+        let t = TelemetrySettings::default();
+        assert!(
+            t.environment_warnings(env(&[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.01")
+            ]))
+            .is_empty()
+        );
+        assert_eq!(
+            t.environment_warnings(env(&[("OTEL_TRACES_SAMPLER", "ratio")]))
+                .len(),
+            1
+        );
+        assert_eq!(
+            t.environment_warnings(env(&[("OTEL_TRACES_SAMPLER_ARG", "1%")]))
+                .len(),
+            1
+        );
     }
 }

@@ -117,9 +117,11 @@ async fn receive(
     ingress: &Ingress,
 ) -> HttpResponse {
     let started = Instant::now();
-    let trusted = request
-        .peer_addr()
-        .is_some_and(|peer| live.access.is_trusted(peer.ip()));
+    let trusted = || {
+        request
+            .peer_addr()
+            .is_some_and(|peer| live.access.is_trusted(peer.ip()))
+    };
     let span = ingress.traces.webhook(request, &endpoint.path, trusted);
     let handled = ingress
         .handle(request, payload, live, endpoint, &span)

@@ -139,6 +139,13 @@ impl Traces {
         }
     }
 
+    /// [`Traces::shutdown`] from async code, by `deadline` whatever the collector does.
+    pub async fn shutdown_by(self, deadline: std::time::Instant) {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        let blocking = tokio::task::spawn_blocking(move || self.shutdown(remaining));
+        let _ = tokio::time::timeout(remaining, blocking).await;
+    }
+
     /// The span of a run of `backfill` or the reconciler (`name`), whose context the
     /// records it rebuilds carry.
     pub fn run(&self, name: &'static str) -> WebhookSpan {

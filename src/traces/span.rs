@@ -43,12 +43,18 @@ impl Extractor for Headers<'_> {
 
 impl Traces {
     /// The span of the webhook request `request` to `route` (an endpoint's path), a child
-    /// of the caller's `traceparent` only if `trust_caller` (a trusted proxy sent it).
-    pub fn webhook(&self, request: &HttpRequest, route: &str, trust_caller: bool) -> WebhookSpan {
+    /// of the caller's `traceparent` only if `trust_caller` says a trusted proxy sent it
+    /// (asked only when tracing is on).
+    pub fn webhook(
+        &self,
+        request: &HttpRequest,
+        route: &str,
+        trust_caller: impl FnOnce() -> bool,
+    ) -> WebhookSpan {
         let Some(on) = &self.on else {
             return WebhookSpan::none();
         };
-        let parent = if trust_caller {
+        let parent = if trust_caller() {
             on.propagator.extract(&Headers(request.headers()))
         } else {
             Context::new()

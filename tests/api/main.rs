@@ -26,6 +26,7 @@ mod slow_link;
 mod spool;
 mod spool_held;
 mod spool_tools;
+mod trace_context;
 mod traces;
 mod upgrade;
 mod webhooks;

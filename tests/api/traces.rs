@@ -43,7 +43,7 @@ fn trace_of_record(bootstrap: &str, ack: &Value) -> Value {
     serde_json::from_slice(&output.stdout).expect("JSON from the reader")
 }
 
-fn attribute<'a>(span: &'a Value, name: &str) -> &'a Value {
+pub(super) fn attribute<'a>(span: &'a Value, name: &str) -> &'a Value {
     &span["attributes"][name]
 }
 
@@ -248,51 +248,4 @@ async fn a_collector_that_refuses_connections_costs_the_webhooks_nothing_and_is_
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_run_is_a_span_whose_context_every_record_it_rebuilt_carries() {
-    use crate::backfill::{Outage, config_with, in_kafka, published};
-    let receiver = OtlpReceiver::start();
-    let mut outage = Outage::new(60).await;
-    outage.config = config_with(&outage.app, &outage.sim, |s| {
-        s.telemetry.otlp_endpoint = Some(receiver.endpoint());
-    });
-    let (run, report) = outage.backfill().await;
-    assert!(run.status.success(), "{report}");
-    let rebuilt = published(&report);
-    assert!(rebuilt > 0, "{report}");
-    let spans = receiver
-        .wait_for("the run's span", |s| s["name"] == "backfill")
-        .await;
-    let span = spans.iter().find(|s| s["name"] == "backfill").unwrap();
-    assert_eq!(
-        *attribute(span, "qminder_bridge.records_published"),
-        rebuilt
-    );
-    let traceparent = format!(
-        "00-{}-{}-01",
-        span["trace_id"].as_str().unwrap(),
-        span["span_id"].as_str().unwrap()
-    );
-    let found = in_kafka(&outage.app, 0).await;
-    let marked: Vec<&Value> = found
-        .values()
-        .flatten()
-        .filter(|e| e["qminderorigin"] == "backfill")
-        .collect();
-    assert_eq!(marked.len() as u64, rebuilt);
-    assert!(
-        marked
-            .iter()
-            .all(|e| e["traceparent"] == traceparent.as_str()),
-        "{marked:#?}"
-    );
-    assert!(
-        found
-            .values()
-            .flatten()
-            .all(|e| e["qminderorigin"] == "backfill" || e.get("traceparent").is_none()),
-        "the live records (sent without [telemetry]) carry none"
-    );
 }
