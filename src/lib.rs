@@ -4,8 +4,9 @@
 //! The data path, one module per stage, numbered as `ingress` calls them: 1 [`ingress`] →
 //! 2 [`signature`] → 3 [`event`] → 4 [`routing`] → 5 [`record`] → 6 [`delivery`] (Kafka's
 //! producer, or the spool) → 7 back to [`ingress`] for the answer. Around it: [`config`],
-//! [`metrics`], [`health`], [`shutdown`], [`reload`] (SIGHUP and the watch), and [`startup`],
-//! the composition root. The
+//! [`metrics`], [`health`], [`shutdown`], [`reload`] (SIGHUP and the watch), [`traces`]
+//! (OpenTelemetry spans and the context records carry), [`connection_limit`] (connections
+//! per client address), and [`startup`], the composition root. The
 //! operator tools (command line, `send`, `spool`, Qminder's API for `backfill`) live apart,
 //! in [`operator`].
 

@@ -3,6 +3,7 @@ use crate::event::{self, Malformed};
 use crate::signature::{Signer, Verifier};
 use bytes::Bytes;
 use serde_json::Value;
+use std::collections::HashMap;
 
 const URL: &str = "https://example.com/webhooks";
 
@@ -84,8 +85,8 @@ fn traced() -> TraceContext {
     }
 }
 
-#[test]
-fn carries_the_trace_context_as_plain_and_cloudevents_headers_in_binary_mode() {
+/// A ticket_called encoded in `format` with [`traced`]'s context: the value and headers.
+fn encoded_with_a_trace(format: RecordFormat) -> (Vec<u8>, HashMap<String, String>) {
     let v = verified(&format!("{{\"type\":\"ticket_called\",\"data\":{DATA}}}"));
     let e = event::parse(&v).unwrap();
     let (route, trace) = (route(), traced());
@@ -93,8 +94,18 @@ fn carries_the_trace_context_as_plain_and_cloudevents_headers_in_binary_mode() {
         trace: Some(&trace),
         ..ctx()
     };
-    let r = encode(RecordFormat::Binary, &v, &e, &route, ctx);
-    let h: std::collections::HashMap<_, _> = r.headers.iter().cloned().collect();
+    let r = encode(format, &v, &e, &route, ctx);
+    let headers = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (r.value.into_owned(), headers)
+}
+
+#[test]
+fn carries_the_trace_context_as_plain_and_cloudevents_headers_in_binary_mode() {
+    let (_, h) = encoded_with_a_trace(RecordFormat::Binary);
     for name in ["traceparent", "ce_traceparent"] {
         assert_eq!(h[name], TRACEPARENT, "{name}");
     }
@@ -105,23 +116,25 @@ fn carries_the_trace_context_as_plain_and_cloudevents_headers_in_binary_mode() {
 
 #[test]
 fn carries_the_trace_context_as_a_header_and_envelope_attributes_in_structured_mode() {
-    let v = verified(&format!("{{\"type\":\"ticket_called\",\"data\":{DATA}}}"));
-    let e = event::parse(&v).unwrap();
-    let (route, trace) = (route(), traced());
-    let ctx = Context {
-        trace: Some(&trace),
-        ..ctx()
-    };
-    let r = encode(RecordFormat::Structured, &v, &e, &route, ctx);
-    let ce: Value = serde_json::from_slice(&r.value).unwrap();
+    let (value, h) = encoded_with_a_trace(RecordFormat::Structured);
+    let ce: Value = serde_json::from_slice(&value).unwrap();
     assert_eq!(ce["traceparent"], TRACEPARENT);
     assert_eq!(ce["tracestate"], "vendor=x");
-    let h: std::collections::HashMap<_, _> = r.headers.iter().cloned().collect();
     assert_eq!(h["traceparent"], TRACEPARENT);
     assert!(
         !h.contains_key("ce_traceparent"),
         "no ce_ headers in structured mode"
     );
+}
+
+#[test]
+fn carries_the_trace_context_in_a_dead_letters_headers() {
+    let v = verified("not json");
+    let (route, trace) = (route(), traced());
+    let ctx = Context {
+        trace: Some(&trace),
+        ..ctx()
+    };
     let dead = encode_dead_letter(&v, Malformed::NotJson, &route, ctx);
     assert!(
         dead.headers

@@ -21,11 +21,11 @@ const POD_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
 const WRONG_SIGNATURE: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// An attack running in the background until dropped, and what it managed.
-struct Attack {
-    stop: Arc<AtomicBool>,
+pub(super) struct Attack {
+    pub(super) stop: Arc<AtomicBool>,
     /// Requests the attack began (head sent).
-    started: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(super) started: Arc<AtomicU64>,
+    pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Attack {
@@ -80,13 +80,13 @@ const ATTACKERS: usize = 64;
 
 /// The address attacking connection `i` comes from: one of 127.0.1.1 ..= 127.0.1.64 (the
 /// whole of 127/8 is the loopback interface's on Linux).
-fn attacker(i: usize) -> IpAddr {
+pub(super) fn attacker(i: usize) -> IpAddr {
     let host = u8::try_from(i % ATTACKERS + 1).expect("under 256");
     IpAddr::V4(Ipv4Addr::new(127, 0, 1, host))
 }
 
 /// A TCP connection to `host` (`ip:port`) from the address `from`.
-async fn connect_from(host: &str, from: IpAddr) -> std::io::Result<TcpStream> {
+pub(super) async fn connect_from(host: &str, from: IpAddr) -> std::io::Result<TcpStream> {
     let to: SocketAddr = host.parse().map_err(std::io::Error::other)?;
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(from, 0))?;
@@ -129,7 +129,7 @@ async fn one_request(
 }
 
 /// Waits until the attack has begun at least `n` requests.
-async fn wait_started(attack: &Attack, n: u64) {
+pub(super) async fn wait_started(attack: &Attack, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while attack.started() < n {
         assert!(
@@ -155,12 +155,48 @@ async fn twenty_genuine(bridge: &BridgeProcess, gap: Duration) -> Vec<u16> {
     statuses
 }
 
+/// What came of an attack: the 20 genuine deliveries' statuses, the bridge's peak RSS,
+/// and how many requests the attack began.
+pub(super) struct Outcome {
+    pub(super) statuses: Vec<u16>,
+    pub(super) peak: u64,
+    pub(super) begun: u64,
+}
+
+/// Twenty genuine deliveries `gap` apart while `attack` goes on; then it is stopped and the
+/// outcome reported.
+pub(super) async fn genuine_during(
+    bridge: &BridgeProcess,
+    attack: Attack,
+    gap: Duration,
+) -> Outcome {
+    let statuses = twenty_genuine(bridge, gap).await;
+    let peak = bridge.peak_rss_bytes();
+    let begun = attack.started();
+    attack.stop().await;
+    report(&statuses, peak, begun);
+    Outcome {
+        statuses,
+        peak,
+        begun,
+    }
+}
+
 /// What the attack tests print (docs/security.md quotes them).
 fn report(statuses: &[u16], peak: u64, begun: u64) {
     eprintln!(
         "{} of 20 genuine deliveries answered 200 ({statuses:?}); peak RSS {} MiB; {begun} attack requests begun",
         ok_count(statuses),
         peak / (1024 * 1024)
+    );
+}
+
+/// Every genuine delivery was answered 200.
+pub(super) fn all_answered_200(statuses: &[u16]) {
+    assert_eq!(
+        ok_count(statuses),
+        20,
+        "answers during the attack: {statuses:?}"
     );
 }
 
@@ -177,15 +213,9 @@ async fn slow_unsigned_bodies_on_as_many_connections_as_max_in_flight_do_not_kee
     // 16 connections, each dripping a 1,000-byte body at 1 byte a second.
     let attack = Attack::start(&bridge.address, 16, 1000, 1, Duration::from_secs(1));
     wait_started(&attack, 16).await;
-    let statuses = twenty_genuine(&bridge, Duration::from_millis(250)).await;
-    let peak = bridge.peak_rss_bytes();
-    attack.stop().await;
-    report(&statuses, peak, 16);
-    assert_eq!(
-        ok_count(&statuses),
-        20,
-        "answers during the attack: {statuses:?}"
-    );
+    let Outcome { statuses, peak, .. } =
+        genuine_during(&bridge, attack, Duration::from_millis(250)).await;
+    all_answered_200(&statuses);
     assert!(peak < POD_LIMIT_BYTES, "peak RSS {peak}");
 }
 
@@ -197,16 +227,12 @@ async fn two_thousand_connections_dripping_a_byte_a_second_do_not_keep_out_signe
     bridge.wait_ready(Duration::from_secs(30)).await;
     let attack = Attack::start(&bridge.address, 2000, 1000, 1, Duration::from_secs(1));
     wait_started(&attack, 2000).await;
-    let statuses = twenty_genuine(&bridge, Duration::from_millis(250)).await;
-    let peak = bridge.peak_rss_bytes();
-    let begun = attack.started();
-    attack.stop().await;
-    report(&statuses, peak, begun);
-    assert_eq!(
-        ok_count(&statuses),
-        20,
-        "answers during the attack: {statuses:?}"
-    );
+    let Outcome {
+        statuses,
+        peak,
+        begun,
+    } = genuine_during(&bridge, attack, Duration::from_millis(250)).await;
+    all_answered_200(&statuses);
     assert!(peak < POD_LIMIT_BYTES, "peak RSS {peak}");
     assert!(begun >= 2000, "{begun}");
 }
@@ -220,11 +246,8 @@ async fn three_hundred_concurrent_megabyte_bodies_with_a_wrong_signature_stay_un
     // 300 connections, each sending 1 MiB bodies as fast as the bridge takes them.
     let attack = Attack::start(&bridge.address, 300, 1024 * 1024, 64 * 1024, Duration::ZERO);
     wait_started(&attack, 600).await;
-    let statuses = twenty_genuine(&bridge, Duration::from_millis(100)).await;
-    let peak = bridge.peak_rss_bytes();
-    let begun = attack.started();
-    attack.stop().await;
-    report(&statuses, peak, begun);
+    let Outcome { statuses, peak, .. } =
+        genuine_during(&bridge, attack, Duration::from_millis(100)).await;
     assert!(
         ok_count(&statuses) >= 19,
         "answers during the attack: {statuses:?}"
@@ -256,95 +279,8 @@ async fn small_unsigned_bodies_held_one_byte_short_of_complete_do_not_keep_out_s
         Duration::from_secs(30),
     );
     wait_started(&attack, 400).await;
-    let statuses = twenty_genuine(&bridge, Duration::from_millis(100)).await;
-    let peak = bridge.peak_rss_bytes();
-    let begun = attack.started();
-    attack.stop().await;
-    report(&statuses, peak, begun);
-    assert_eq!(
-        ok_count(&statuses),
-        20,
-        "answers during the attack: {statuses:?}"
-    );
+    let Outcome { statuses, peak, .. } =
+        genuine_during(&bridge, attack, Duration::from_millis(100)).await;
+    all_answered_200(&statuses);
     assert!(peak < POD_LIMIT_BYTES, "peak RSS {peak}");
-}
-
-/// `connections` clients from `from`, each holding a keep-alive connection busy with a
-/// `GET /healthz` a second (answered 200, so never closed by the bridge), until dropped;
-/// `started` counts the clients whose first connection has been answered or refused.
-fn hold_connections(address: &str, from: IpAddr, connections: usize) -> Attack {
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Arc::new(AtomicU64::new(0));
-    let host = address.trim_start_matches("http://").to_owned();
-    let tasks = (0..connections)
-        .map(|_| {
-            let (stop, started, host) = (Arc::clone(&stop), Arc::clone(&started), host.clone());
-            tokio::spawn(async move {
-                let mut first = Some(started);
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = probe_until_closed(&host, from, &mut first).await;
-                    if let Some(started) = first.take() {
-                        started.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-        })
-        .collect();
-    Attack {
-        stop,
-        started,
-        tasks,
-    }
-}
-
-/// One connection asking for `/healthz` once a second until it is closed or not answered
-/// (5 s waiting in the kernel's queue counts); the first answer counts in `first`, taken.
-async fn probe_until_closed(
-    host: &str,
-    from: IpAddr,
-    first: &mut Option<Arc<AtomicU64>>,
-) -> std::io::Result<()> {
-    let connect = tokio::time::timeout(Duration::from_secs(5), connect_from(host, from));
-    let mut stream = connect.await.map_err(std::io::Error::other)??;
-    let probe = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    let mut answer = [0u8; 1024];
-    loop {
-        stream.write_all(probe.as_bytes()).await?;
-        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await;
-        if !matches!(read, Ok(Ok(n)) if n > 0) {
-            return Ok(());
-        }
-        if let Some(started) = first.take() {
-            started.fetch_add(1, Ordering::Relaxed);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_address_holding_every_connection_with_keep_alive_probes_does_not_keep_out_signed_deliveries()
- {
-    let _alone = crate::helpers::HEAVY.write().await;
-    let bridge = BridgeProcess::start(broker::shared(), |s| {
-        s.server.max_connections = 64;
-        s.server.max_connections_per_address = 16;
-    });
-    bridge.wait_ready(Duration::from_secs(30)).await;
-    // Every attacking client has had its first connection served or refused.
-    let attack = hold_connections(&bridge.address, attacker(0), 128);
-    wait_started(&attack, 128).await;
-    let statuses = twenty_genuine(&bridge, Duration::from_millis(100)).await;
-    let begun = attack.started();
-    attack.stop().await;
-    report(&statuses, bridge.peak_rss_bytes(), begun);
-    assert_eq!(
-        ok_count(&statuses),
-        20,
-        "answers during the attack: {statuses:?}"
-    );
-    let refused = bridge
-        .metric("qminder_bridge_connections_refused_total{reason=\"per_address_limit\"}")
-        .await;
-    assert!(refused > 0.0, "no connection was refused");
 }

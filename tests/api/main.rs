@@ -8,6 +8,7 @@ mod backfill;
 mod cli;
 mod clients;
 mod cluster;
+mod connection_attacks;
 mod credentials;
 mod disk;
 mod faults;

@@ -6,6 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use qminder_bridge::config::Settings;
 use qminder_bridge::record::RecordFormat;
 use serde_json::Value;
 
@@ -47,36 +48,53 @@ pub(super) fn attribute<'a>(span: &'a Value, name: &str) -> &'a Value {
     &span["attributes"][name]
 }
 
+/// A bridge exporting to `receiver`, with `tweak`, ready.
+async fn exporting_to(receiver: &OtlpReceiver, tweak: impl FnOnce(&mut Settings)) -> BridgeProcess {
+    let endpoint = receiver.endpoint();
+    let bridge = BridgeProcess::start_with_env(
+        broker::shared(),
+        |s| {
+            s.telemetry.otlp_endpoint = Some(endpoint);
+            tweak(s);
+        },
+        QUICK_BATCHES,
+    );
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    bridge
+}
+
+/// Sends a ticket_called, expects `status`; the answer, what the Python SDK found in its
+/// record, and the delivery span with those ids once `receiver` has it.
+async fn send_and_trace(
+    bridge: &BridgeProcess,
+    receiver: &OtlpReceiver,
+    status: u16,
+) -> (Value, Value, Value) {
+    let (got, ack) = bridge
+        .post_signed(&format!(r#"{{"type":"ticket_called","data":{DATA}}}"#))
+        .await;
+    assert_eq!(got, status, "{ack}");
+    let record = trace_of_record(broker::shared(), &ack);
+    let span_id = record["span_id"].as_str().expect("a span id").to_owned();
+    let spans = receiver
+        .wait_for("the delivery span", |s| s["span_id"] == span_id.as_str())
+        .await;
+    let delivery = spans.into_iter().find(|s| s["span_id"] == span_id.as_str());
+    let delivery = delivery.expect("found above");
+    assert_eq!(delivery["trace_id"], record["trace_id"]);
+    (ack, record, delivery)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_record_carries_the_context_of_the_exported_delivery_span_in_both_formats() {
     for format in [RecordFormat::Structured, RecordFormat::Binary] {
         let receiver = OtlpReceiver::start();
-        let bridge = BridgeProcess::start_with_env(
-            broker::shared(),
-            |s| {
-                s.telemetry.otlp_endpoint = Some(receiver.endpoint());
-                s.kafka.record_format = format;
-            },
-            QUICK_BATCHES,
-        );
-        bridge.wait_ready(Duration::from_secs(30)).await;
-        let (status, ack) = bridge
-            .post_signed(&format!(r#"{{"type":"ticket_called","data":{DATA}}}"#))
-            .await;
-        assert_eq!(status, 200, "{ack}");
-        let record = trace_of_record(broker::shared(), &ack);
+        let bridge = exporting_to(&receiver, |s| s.kafka.record_format = format).await;
+        let (ack, record, delivery) = send_and_trace(&bridge, &receiver, 200).await;
+        let delivery = &delivery;
         assert_eq!(record["valid"], true, "{format:?}: {record}");
         assert_eq!(record["sampled"], true);
-        let span_id = record["span_id"].as_str().expect("a span id").to_owned();
-        let spans = receiver
-            .wait_for("the delivery span", |s| s["span_id"] == span_id.as_str())
-            .await;
-        let delivery = spans
-            .iter()
-            .find(|s| s["span_id"] == span_id.as_str())
-            .unwrap();
         let topic = ack["topic"].as_str().unwrap();
-        assert_eq!(delivery["trace_id"], record["trace_id"], "{format:?}");
         assert_eq!(delivery["name"], format!("send {topic}"));
         assert_eq!(delivery["kind"], "SPAN_KIND_PRODUCER");
         assert_eq!(attribute(delivery, "messaging.system"), "kafka");
@@ -134,30 +152,13 @@ async fn the_record_carries_the_context_of_the_exported_delivery_span_in_both_fo
 async fn a_record_forwarded_from_the_spool_carries_the_context_of_the_request_accepted() {
     let receiver = OtlpReceiver::start();
     let spool = tempfile::tempdir().expect("a spool directory");
-    let bridge = BridgeProcess::start_with_env(
-        broker::shared(),
-        |s| {
-            s.telemetry.otlp_endpoint = Some(receiver.endpoint());
-            s.spool.enabled = true;
-            s.spool.dir = spool.path().to_owned();
-        },
-        QUICK_BATCHES,
-    );
-    bridge.wait_ready(Duration::from_secs(30)).await;
-    let (status, ack) = bridge
-        .post_signed(&format!(r#"{{"type":"ticket_called","data":{DATA}}}"#))
-        .await;
-    assert_eq!(status, 202, "{ack}");
-    let record = trace_of_record(broker::shared(), &ack);
-    let span_id = record["span_id"].as_str().expect("a span id").to_owned();
-    let spans = receiver
-        .wait_for("the delivery span", |s| s["span_id"] == span_id.as_str())
-        .await;
-    let delivery = spans
-        .iter()
-        .find(|s| s["span_id"] == span_id.as_str())
-        .unwrap();
-    assert_eq!(delivery["trace_id"], record["trace_id"]);
+    let bridge = exporting_to(&receiver, |s| {
+        s.spool.enabled = true;
+        s.spool.dir = spool.path().to_owned();
+    })
+    .await;
+    let (ack, _, delivery) = send_and_trace(&bridge, &receiver, 202).await;
+    let delivery = &delivery;
     assert_eq!(attribute(delivery, "qminder_bridge.spooled"), true);
     assert_eq!(*attribute(delivery, "cloudevents.event_id"), ack["id"]);
 }
@@ -198,16 +199,11 @@ async fn send(bridge: &BridgeProcess, n: usize) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_collector_costs_the_webhooks_nothing_and_its_dropped_spans_are_counted() {
     let receiver = OtlpReceiver::start();
-    let bridge = BridgeProcess::start_with_env(
-        broker::shared(),
-        |s| {
-            s.telemetry.otlp_endpoint = Some(receiver.endpoint());
-            s.telemetry.max_queued_spans = Some(40);
-            s.telemetry.export_timeout_ms = Some(2_000);
-        },
-        QUICK_BATCHES,
-    );
-    bridge.wait_ready(Duration::from_secs(30)).await;
+    let bridge = exporting_to(&receiver, |s| {
+        s.telemetry.max_queued_spans = Some(40);
+        s.telemetry.export_timeout_ms = Some(2_000);
+    })
+    .await;
     assert!(send(&bridge, 5).await.iter().all(|s| *s == 200));
     receiver.wait_for("a span before the stop", |_| true).await;
     receiver.signal("STOP");

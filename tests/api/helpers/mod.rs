@@ -30,3 +30,12 @@ pub fn config_file(text: &str) -> tempfile::NamedTempFile {
     file.write_all(text.as_bytes()).expect("write");
     file
 }
+
+/// Sends `signal` (`STOP`, `CONT`, `HUP`, …) to process `pid`, with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill(1)");
+    assert!(sent.success(), "kill -{signal} {pid}");
+}

@@ -74,11 +74,7 @@ impl OtlpReceiver {
 
     /// Sends it `signal` (`STOP`, `CONT`).
     pub fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill(1)");
-        assert!(sent.success(), "kill -{signal}");
+        super::signal(self.child.id(), signal);
     }
 }
 

@@ -181,11 +181,7 @@ impl BridgeProcess {
 
     /// Sends `signal` (e.g. `HUP`).
     pub fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill(1)");
-        assert!(sent.success(), "kill -{signal}");
+        super::signal(self.child.id(), signal);
     }
 
     /// `/metrics`, as text.
