@@ -32,6 +32,8 @@ const URL: &str = "https://example.com/webhooks";
 const SECRET: &str = "71dX4IUKcJMDOaMHeA5IACBSHJkS4LzYNXlZPleg";
 const OLD_SECRET: &str = "an-older-secret-still-accepted-during-rotation";
 const SOURCE: &str = "https://example.com/webhooks?source=\"q\"";
+/// The trace context half the inputs are encoded with.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const PREFIX: &str = "qminder";
 const UNKNOWN_TOPIC: &str = "qminder.unknown";
 const DEAD_LETTER_TOPIC: &str = "qminder.deadletter";
@@ -148,9 +150,15 @@ fn signed(f: &Fixture, body: &[u8]) {
         SignatureError::Invalid
     );
 
+    // Half the inputs as with `[telemetry]` on: the record carries a trace context.
+    let trace = record::TraceContext {
+        traceparent: TRACEPARENT.into(),
+        tracestate: None,
+    };
     let ctx = Context {
         source: SOURCE,
         received_at: received_at(body),
+        trace: (body.len() % 2 == 0).then_some(&trace),
     };
     match event::parse(&verified) {
         Ok(mut event) => {
@@ -260,10 +268,11 @@ fn check_records(f: &Fixture, verified: &Verified, event: &Event<'_>, ctx: Conte
     // Structured mode.
     let r = record::encode(RecordFormat::Structured, verified, event, route, ctx);
     check_common(&r, verified, event, route.topic.as_str(), &route.label);
-    assert_eq!(
-        r.headers,
-        vec![("content-type", Cow::Borrowed(STRUCTURED_CONTENT_TYPE))]
-    );
+    let mut headers = vec![("content-type", Cow::Borrowed(STRUCTURED_CONTENT_TYPE))];
+    if ctx.trace.is_some() {
+        headers.push(("traceparent", Cow::Borrowed(TRACEPARENT)));
+    }
+    assert_eq!(r.headers, headers);
     let value = &r.value[..];
     let tail = format!(",\"data\":{data}}}");
     assert!(
@@ -305,6 +314,10 @@ fn check_records(f: &Fixture, verified: &Verified, event: &Event<'_>, ctx: Conte
             if key.is_some() {
                 want.extend(["partitionkey", "subject"]);
             }
+            if ctx.trace.is_some() {
+                assert_eq!(ce["traceparent"], TRACEPARENT);
+                want.push("traceparent");
+            }
             want.sort_unstable();
             assert_eq!(keys, want);
         }
@@ -339,7 +352,11 @@ fn check_records(f: &Fixture, verified: &Verified, event: &Event<'_>, ctx: Conte
         h.get("ce_partitionkey").copied(),
         event.entity_id.as_deref()
     );
-    assert_eq!(h.len(), 6 + 2 * usize::from(event.entity_id.is_some()));
+    let traced = ctx.trace.is_some();
+    if traced {
+        assert_eq!((h["traceparent"], h["ce_traceparent"]), (TRACEPARENT, TRACEPARENT));
+    }
+    assert_eq!(h.len(), 6 + 2 * usize::from(event.entity_id.is_some()) + 2 * usize::from(traced));
 }
 
 fn check_common(r: &Record<'_>, verified: &Verified, event: &Event<'_>, topic: &str, label: &str) {
@@ -394,7 +411,8 @@ fn check_malformed(f: &Fixture, verified: &Verified, reason: Malformed, ctx: Con
     assert_eq!(r.key, Some(verified.id()));
     assert_eq!(r.id, verified.id());
     let h: BTreeMap<&str, &str> = r.headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
-    assert_eq!(h.len(), 4);
+    assert_eq!(h.len(), 4 + usize::from(ctx.trace.is_some()));
+    assert_eq!(h.get("traceparent").is_some(), ctx.trace.is_some());
     assert_eq!(h[record::REASON_HEADER], reason.code());
     assert_eq!(h[record::ID_HEADER], verified.id());
     assert_eq!(h[record::SOURCE_HEADER], SOURCE);
