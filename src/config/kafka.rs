@@ -47,7 +47,8 @@ pub struct KafkaSettings {
     pub record_format: RecordFormat,
     /// Create missing topics at start-up (and keep trying until the broker answers).
     pub create_topics: bool,
-    /// Partitions of topics the bridge creates.
+    /// Partitions of topics the bridge creates: the consumers' parallelism. Each costs a
+    /// produce request of its own per batch (librdkafka), so no more than consumers need.
     pub partitions: i32,
     /// Replication factor of topics the bridge creates.
     pub replication_factor: i32,
