@@ -71,9 +71,10 @@ impl ConnectionLimit {
 
     /// Admits a connection from `peer` if its address holds fewer than the cap.
     pub fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Admission {
+        // Exempt by its own address (a proxy is listed as one), counted by its /64.
         let address = peer
-            .map(address_of)
-            .filter(|a| self.cap > 0 && !(self.exempt)(*a));
+            .filter(|ip| self.cap > 0 && !(self.exempt)(*ip))
+            .map(address_of);
         if let Some(address) = address {
             let mut open = self
                 .open
@@ -200,6 +201,28 @@ mod tests {
         let uncapped = limit(0, "10.9.9.9");
         let held: Vec<_> = (0..5).map(|_| uncapped.admit(ip("10.0.0.1"))).collect();
         assert!(held.iter().all(|h| matches!(h, Admission::Admitted(_))));
+    }
+
+    #[test]
+    fn exempts_an_ipv6_proxy_by_its_own_address_not_by_its_slash_64() {
+        let proxy = limit(1, "2001:db8:1:2::10");
+        let held: Vec<_> = (0..5)
+            .map(|_| proxy.admit(ip("2001:db8:1:2::10")))
+            .collect();
+        assert!(held.iter().all(|h| matches!(h, Admission::Admitted(_))));
+        // Its neighbours in the same /64 are not proxies: capped as one address.
+        let _neighbour = proxy.admit(ip("2001:db8:1:2::11"));
+        assert!(matches!(
+            proxy.admit(ip("2001:db8:1:2::12")),
+            Admission::Refused
+        ));
+        // A proxy list holding the /64's base address exempts only that address.
+        let base = limit(1, "2001:db8:1:3::");
+        let _first = base.admit(ip("2001:db8:1:3::7"));
+        assert!(matches!(
+            base.admit(ip("2001:db8:1:3::8")),
+            Admission::Refused
+        ));
     }
 
     #[test]

@@ -62,6 +62,11 @@ impl MemoryBound {
 impl Settings {
     /// The most memory these limits allow the bridge to use.
     pub fn memory_bound(&self) -> MemoryBound {
+        self.memory_bound_in(|name| std::env::var(name).ok())
+    }
+
+    /// [`Settings::memory_bound`], with the OpenTelemetry variables read from `env`.
+    fn memory_bound_in(&self, env: impl Fn(&str) -> Option<String> + Copy) -> MemoryBound {
         let s = &self.server;
         let mut terms = vec![
             Term {
@@ -93,11 +98,8 @@ impl Settings {
                 bytes: self.dedupe.max_entries as u64 * DEDUPE_ENTRY_BYTES,
             });
         }
-        if self.telemetry.enabled(|name| std::env::var(name).ok()) {
-            let queued = self
-                .telemetry
-                .max_queued_spans
-                .unwrap_or(super::DEFAULT_MAX_QUEUED_SPANS);
+        if self.telemetry.enabled(env) {
+            let queued = self.telemetry.queued_spans(env);
             terms.push(Term {
                 what: "spans waiting for export: telemetry.max_queued_spans × 2 KiB".into(),
                 bytes: queued as u64 * QUEUED_SPAN_BYTES,
@@ -108,24 +110,7 @@ impl Settings {
 
     /// What an operator should know before running this configuration; not errors.
     pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        let bound = self.memory_bound();
-        let limit = self.server.memory_limit_bytes;
-        if bound.total() > limit {
-            let terms: Vec<String> = bound
-                .terms
-                .iter()
-                .map(|t| format!("{} MiB for {}", t.bytes / (1024 * 1024), t.what))
-                .collect();
-            warnings.push(format!(
-                "these limits allow up to {} MiB of memory, above server.memory_limit_bytes \
-                 ({} MiB): {}; lower the largest, or raise memory_limit_bytes with the pod's \
-                 limit",
-                bound.total() / (1024 * 1024),
-                limit / (1024 * 1024),
-                terms.join(", ")
-            ));
-        }
+        let mut warnings = self.memory_warnings();
         let per_address = self.server.max_connections_per_address;
         if (1..MIN_CONNECTIONS_PER_ADDRESS).contains(&per_address) {
             warnings.push(format!(
@@ -148,14 +133,29 @@ impl Settings {
                 self.workers()
             ));
         }
-        if self.server.tls.as_ref().is_some_and(|t| t.http2) {
-            warnings.push(
-                "server.tls.http2 = true: HTTP/2 runs with the h2 crate's default limits \
-                 (16 MiB header lists, unlimited concurrent streams per connection), which \
-                 actix-http does not let the bridge lower, so the memory bound does not hold \
-                 for HTTP/2 clients; Qminder's deliveries need only HTTP/1.1"
-                    .into(),
-            );
+        warnings.extend(self.tls_warnings());
+        warnings
+    }
+
+    /// A worst case above `server.memory_limit_bytes`, in running or in spool recovery.
+    fn memory_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let bound = self.memory_bound();
+        let limit = self.server.memory_limit_bytes;
+        if bound.total() > limit {
+            let terms: Vec<String> = bound
+                .terms
+                .iter()
+                .map(|t| format!("{} MiB for {}", t.bytes / (1024 * 1024), t.what))
+                .collect();
+            warnings.push(format!(
+                "these limits allow up to {} MiB of memory, above server.memory_limit_bytes \
+                 ({} MiB): {}; lower the largest, or raise memory_limit_bytes with the pod's \
+                 limit",
+                bound.total() / (1024 * 1024),
+                limit / (1024 * 1024),
+                terms.join(", ")
+            ));
         }
         let recovery =
             BASE_BYTES + RECOVERY_WINDOW_BYTES + self.spool.segment_bytes.min(RECOVERY_FRAME_BYTES);
@@ -168,6 +168,23 @@ impl Settings {
                 recovery / (1024 * 1024),
                 RECOVERY_WINDOW_BYTES / (1024 * 1024)
             ));
+        }
+        warnings
+    }
+
+    /// HTTP/2 on the listener, and passthrough keys that turn off a check of the brokers'
+    /// certificates.
+    fn tls_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.server.tls.as_ref().is_some_and(|t| t.http2) {
+            warnings.push(
+                "server.tls.http2 = true: HTTP/2 runs with the h2 crate's default limits \
+                 (16 MiB header lists, unlimited concurrent streams per connection), which \
+                 actix-http does not let the bridge lower, and each stream is a request with \
+                 its own 16 KiB unverified allowance, so the memory bound does not hold for \
+                 HTTP/2 clients; Qminder's deliveries need only HTTP/1.1"
+                    .into(),
+            );
         }
         for (key, weak) in [
             ("enable.ssl.certificate.verification", "false"),
@@ -213,6 +230,19 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("server.max_in_flight_body_bytes"));
         assert!(warnings[0].contains("server.memory_limit_bytes (256 MiB)"));
+    }
+
+    #[test]
+    fn counts_the_span_queue_the_variable_sets_when_the_key_is_left_out() {
+        let s = Settings::default();
+        let env = |name: &str| match name {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318".to_owned()),
+            "OTEL_BSP_MAX_QUEUE_SIZE" => Some("100000".to_owned()),
+            _ => None,
+        };
+        let bound = s.memory_bound_in(env);
+        let spans = bound.terms.iter().find(|t| t.what.contains("spans"));
+        assert_eq!(spans.map(|t| t.bytes), Some(100_000 * QUEUED_SPAN_BYTES));
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub use qminder::{
 };
 pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use server::{ServerSettings, TlsSettings};
-pub use telemetry::{DEFAULT_MAX_QUEUED_SPANS, SAMPLERS, TelemetrySettings};
+pub use telemetry::{
+    DEFAULT_MAX_QUEUED_SPANS, SAMPLERS, Sampling, TelemetrySettings, shown_endpoint,
+};
 
 /// The shortest webhook secret accepted (Qminder's own are 40 characters).
 pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;

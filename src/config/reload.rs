@@ -34,7 +34,7 @@ pub const KEYS: &[(&str, Apply, &str)] = &[
     ("endpoints[].qminder", Apply::Live, "the reconciler's next run uses it"),
     ("privacy", Apply::Live, "fields and hash key"),
     ("server.allow_cidrs", Apply::Live, "the IP allow-list"),
-    ("server.trusted_proxies", Apply::Live, "whose X-Forwarded-For is believed"),
+    ("server.trusted_proxies", Apply::Live, "whose X-Forwarded-For and `traceparent` are believed; exempt from `max_connections_per_address`"),
     ("server.tls", Apply::Restart, "whether TLS is on and http2 shape the listener"),
     ("server.tls.cert_file", Apply::Live, "new connections get the new certificate"),
     ("server.tls.key_file", Apply::Live, "read with the certificate"),

@@ -12,7 +12,10 @@ pub struct TelemetrySettings {
     /// Base URL of an OTLP/HTTP (protobuf) receiver, e.g. `http://otel-collector:4318`;
     /// spans go to `<it>/v1/traces`. Variables: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the
     /// whole URL), `OTEL_EXPORTER_OTLP_ENDPOINT` (the base). Unset: nothing is exported.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_shown"
+    )]
     pub otlp_endpoint: Option<String>,
     /// The `service.name` of the spans. Variable: `OTEL_SERVICE_NAME`. Default
     /// `qminder-bridge`.
@@ -53,6 +56,47 @@ pub const SAMPLERS: &[&str] = &[
     "parentbased_traceidratio",
 ];
 
+/// `otlp_endpoint` as `check-config` and the log show it: a user name, password or query,
+/// which may carry credentials, shown as `[redacted]`.
+pub fn shown_endpoint(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        let plain = !url.contains(['@', '?']);
+        return if plain {
+            url.to_owned()
+        } else {
+            "[redacted]".into()
+        };
+    };
+    let userinfo = !parsed.username().is_empty() || parsed.password().is_some();
+    let query = parsed.query().is_some();
+    if !userinfo && !query {
+        return url.to_owned();
+    }
+    // Neither can fail for a URL with a host, the only kind that has a user name.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_query(None);
+    let mut shown = parsed.to_string();
+    if userinfo && let Some(at) = shown.find("://") {
+        shown.insert_str(at + 3, "[redacted]@");
+    }
+    if query {
+        shown.push_str("?[redacted]");
+    }
+    shown
+}
+
+fn serialize_shown<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    url.as_deref().map(shown_endpoint).serialize(s)
+}
+
+/// The sampler in force: a name of [`SAMPLERS`] and the ratio of the `*traceidratio` ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub name: &'static str,
+    pub ratio: f64,
+}
+
 /// Spans queued for export when neither `max_queued_spans` nor the variable says.
 pub const DEFAULT_MAX_QUEUED_SPANS: usize = 2048;
 
@@ -73,6 +117,38 @@ impl TelemetrySettings {
     pub fn enabled(&self, env: impl Fn(&str) -> Option<String>) -> bool {
         let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         !disabled && (self.propagate_without_export || self.endpoint(env).is_some())
+    }
+
+    /// The sampler in force: each key, else its variable (a value the SDK would not
+    /// understand counts as unset, as the SDK treats it), else the default,
+    /// `parentbased_always_on` with ratio 1. A ratio with no sampler named anywhere means
+    /// `parentbased_traceidratio`.
+    pub fn sampling(&self, env: impl Fn(&str) -> Option<String>) -> Sampling {
+        let known = |name: &str| SAMPLERS.iter().find(|k| **k == name).copied();
+        let ratio = self.sampler_arg.or_else(|| {
+            env("OTEL_TRACES_SAMPLER_ARG")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|r| (0.0..=1.0).contains(r))
+        });
+        let name = match &self.sampler {
+            Some(name) => known(name),
+            None => env("OTEL_TRACES_SAMPLER")
+                .and_then(|v| known(v.trim()))
+                .or(self.sampler_arg.map(|_| "parentbased_traceidratio")),
+        };
+        Sampling {
+            name: name.unwrap_or("parentbased_always_on"),
+            ratio: ratio.unwrap_or(1.0),
+        }
+    }
+
+    /// Ended spans that may wait for export: the key, else `OTEL_BSP_MAX_QUEUE_SIZE`, else
+    /// [`DEFAULT_MAX_QUEUED_SPANS`].
+    pub fn queued_spans(&self, env: impl Fn(&str) -> Option<String>) -> usize {
+        self.max_queued_spans
+            .or_else(|| env("OTEL_BSP_MAX_QUEUE_SIZE").and_then(|v| v.trim().parse().ok()))
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_MAX_QUEUED_SPANS)
     }
 
     /// The OpenTelemetry variables the SDK would not understand: it falls back to its
@@ -141,84 +217,5 @@ impl TelemetrySettings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
-
-    #[test]
-    fn is_on_with_an_endpoint_from_the_key_or_the_variables_or_to_propagate_only() {
-        let mut t = TelemetrySettings::default();
-        assert!(!t.enabled(env(&[])));
-        assert!(t.enabled(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])));
-        assert!(t.enabled(env(&[(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "http://c:4318/v1/traces"
-        )])));
-        assert!(!t.enabled(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])));
-        t.propagate_without_export = true;
-        assert!(t.enabled(env(&[])));
-        assert!(!t.enabled(env(&[("OTEL_SDK_DISABLED", "TRUE")])));
-        t.propagate_without_export = false;
-        t.otlp_endpoint = Some("http://collector:4318".into());
-        assert_eq!(
-            t.endpoint(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://other:4318")]))
-                .as_deref(),
-            Some("http://collector:4318")
-        );
-    }
-
-    #[test]
-    fn refuses_keys_an_operator_mistyped_with_what_to_write() {
-        type Mistype = fn(&mut TelemetrySettings);
-        let cases: &[(Mistype, &str)] = &[
-            (
-                |t| t.sampler = Some("parentbased_ratio".into()),
-                "telemetry.sampler",
-            ),
-            (|t| t.sampler_arg = Some(1.5), "telemetry.sampler_arg"),
-            (
-                |t| t.otlp_endpoint = Some("collector:4318".into()),
-                "telemetry.otlp_endpoint",
-            ),
-            (|t| t.max_queued_spans = Some(0), "max_queued_spans"),
-        ];
-        for (mistype, key) in cases {
-            let mut t = TelemetrySettings::default();
-            assert!(t.problems().is_empty());
-            mistype(&mut t);
-            let problems = t.problems();
-            assert_eq!(problems.len(), 1, "{key}: {problems:?}");
-            assert!(problems[0].contains(key), "{problems:?}");
-        }
-    }
-
-    #[test]
-    fn warns_of_variables_the_sdk_would_silently_ignore() {
-        let t = TelemetrySettings::default();
-        assert!(
-            t.environment_warnings(env(&[
-                ("OTEL_TRACES_SAMPLER", "traceidratio"),
-                ("OTEL_TRACES_SAMPLER_ARG", "0.01")
-            ]))
-            .is_empty()
-        );
-        assert_eq!(
-            t.environment_warnings(env(&[("OTEL_TRACES_SAMPLER", "ratio")]))
-                .len(),
-            1
-        );
-        assert_eq!(
-            t.environment_warnings(env(&[("OTEL_TRACES_SAMPLER_ARG", "1%")]))
-                .len(),
-            1
-        );
-    }
-}
+#[path = "telemetry_tests.rs"]
+mod tests;

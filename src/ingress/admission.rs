@@ -8,7 +8,9 @@
 //!   1–2 KiB, so a genuine delivery never waits for, or competes for, room that
 //!   unauthenticated clients hold. The allowance is bounded all the same: an HTTP/1.1
 //!   connection reads one request at a time, so it is a term of the per-connection cost
-//!   of `server.max_connections` in the memory bound.
+//!   of `server.max_connections` in the memory bound. (An HTTP/2 connection, off by
+//!   default, carries many streams, each with its allowance: `check-config` says the
+//!   bound does not hold with `server.tls.http2` on.)
 //! - **Unverified bytes beyond it** ([`ByteBudget`], `server.max_unverified_body_bytes`):
 //!   the rest of a larger body is reserved here, chunk by chunk as it arrives, so a client
 //!   that drips holds only what it sent. Without room it is refused at once (503

@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::admission::Reservation;
+use super::admission::{ALLOWANCE_BYTES, Reservation};
 use crate::errors::IngressError;
 
 /// The Content-Length header, if any; a malformed one is a 400.
@@ -55,7 +55,10 @@ pub(super) async fn read_capped(
             None if body.is_empty() => first = Some(chunk),
             held => {
                 if let Some(held) = held {
-                    body.reserve(length.unwrap_or(total).min(max));
+                    // The declared length only as far as the allowance: memory beyond it
+                    // follows the bytes that arrive, as the budget does.
+                    let declared = length.unwrap_or(total).min(max).min(ALLOWANCE_BYTES);
+                    body.reserve(declared.max(total));
                     body.extend_from_slice(&held);
                 }
                 body.extend_from_slice(&chunk);

@@ -27,7 +27,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 pub use export::{ExportPlan, SpanCounters};
 pub use span::{DeliverySpan, OUTCOME, Step, WebhookSpan};
 
-use crate::config::{DEFAULT_MAX_QUEUED_SPANS, TelemetrySettings};
+use crate::config::{Sampling, TelemetrySettings};
 use crate::metrics::Metrics;
 
 /// Why tracing could not start.
@@ -94,9 +94,7 @@ impl Traces {
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
-        if let Some(sampler) = sampler(settings) {
-            builder = builder.with_sampler(sampler);
-        }
+        builder = builder.with_sampler(sampler(settings, env));
         if let Some(endpoint) = settings.endpoint(env) {
             let plan = ExportPlan {
                 // A configured base gets the signal's path; the variables are the exporter's.
@@ -104,14 +102,12 @@ impl Traces {
                     .otlp_endpoint
                     .as_ref()
                     .map(|_| format!("{}/v1/traces", endpoint.trim_end_matches('/'))),
-                max_queued_spans: settings
-                    .max_queued_spans
-                    .or_else(|| env("OTEL_BSP_MAX_QUEUE_SIZE").and_then(|v| v.parse().ok()))
-                    .unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
+                max_queued_spans: settings.queued_spans(env),
                 timeout: settings.export_timeout_ms.map(Duration::from_millis),
             };
             builder = builder.with_span_processor(export::processor(&plan, counters)?);
-            tracing::info!(endpoint = %endpoint, "Exporting traces over OTLP/HTTP.");
+            let endpoint = crate::config::shown_endpoint(&endpoint);
+            tracing::info!(%endpoint, "Exporting traces over OTLP/HTTP.");
         }
         let provider = builder.build();
         let tracer = provider.tracer("qminder-bridge");
@@ -159,14 +155,9 @@ impl Traces {
     }
 }
 
-/// The sampler the keys ask for; `None`: the SDK's, which reads `OTEL_TRACES_SAMPLER`.
-fn sampler(settings: &TelemetrySettings) -> Option<Sampler> {
-    let ratio = settings.sampler_arg.unwrap_or(1.0);
-    let name = match (&settings.sampler, settings.sampler_arg) {
-        (Some(name), _) => name.as_str(),
-        (None, Some(_)) => "parentbased_traceidratio",
-        (None, None) => return None,
-    };
+/// The sampler in force (`[telemetry]`, else the OpenTelemetry variables), as the SDK's.
+fn sampler(settings: &TelemetrySettings, env: impl Fn(&str) -> Option<String>) -> Sampler {
+    let Sampling { name, ratio } = settings.sampling(env);
     let (parent_based, root) = match name.strip_prefix("parentbased_") {
         Some(root) => (true, root),
         None => (false, name),
@@ -176,9 +167,9 @@ fn sampler(settings: &TelemetrySettings) -> Option<Sampler> {
         "traceidratio" => Sampler::TraceIdRatioBased(ratio),
         _ => Sampler::AlwaysOn,
     };
-    Some(if parent_based {
+    if parent_based {
         Sampler::ParentBased(Box::new(root))
     } else {
         root
-    })
+    }
 }
