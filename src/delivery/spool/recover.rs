@@ -44,10 +44,19 @@ pub fn recover(dir: &Path, floor: u64) -> io::Result<(LogState, Recovered)> {
     let firsts = segment_firsts(dir)?;
     let mut recovered = Recovered::default();
     let mut segments = BTreeMap::new();
+    let mut floor = floor;
     let last = firsts.last().copied();
     for first in firsts {
         let path = segment_path(dir, first);
         durable::make_private(&path, 0o600);
+        if fs::metadata(&path)?.len() == 0 {
+            // Holds no record, and its name may lie: a rotation that failed after creating
+            // the file left it while records of its number went on into the segment before
+            // (`writer.rs`). Read as a segment, it would hide those. Its name stays a floor.
+            fs::remove_file(&path)?;
+            floor = floor.max(first);
+            continue;
+        }
         let mut scan = scan(&path, first, |_, _| {})?;
         if Some(first) != last {
             // Only the segment being written when the process died can have a torn tail.
@@ -59,7 +68,7 @@ pub fn recover(dir: &Path, floor: u64) -> io::Result<(LogState, Recovered)> {
         segments.insert(first, settle(dir, first, path, scan, &mut recovered)?);
     }
     // Numbering goes on from the cursor, and above every segment's name and record, even
-    // when the cursor is gone and the last segment empty (`LogState::recovered`).
+    // when the cursor is gone and the last segment was empty (`LogState::recovered`).
     Ok((LogState::recovered(segments, floor), recovered))
 }
 

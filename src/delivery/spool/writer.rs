@@ -128,7 +128,12 @@ fn new_segment(dir: &Path, state: &mut LogState) -> std::io::Result<Active> {
         .create(true)
         .append(true)
         .open(&path)?;
-    File::open(dir)?.sync_all()?;
+    if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
+        // The writer goes on in the current segment, numbering on from it: a file named
+        // for the next number must not stay (recovery also drops empty segments).
+        let _ = std::fs::remove_file(&path);
+        return Err(error);
+    }
     Ok((state.start_segment(path), file))
 }
 

@@ -249,3 +249,32 @@ async fn parks_an_event_kafka_refuses_outright_and_forwards_the_ones_behind_it()
     assert_eq!(got[before..], ["e5"]);
     tasks.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_segment_left_by_a_failed_rotation_skips_no_record_after_a_restart() {
+    // A rotation after record 4 created `5.seg`, then could not fsync the directory (EIO,
+    // or no descriptor for it): the writer kept appending 5… to `0.seg`, and the empty
+    // file stayed. Restarted with the cursor at 6, the forwarder took `5.seg` for the
+    // segment holding 6: records 6–9, acknowledged, were skipped and their segment deleted.
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Arc::new(FakeKafka::default());
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
+    append(&spool, ids(0..6)).await;
+    kafka.wait_for(6).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Cursor::new(dir.path()).load().unwrap() != 6 {
+        assert!(Instant::now() < deadline, "cursor never reached 6");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    kafka.down.store(true, Ordering::SeqCst);
+    append(&spool, ids(6..10)).await;
+    tasks.stop(Duration::from_secs(5)).await;
+    drop(spool);
+    std::fs::write(log::segment_path(dir.path(), 5), b"").unwrap();
+
+    let kafka = Arc::new(FakeKafka::default());
+    let (spool, tasks) = start(dir.path(), &kafka, &metrics());
+    assert_eq!(append(&spool, ids(10..11)).await, vec![10]);
+    assert_eq!(kafka.wait_for(5).await, ids(6..11));
+    tasks.stop(Duration::from_secs(5)).await;
+}
