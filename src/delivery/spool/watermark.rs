@@ -6,7 +6,7 @@
 //! lower of the forwarder's cursor and the oldest held record; its acceptance time is at
 //! least the commit time noted at or before its number, less the longest a request may take
 //! between acceptance and commit (`slack`). With nothing unforwarded, the spool is drained
-//! through now. After a restart nothing is noted for the records recovered: until they are
+//! through now less `slack`: a request accepted since may still wait for the writer. After a restart nothing is noted for the records recovered: until they are
 //! forwarded the answer is 0 ("not drained through anything"), which only makes a backfill
 //! wait. Conservative by construction: an answer may be early, never late.
 
@@ -51,9 +51,10 @@ impl Checkpoints {
     }
 }
 
-/// The time through which the spool is drained: `now_ms` when nothing numbered below
-/// `next_seq` is unforwarded (`oldest_unforwarded >= next_seq`), else the lower bound
-/// above less `slack_ms`, or 0 when there is none.
+/// The time through which the spool is drained: `now_ms − slack_ms` when nothing numbered
+/// below `next_seq` is unforwarded (`oldest_unforwarded >= next_seq`; a request accepted
+/// in the last `slack_ms` may not be numbered yet), else the lower bound above less
+/// `slack_ms`, or 0 when there is none.
 pub fn drained_through_ms(
     checkpoints: &Checkpoints,
     oldest_unforwarded: u64,
@@ -62,7 +63,7 @@ pub fn drained_through_ms(
     slack_ms: u64,
 ) -> u64 {
     if oldest_unforwarded >= next_seq {
-        return now_ms;
+        return now_ms.saturating_sub(slack_ms);
     }
     checkpoints
         .committed_at_or_after(oldest_unforwarded)
@@ -82,7 +83,7 @@ mod tests {
         c.note(30, 3_000);
         let cases = [
             // (oldest unforwarded, next_seq, want)
-            (40, 40, 9_999),     // nothing unforwarded: through now
+            (40, 40, 9_999 - 5), // nothing unforwarded: through now, less what may be queued
             (25, 40, 2_000 - 5), // between notes: the earlier one
             (30, 40, 3_000 - 5), // on a note
             (10, 40, 1_000 - 5), // the 1_050 batch was not noted: the earlier note, early is safe
