@@ -53,7 +53,10 @@ pub fn recover(dir: &Path, floor: u64) -> io::Result<(LogState, Recovered)> {
             // Holds no record, and its name may lie: a rotation that failed after creating
             // the file left it while records of its number went on into the segment before
             // (`writer.rs`). Read as a segment, it would hide those. Its name stays a floor.
-            fs::remove_file(&path)?;
+            // Removing it is tidiness: if that fails it is passed over all the same.
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(%error, segment = %path.display(), "Cannot remove an empty spool segment; passing over it.");
+            }
             floor = floor.max(first);
             continue;
         }
