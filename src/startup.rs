@@ -36,6 +36,7 @@ use crate::health::Health;
 use crate::http_server;
 use crate::ingress::{Ingress, Live, Parts};
 use crate::metrics::{Labels, Metrics};
+use crate::operator::reconcile;
 use crate::routing::Router;
 use crate::shutdown::Stopping;
 
@@ -130,12 +131,11 @@ impl Application {
         let mut kafka = Kafka::start(&settings, prepared.router.topics(), &prepared.metrics)?;
         let Delivery { deliver, spool } = delivery(&settings, &kafka, &prepared.metrics)?;
         let (spool, spool_tasks) = spool.unzip();
-        let drained_report = spool.clone();
         let health = Health::new(
             prepared.metrics.clone(),
             Arc::clone(&stopping),
             kafka.topics_ready(),
-            spool,
+            spool.clone(),
         );
         let metrics = prepared.metrics;
         let ingress = web::Data::new(Ingress::new(
@@ -160,14 +160,9 @@ impl Application {
             prepared.tls,
         )?;
         // Last, once nothing can fail: a failed build leaves no task behind.
-        spawn_probes(&settings, &mut kafka, &health, drained_report, &stopping);
-        let latest = Arc::new(arc_swap::ArcSwap::from_pointee(settings.clone()));
-        let reconciler = crate::operator::reconcile::spawn(
-            &latest,
-            metrics.reconcile,
-            Arc::clone(&stopping),
-            prepared.traces.clone(),
-        );
+        spawn_probes(&settings, &mut kafka, &health, spool, &stopping);
+        let (latest, reconciler) =
+            reconcile::spawn(&settings, metrics.reconcile, &stopping, &prepared.traces);
         crate::reload::Reloader {
             file,
             running: settings.clone(),

@@ -11,6 +11,7 @@ mod declare;
 mod kafka;
 mod reconcile;
 mod reload;
+mod traces;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub use declare::PREFIX;
 pub use kafka::KafkaMetrics;
 pub use reconcile::{RUN_RESULTS, ReconcileMetrics};
 pub use reload::{RELOAD_RESULTS, ReloadMetrics};
+pub use traces::{TRACE_EXPORT_FAILED, TRACE_QUEUE_FULL, TraceMetrics};
 
 use prometheus::{
     Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
@@ -27,11 +29,6 @@ use prometheus::{
 
 /// The reason label of connections refused by `server.max_connections_per_address`.
 pub const CONNECTION_PER_ADDRESS_LIMIT: &str = "per_address_limit";
-
-/// The reason labels of `trace_spans_dropped_total`: the export queue was full; an export
-/// failed (an error, a refusal, a timeout).
-pub const TRACE_QUEUE_FULL: &str = "queue_full";
-pub const TRACE_EXPORT_FAILED: &str = "export_failed";
 
 /// Endpoint label for requests to no configured path.
 pub const NO_ENDPOINT: &str = "none";
@@ -53,10 +50,8 @@ pub struct Metrics {
     pub in_flight_body_bytes: IntGauge,
     pub unverified_body_bytes: IntGauge,
     pub producer_restarts: IntCounter,
-    /// Spans the OTLP exporter delivered (`[telemetry]`).
-    pub trace_spans_exported: IntCounter,
-    /// Spans given up, by reason ([`TRACE_QUEUE_FULL`], [`TRACE_EXPORT_FAILED`]).
-    pub trace_spans_dropped: IntCounterVec,
+    /// The span export (`[telemetry]`).
+    pub traces: TraceMetrics,
     /// Connections closed as they were accepted, by reason (`connection_limit.rs`).
     pub connections_refused: IntCounterVec,
     pub kafka_max_record_bytes: IntGauge,
@@ -71,7 +66,6 @@ pub struct Metrics {
     pub reconcile: ReconcileMetrics,
     /// Reloads of the configuration.
     pub reload: ReloadMetrics,
-    build_info: IntGaugeVec,
 }
 
 /// The spool's gauges and counters (all zero when the spool is off).
@@ -172,6 +166,14 @@ impl Metrics {
     pub fn new(labels: &Labels<'_>) -> Self {
         let d = Declare::default();
         let mut m = Self::declared_on(&d);
+        // Which build runs: always 1, set once, so not kept.
+        d.gauge_vec(
+            "build_info",
+            "Always 1; labels say which build runs.",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
         (m.registry, m.declared) = registry_of(d);
         m.precreate(labels);
         m
@@ -222,13 +224,7 @@ impl Metrics {
                 "Connections closed as soon as they were accepted, by reason (per_address_limit: server.max_connections_per_address).",
                 &["reason"],
             ),
-            trace_spans_exported: d.counter("trace_spans_exported_total",
-                "Spans the OTLP exporter delivered to the collector ([telemetry]).",
-            ),
-            trace_spans_dropped: d.counter_vec("trace_spans_dropped_total",
-                "Spans given up, by reason: queue_full (the export queue, telemetry.max_queued_spans, was full), export_failed (the collector refused, failed or timed out).",
-                &["reason"],
-            ),
+            traces: TraceMetrics::new(d),
             producer_restarts: d.counter("producer_restarts_total",
                 "Kafka producers replaced because they could no longer deliver.",
             ),
@@ -243,10 +239,6 @@ impl Metrics {
             ),
             ready: d.gauge("ready",
                 "1 when the bridge is ready to take webhooks (broker reachable, not stopping).",
-            ),
-            build_info: d.gauge_vec("build_info",
-                "Always 1; labels say which build runs.",
-                &["version"],
             ),
             spool: SpoolMetrics::new(d),
             kafka: KafkaMetrics::new(d),
@@ -265,14 +257,9 @@ impl Metrics {
     fn precreate(&self, labels: &Labels<'_>) {
         self.connections_refused
             .with_label_values(&[CONNECTION_PER_ADDRESS_LIMIT]);
-        for reason in [TRACE_QUEUE_FULL, TRACE_EXPORT_FAILED] {
-            self.trace_spans_dropped.with_label_values(&[reason]);
-        }
+        self.traces.precreate();
         self.reconcile.precreate(&labels.rebuildable_types);
         self.reload.precreate(&labels.registrations);
-        self.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
         for endpoint in &labels.endpoints {
             self.request_duration.with_label_values(&[endpoint]);
             self.events_deduplicated.with_label_values(&[endpoint]);

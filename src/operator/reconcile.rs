@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backfill::{Failure, Fill, Span, fill};
+use crate::config::Settings;
 use crate::config::reload::Latest;
 use crate::metrics::{RUN_RESULTS, ReconcileMetrics};
 use crate::shutdown::Stopping;
@@ -23,22 +24,26 @@ const FIRST_RUN_AFTER: Duration = Duration::from_secs(10);
 /// The longest a run reads Kafka back.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Starts the reconciler if `[reconcile]` is enabled; it ends once `stopping` is set.
+/// Starts the reconciler if `[reconcile]` is enabled in `settings`; it ends once `stopping`
+/// is set. Each run takes its configuration from the returned [`Latest`], which the
+/// reloader keeps up to date.
 pub fn spawn(
-    latest: &Latest,
+    settings: &Settings,
     metrics: ReconcileMetrics,
-    stopping: Arc<Stopping>,
-    traces: Traces,
-) -> Option<JoinHandle<()>> {
-    if !latest.load().reconcile.enabled {
-        return None;
+    stopping: &Arc<Stopping>,
+    traces: &Traces,
+) -> (Latest, Option<JoinHandle<()>>) {
+    let latest: Latest = Arc::new(arc_swap::ArcSwap::from_pointee(settings.clone()));
+    if !settings.reconcile.enabled {
+        return (latest, None);
     }
-    let latest = Arc::clone(latest);
-    std::thread::Builder::new()
+    let (shared, stopping, traces) = (Arc::clone(&latest), Arc::clone(stopping), traces.clone());
+    let handle = std::thread::Builder::new()
         .name("reconcile".into())
-        .spawn(move || run(&latest, &metrics, &stopping, &traces))
+        .spawn(move || run(&shared, &metrics, &stopping, &traces))
         .map_err(|error| tracing::warn!(%error, "Cannot start the reconciler thread."))
-        .ok()
+        .ok();
+    (latest, handle)
 }
 
 fn run(latest: &Latest, metrics: &ReconcileMetrics, stopping: &Stopping, traces: &Traces) {

@@ -36,9 +36,9 @@ pub struct SpanCounters {
 
 impl SpanCounters {
     pub fn of(metrics: &Metrics) -> Self {
-        let dropped = |reason| metrics.trace_spans_dropped.with_label_values(&[reason]);
+        let dropped = |reason| metrics.traces.dropped.with_label_values(&[reason]);
         Self {
-            exported: metrics.trace_spans_exported.clone(),
+            exported: metrics.traces.exported.clone(),
             export_failed: dropped(TRACE_EXPORT_FAILED),
             queue_full: dropped(TRACE_QUEUE_FULL),
         }
