@@ -56,6 +56,17 @@ pub const SAMPLERS: &[&str] = &[
     "parentbased_traceidratio",
 ];
 
+/// One of [`SAMPLERS`], as a variable may write it (surrounding blanks allowed).
+fn known_sampler(name: &str) -> Option<&'static str> {
+    SAMPLERS.iter().find(|k| **k == name.trim()).copied()
+}
+
+/// A sampling ratio from 0 to 1, as a variable may write it.
+fn ratio_of(text: &str) -> Option<f64> {
+    let ratio = text.trim().parse::<f64>().ok()?;
+    (0.0..=1.0).contains(&ratio).then_some(ratio)
+}
+
 /// `otlp_endpoint` as `check-config` and the log show it: a user name, password or query,
 /// which may carry credentials, shown as `[redacted]`.
 pub fn shown_endpoint(url: &str) -> String {
@@ -124,16 +135,14 @@ impl TelemetrySettings {
     /// `parentbased_always_on` with ratio 1. A ratio with no sampler named anywhere means
     /// `parentbased_traceidratio`.
     pub fn sampling(&self, env: impl Fn(&str) -> Option<String>) -> Sampling {
-        let known = |name: &str| SAMPLERS.iter().find(|k| **k == name).copied();
-        let ratio = self.sampler_arg.or_else(|| {
-            env("OTEL_TRACES_SAMPLER_ARG")
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|r| (0.0..=1.0).contains(r))
-        });
+        let ratio = self
+            .sampler_arg
+            .or_else(|| env("OTEL_TRACES_SAMPLER_ARG").as_deref().and_then(ratio_of));
         let name = match &self.sampler {
-            Some(name) => known(name),
+            Some(name) => known_sampler(name),
             None => env("OTEL_TRACES_SAMPLER")
-                .and_then(|v| known(v.trim()))
+                .as_deref()
+                .and_then(known_sampler)
                 .or(self.sampler_arg.map(|_| "parentbased_traceidratio")),
         };
         Sampling {
@@ -158,7 +167,7 @@ impl TelemetrySettings {
         let mut warnings = Vec::new();
         if let Some(sampler) = env("OTEL_TRACES_SAMPLER")
             && self.sampler.is_none()
-            && !SAMPLERS.contains(&sampler.as_str())
+            && known_sampler(&sampler).is_none()
         {
             warnings.push(format!(
                 "OTEL_TRACES_SAMPLER = {sampler:?} is not a sampler this bridge knows; the \
@@ -168,10 +177,7 @@ impl TelemetrySettings {
         }
         if let Some(arg) = env("OTEL_TRACES_SAMPLER_ARG")
             && self.sampler_arg.is_none()
-            && !arg
-                .trim()
-                .parse::<f64>()
-                .is_ok_and(|r| (0.0..=1.0).contains(&r))
+            && ratio_of(&arg).is_none()
         {
             warnings.push(format!(
                 "OTEL_TRACES_SAMPLER_ARG = {arg:?} is not a ratio from 0 to 1; the SDK \
