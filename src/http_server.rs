@@ -22,17 +22,20 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_http::{HttpService, KeepAlive};
+use actix_http::{HttpService, KeepAlive, Request};
 use actix_service::{Service, ServiceFactory, apply_fn_factory, map_config};
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::{AppConfig, Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::rt::net::TcpStream;
 use actix_web::{App, HttpResponse, web};
 
 use crate::config::Settings;
+use crate::connection_end::{self, ConnectionEnd, Refusal, Watch};
 use crate::connection_limit::{Admission, ConnectionLimit};
 use crate::health::{self, Health};
 use crate::ingress::{self, Ingress};
 use crate::metrics::{CONNECTION_PER_ADDRESS_LIMIT, Metrics};
+use prometheus::IntCounter;
 
 /// How long actix's own graceful stop may take (its `shutdown_timeout`).
 const GRACE: Duration = Duration::from_secs(1);
@@ -66,27 +69,81 @@ where
         .default_service(web::to(ingress::dispatch))
 }
 
+/// What a connection's end is counted under: the refusals actix-http makes itself
+/// (`connection_end.rs`), one counter each, and its head timeout.
+struct Ends {
+    refused: [IntCounter; Refusal::ALL.len()],
+    head_timeout: Duration,
+}
+
+impl Ends {
+    fn new(metrics: &Metrics, head_timeout: Duration) -> Self {
+        let counter = |r: Refusal| metrics.connections_refused.with_label_values(&[r.reason()]);
+        Self {
+            refused: Refusal::ALL.map(counter),
+            head_timeout,
+        }
+    }
+
+    /// Counts the refusal, if any, that ended `watch`'s connection with `result`.
+    fn record<E: ConnectionEnd>(&self, watch: &Watch, result: &Result<(), E>) {
+        match (watch.refusal(result, self.head_timeout), result) {
+            (Some(refusal), _) => {
+                self.refused[refusal.index()].inc();
+                let error = result.as_ref().err().map(tracing::field::display);
+                tracing::debug!(reason = refusal.reason(), error, "Refused a connection.");
+            }
+            (None, Err(e)) => tracing::debug!(error = %e, "A connection ended with an error."),
+            (None, Ok(())) => {}
+        }
+    }
+}
+
+/// `app`, marking each request's connection as having served one (`connection_end.rs`).
+fn marking<S>(
+    app: S,
+) -> impl ServiceFactory<
+    Request,
+    Config = (),
+    Response = S::Response,
+    Error = S::Error,
+    InitError = S::InitError,
+>
+where
+    S: ServiceFactory<Request, Config = ()>,
+{
+    apply_fn_factory(app, |request: Request, app: &S::Service| {
+        connection_end::request_arrived();
+        app.call(request)
+    })
+}
+
 /// `factory`'s connections, each admitted by `limit` first (`connection_limit.rs`): one
-/// refused is dropped, which closes it, before anything is read from it.
+/// refused is dropped, which closes it, before anything is read from it. How each admitted
+/// one ended is counted by `ends`.
 fn limited<F>(
     factory: F,
     limit: Arc<ConnectionLimit>,
+    ends: Arc<Ends>,
 ) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = F::Error, InitError = F::InitError>
 where
     F: ServiceFactory<TcpStream, Config = (), Response = ()>,
+    F::Error: ConnectionEnd,
 {
     apply_fn_factory(factory, move |io: TcpStream, service: &F::Service| {
         let admission = limit.admit(io.peer_addr().ok().map(|a| a.ip()));
+        let watch = Watch::new();
         let served = match admission {
-            Admission::Admitted(_) => Some(service.call(io)),
+            Admission::Admitted(_) => Some(watch.during(|| service.call(io))),
             Admission::Refused => None,
         };
+        let ends = Arc::clone(&ends);
         async move {
             let _held = admission;
-            match served {
-                Some(served) => served.await,
-                None => Ok(()),
-            }
+            let Some(served) = served else { return Ok(()) };
+            let result = watch.serve(served).await;
+            ends.record(&watch, &result);
+            result
         }
     })
 }
@@ -133,21 +190,39 @@ pub fn serve(
             .connections_refused
             .with_label_values(&[CONNECTION_PER_ADDRESS_LIMIT]),
     );
-    let app = move || map_config(routes(App::new(), &shared), |()| AppConfig::default());
+    let ends = Arc::new(Ends::new(&shared.metrics, head_timeout));
+    let app = move || {
+        marking(map_config(routes(App::new(), &shared), |()| {
+            AppConfig::default()
+        }))
+    };
     let builder = match tls {
         None => builder.listen("qminder-bridge", listener, move || {
-            limited(service!().h1(app()).tcp(), Arc::clone(&limit))
+            limited(
+                service!().h1(app()).tcp(),
+                Arc::clone(&limit),
+                Arc::clone(&ends),
+            )
         })?,
         Some(tls) if http2 => builder.listen("qminder-bridge-tls", listener, move || {
             limited(
-                service!().finish(app()).rustls_0_23(tls.clone()),
+                service!()
+                    .on_connect_ext(|io: &TlsStream<TcpStream>, _: &mut _| {
+                        if io.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            connection_end::h2_negotiated();
+                        }
+                    })
+                    .finish(app())
+                    .rustls_0_23(tls.clone()),
                 Arc::clone(&limit),
+                Arc::clone(&ends),
             )
         })?,
         Some(tls) => builder.listen("qminder-bridge-tls", listener, move || {
             limited(
                 service!().h1(app()).rustls_0_23(tls.clone()),
                 Arc::clone(&limit),
+                Arc::clone(&ends),
             )
         })?,
     };

@@ -6,12 +6,13 @@
 //! producer, or the spool) → 7 back to [`ingress`] for the answer. Around it: [`config`],
 //! [`metrics`], [`health`], [`shutdown`], [`reload`] (SIGHUP and the watch), [`traces`]
 //! (OpenTelemetry spans and the context records carry), [`connection_limit`] (connections
-//! per client address), and [`startup`], the composition root. The
+//! per client address), [`connection_end`] (refusals actix-http makes itself, counted), and [`startup`], the composition root. The
 //! operator tools (command line, `send`, `spool`, Qminder's API for `backfill`) live apart,
 //! in [`operator`].
 
 pub mod access;
 pub mod config;
+pub mod connection_end;
 pub mod connection_limit;
 pub mod dedupe;
 pub mod delivery;

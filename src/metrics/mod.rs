@@ -221,7 +221,7 @@ impl Metrics {
                 "Bytes of request bodies held before their signature was checked, beyond each request's own 16 KiB (server.max_unverified_body_bytes).",
             ),
             connections_refused: d.counter_vec("connections_refused_total",
-                "Connections closed as soon as they were accepted, by reason (per_address_limit: server.max_connections_per_address).",
+                "Connections refused before any request reached the bridge, by reason: per_address_limit (closed as accepted: server.max_connections_per_address); bad_request, headers_too_large, request_timeout (a request head that does not parse, outgrows the HTTP layer's buffer, or is not complete within server.client_request_timeout_ms: answered 400, 431, 408 by actix-http); tls_handshake_failed.",
                 &["reason"],
             ),
             traces: TraceMetrics::new(d),

@@ -29,5 +29,6 @@ mod spool_held;
 mod spool_tools;
 mod trace_context;
 mod traces;
+mod unreadable;
 mod upgrade;
 mod webhooks;
