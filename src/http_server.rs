@@ -69,19 +69,27 @@ where
         .default_service(web::to(ingress::dispatch))
 }
 
-/// What a connection's end is counted under: the refusals actix-http makes itself
-/// (`connection_end.rs`), one counter each, and its head timeout.
-struct Ends {
+/// What every connection passes: the per-address limit as it is accepted
+/// (`connection_limit.rs`), and at its end the count of the refusals actix-http makes
+/// itself (`connection_end.rs`), one counter each, with its head timeout.
+struct Gate {
+    limit: Arc<ConnectionLimit>,
     refused: [IntCounter; Refusal::ALL.len()],
     head_timeout: Duration,
 }
 
-impl Ends {
-    fn new(metrics: &Metrics, head_timeout: Duration) -> Self {
-        let counter = |r: Refusal| metrics.connections_refused.with_label_values(&[r.reason()]);
+impl Gate {
+    fn new(settings: &Settings, shared: &Shared) -> Self {
+        let metrics = &shared.metrics.connections_refused;
+        let trusted = shared.ingress.clone();
         Self {
-            refused: Refusal::ALL.map(counter),
-            head_timeout,
+            limit: ConnectionLimit::new(
+                settings.server.max_connections_per_address,
+                Box::new(move |ip| trusted.is_trusted_proxy(ip)),
+                metrics.with_label_values(&[CONNECTION_PER_ADDRESS_LIMIT]),
+            ),
+            refused: Refusal::ALL.map(|r| metrics.with_label_values(&[r.reason()])),
+            head_timeout: Duration::from_millis(settings.server.client_request_timeout_ms),
         }
     }
 
@@ -96,6 +104,13 @@ impl Ends {
             (None, Err(e)) => tracing::debug!(error = %e, "A connection ended with an error."),
             (None, Ok(())) => {}
         }
+    }
+}
+
+/// Tells `connection_end` that a TLS connection speaks HTTP/2 (no head timer to infer).
+fn mark_h2(io: &TlsStream<TcpStream>, _: &mut actix_http::Extensions) {
+    if io.get_ref().1.alpn_protocol() == Some(b"h2") {
+        connection_end::h2_negotiated();
     }
 }
 
@@ -118,31 +133,30 @@ where
     })
 }
 
-/// `factory`'s connections, each admitted by `limit` first (`connection_limit.rs`): one
-/// refused is dropped, which closes it, before anything is read from it. How each admitted
-/// one ended is counted by `ends`.
+/// `factory`'s connections, each admitted by `gate`'s limit first: one refused is
+/// dropped, which closes it, before anything is read from it. How each admitted one ended
+/// is counted by `gate`.
 fn limited<F>(
     factory: F,
-    limit: Arc<ConnectionLimit>,
-    ends: Arc<Ends>,
+    gate: Arc<Gate>,
 ) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = F::Error, InitError = F::InitError>
 where
     F: ServiceFactory<TcpStream, Config = (), Response = ()>,
     F::Error: ConnectionEnd,
 {
     apply_fn_factory(factory, move |io: TcpStream, service: &F::Service| {
-        let admission = limit.admit(io.peer_addr().ok().map(|a| a.ip()));
+        let admission = gate.limit.admit(io.peer_addr().ok().map(|a| a.ip()));
         let watch = Watch::new();
         let served = match admission {
             Admission::Admitted(_) => Some(watch.during(|| service.call(io))),
             Admission::Refused => None,
         };
-        let ends = Arc::clone(&ends);
+        let gate = Arc::clone(&gate);
         async move {
             let _held = admission;
             let Some(served) = served else { return Ok(()) };
             let result = watch.serve(served).await;
-            ends.record(&watch, &result);
+            gate.record(&watch, &result);
             result
         }
     })
@@ -181,16 +195,7 @@ pub fn serve(
                 .client_disconnect_timeout(disconnect_timeout)
         };
     }
-    let trusted = shared.ingress.clone();
-    let limit = ConnectionLimit::new(
-        server.max_connections_per_address,
-        Box::new(move |ip| trusted.is_trusted_proxy(ip)),
-        shared
-            .metrics
-            .connections_refused
-            .with_label_values(&[CONNECTION_PER_ADDRESS_LIMIT]),
-    );
-    let ends = Arc::new(Ends::new(&shared.metrics, head_timeout));
+    let gate = Arc::new(Gate::new(settings, &shared));
     let app = move || {
         marking(map_config(routes(App::new(), &shared), |()| {
             AppConfig::default()
@@ -198,31 +203,21 @@ pub fn serve(
     };
     let builder = match tls {
         None => builder.listen("qminder-bridge", listener, move || {
-            limited(
-                service!().h1(app()).tcp(),
-                Arc::clone(&limit),
-                Arc::clone(&ends),
-            )
+            limited(service!().h1(app()).tcp(), Arc::clone(&gate))
         })?,
         Some(tls) if http2 => builder.listen("qminder-bridge-tls", listener, move || {
             limited(
                 service!()
-                    .on_connect_ext(|io: &TlsStream<TcpStream>, _: &mut _| {
-                        if io.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            connection_end::h2_negotiated();
-                        }
-                    })
+                    .on_connect_ext(mark_h2)
                     .finish(app())
                     .rustls_0_23(tls.clone()),
-                Arc::clone(&limit),
-                Arc::clone(&ends),
+                Arc::clone(&gate),
             )
         })?,
         Some(tls) => builder.listen("qminder-bridge-tls", listener, move || {
             limited(
                 service!().h1(app()).rustls_0_23(tls.clone()),
-                Arc::clone(&limit),
-                Arc::clone(&ends),
+                Arc::clone(&gate),
             )
         })?,
     };
