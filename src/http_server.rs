@@ -8,7 +8,11 @@
 //! always offers HTTP/2 over TLS (it puts `h2` first in ALPN), with the h2 crate's default
 //! limits, which nothing lowers (`tls.rs`). Here TLS is HTTP/1.1 only (`H1Service`)
 //! unless `[server.tls] http2` asks for both (`HttpService`); plain is HTTP/1.1 only, so
-//! cleartext h2c is never spoken.
+//! cleartext h2c is never spoken. The services are composed here rather than with
+//! actix-http's `tcp()`/`rustls_0_23()` helpers (the same steps: the TLS acceptor with its
+//! default 3 s handshake timeout, the peer's address, the protocol from ALPN) so that each
+//! connection's plaintext stream is watched for the refusals actix-http answers itself
+//! (`connection_end`).
 //!
 //! Relies on actix-server's `ServerHandle::stop(graceful)`: a graceful stop waits for open
 //! connections (idle keep-alive ones too) up to the server's `shutdown_timeout` (whole
@@ -18,24 +22,29 @@
 //! drained the requests in flight itself; actix only finishes writing answers and closes
 //! idle keep-alive connections.
 
-use std::net::TcpListener;
+use std::future::ready;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_http::{HttpService, KeepAlive, Request};
-use actix_service::{Service, ServiceFactory, apply_fn_factory, map_config};
-use actix_tls::accept::rustls_0_23::TlsStream;
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, KeepAlive, Protocol, Request};
+use actix_service::{
+    Service, ServiceFactory, ServiceFactoryExt, apply_fn_factory, fn_service, map_config,
+};
+use actix_tls::accept::TlsError;
+use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
 use actix_web::dev::{AppConfig, Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::rt::net::TcpStream;
 use actix_web::{App, HttpResponse, web};
+use prometheus::IntCounter;
 
 use crate::config::Settings;
-use crate::connection_end::{self, ConnectionEnd, Refusal, Watch};
+use crate::connection_end::{self, ConnectionEnd, Refusal, Watch, Watched};
 use crate::connection_limit::{Admission, ConnectionLimit};
 use crate::health::{self, Health};
 use crate::ingress::{self, Ingress};
 use crate::metrics::{CONNECTION_PER_ADDRESS_LIMIT, Metrics};
-use prometheus::IntCounter;
 
 /// How long actix's own graceful stop may take (its `shutdown_timeout`).
 const GRACE: Duration = Duration::from_secs(1);
@@ -71,11 +80,10 @@ where
 
 /// What every connection passes: the per-address limit as it is accepted
 /// (`connection_limit.rs`), and at its end the count of the refusals actix-http makes
-/// itself (`connection_end.rs`), one counter each, with its head timeout.
+/// itself (`connection_end`), one counter each.
 struct Gate {
     limit: Arc<ConnectionLimit>,
     refused: [IntCounter; Refusal::ALL.len()],
-    head_timeout: Duration,
 }
 
 impl Gate {
@@ -89,13 +97,12 @@ impl Gate {
                 metrics.with_label_values(&[CONNECTION_PER_ADDRESS_LIMIT]),
             ),
             refused: Refusal::ALL.map(|r| metrics.with_label_values(&[r.reason()])),
-            head_timeout: Duration::from_millis(settings.server.client_request_timeout_ms),
         }
     }
 
     /// Counts the refusal, if any, that ended `watch`'s connection with `result`.
     fn record<E: ConnectionEnd>(&self, watch: &Watch, result: &Result<(), E>) {
-        match (watch.refusal(result, self.head_timeout), result) {
+        match (watch.refusal(result), result) {
             (Some(refusal), _) => {
                 self.refused[refusal.index()].inc();
                 let error = result.as_ref().err().map(tracing::field::display);
@@ -107,14 +114,34 @@ impl Gate {
     }
 }
 
-/// Tells `connection_end` that a TLS connection speaks HTTP/2 (no head timer to infer).
-fn mark_h2(io: &TlsStream<TcpStream>, _: &mut actix_http::Extensions) {
-    if io.get_ref().1.alpn_protocol() == Some(b"h2") {
-        connection_end::h2_negotiated();
+/// TLS connections accepted with `config`, each plaintext stream watched
+/// (`connection_end`), with the peer's address.
+fn accept_tls(
+    config: rustls::ServerConfig,
+) -> impl ServiceFactory<
+    TcpStream,
+    Config = (),
+    Response = (Watched<TlsStream<TcpStream>>, Option<SocketAddr>),
+    Error = TlsError<std::io::Error, DispatchError>,
+    InitError = (),
+> {
+    Acceptor::new(config)
+        .map_err(TlsError::into_service_error)
+        .map(|io: TlsStream<TcpStream>| {
+            let peer = io.get_ref().0.peer_addr().ok();
+            (connection_end::watched(io), peer)
+        })
+}
+
+/// The protocol ALPN chose for `io` (`tls.rs` offers h2 only when configured to).
+fn protocol(io: &Watched<TlsStream<TcpStream>>) -> Protocol {
+    match io.get_ref().get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
     }
 }
 
-/// `app`, marking each request's connection as having served one (`connection_end.rs`).
+/// `app`, marking each request's connection as having served one (`connection_end`).
 fn marking<S>(
     app: S,
 ) -> impl ServiceFactory<
@@ -203,22 +230,23 @@ pub fn serve(
     };
     let builder = match tls {
         None => builder.listen("qminder-bridge", listener, move || {
-            limited(service!().h1(app()).tcp(), Arc::clone(&gate))
+            let plain = fn_service(|io: TcpStream| {
+                let peer = io.peer_addr().ok();
+                ready(Ok::<_, DispatchError>((connection_end::watched(io), peer)))
+            });
+            limited(plain.and_then(service!().h1(app())), Arc::clone(&gate))
         })?,
         Some(tls) if http2 => builder.listen("qminder-bridge-tls", listener, move || {
-            limited(
-                service!()
-                    .on_connect_ext(mark_h2)
-                    .finish(app())
-                    .rustls_0_23(tls.clone()),
-                Arc::clone(&gate),
-            )
+            let both = service!().finish(app()).map_err(TlsError::Service);
+            let accepted = accept_tls(tls.clone()).map(|(io, peer)| {
+                let proto = protocol(&io);
+                (io, proto, peer)
+            });
+            limited(accepted.and_then(both), Arc::clone(&gate))
         })?,
         Some(tls) => builder.listen("qminder-bridge-tls", listener, move || {
-            limited(
-                service!().h1(app()).rustls_0_23(tls.clone()),
-                Arc::clone(&gate),
-            )
+            let h1 = service!().h1(app()).map_err(TlsError::Service);
+            limited(accept_tls(tls.clone()).and_then(h1), Arc::clone(&gate))
         })?,
     };
     Ok(builder.run())

@@ -1,8 +1,8 @@
 //! Logging: `tracing` to stdout (the operator tools: stderr), the level from `RUST_LOG` (default `info`), the layout from
 //! `log.format` (`text` or `json`). librdkafka's own logs arrive through `delivery/kafka/context.rs`.
-//! actix-http's per-connection lines are off unless `RUST_LOG` names `actix_http`: any
-//! client can make them (a malformed head is an ERROR "stream error" there), and the
-//! bridge counts those connections itself (`connection_end.rs`).
+//! actix-http's per-connection lines are off, and rustls's below ERROR, unless `RUST_LOG`
+//! names the crate: any client can make them (a malformed head is an ERROR "stream error"
+//! in actix-http), and the bridge counts those connections itself (`connection_end`).
 
 use tracing_subscriber::EnvFilter;
 
@@ -24,21 +24,37 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// actix-http's targets that log once per client connection (a malformed head, a client
-/// leaving), turned off on `filter` unless `rust_log` names `actix_http`.
-const CLIENT_MADE: [&str; 3] = [
-    "actix_http::h1::dispatcher=off",
-    "actix_http::h1::decoder=off",
-    "actix_http::h2::dispatcher=off",
+/// Log targets any client can make write a line per connection (actix-http: a malformed
+/// head, a client leaving; rustls: a handshake message of the wrong type, a warning
+/// alert), with the directive that quiets each unless `RUST_LOG` names its crate. The
+/// bridge counts those connections itself (`connection_end`). rustls keeps its ERRORs.
+/// actix-http's lines that are off include a few about the bridge's own side (a response
+/// body stream failing), which its in-memory answers cannot produce.
+const CLIENT_MADE: [(&str, &str); 4] = [
+    ("actix_http", "actix_http::h1::dispatcher=off"),
+    ("actix_http", "actix_http::h1::decoder=off"),
+    ("actix_http", "actix_http::h2::dispatcher=off"),
+    ("rustls", "rustls=error"),
 ];
 
 fn without_client_made_lines(filter: EnvFilter, rust_log: Option<&str>) -> EnvFilter {
-    if rust_log.is_some_and(|v| v.contains("actix_http")) {
-        return filter;
-    }
+    // A directive's target is the crate or one of its modules (`tokio_rustls` is not rustls).
+    let names = |directive: &str, krate: &str| {
+        let target = directive
+            .split(['=', '['])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        target == krate
+            || target
+                .strip_prefix(krate)
+                .is_some_and(|m| m.starts_with("::"))
+    };
+    let named = |krate: &str| rust_log.is_some_and(|v| v.split(',').any(|d| names(d, krate)));
     CLIENT_MADE
         .iter()
-        .fold(filter, |filter, directive| match directive.parse() {
+        .filter(|(krate, _)| !named(krate))
+        .fold(filter, |filter, (_, directive)| match directive.parse() {
             Ok(directive) => filter.add_directive(directive),
             Err(_) => filter,
         })
@@ -62,13 +78,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn actix_s_per_connection_lines_are_off_unless_rust_log_names_actix_http() {
+    fn per_connection_lines_clients_can_make_are_off_unless_rust_log_names_their_crate() {
         let quiet = without_client_made_lines(EnvFilter::new("info"), Some("info")).to_string();
-        for directive in CLIENT_MADE {
+        for (_, directive) in CLIENT_MADE {
             assert!(quiet.contains(directive), "{quiet}");
         }
         let asked = "info,actix_http=debug";
         let kept = without_client_made_lines(EnvFilter::new(asked), Some(asked)).to_string();
         assert!(!kept.contains("=off"), "{kept}");
+        assert!(kept.contains("rustls=error"), "{kept}");
+        let other = "info,tokio_rustls=debug";
+        let quiet = without_client_made_lines(EnvFilter::new(other), Some(other)).to_string();
+        assert!(quiet.contains("rustls=error"), "{quiet}");
+        let module = "info,rustls::server=debug";
+        let kept = without_client_made_lines(EnvFilter::new(module), Some(module)).to_string();
+        assert!(!kept.contains("rustls=error"), "{kept}");
     }
 }

@@ -221,7 +221,7 @@ impl Metrics {
                 "Bytes of request bodies held before their signature was checked, beyond each request's own 16 KiB (server.max_unverified_body_bytes).",
             ),
             connections_refused: d.counter_vec("connections_refused_total",
-                "Connections refused before any request reached the bridge, by reason: per_address_limit (closed as accepted: server.max_connections_per_address); bad_request, headers_too_large, request_timeout (a request head that does not parse, outgrows the HTTP layer's buffer, or is not complete within server.client_request_timeout_ms: answered 400, 431, 408 by actix-http); tls_handshake_failed.",
+                "Connections refused by the HTTP layer, by reason: per_address_limit (closed as accepted: server.max_connections_per_address); bad_request, headers_too_large, request_timeout (a request head that does not parse, outgrows the head buffer or has over 96 headers, or is not complete within server.client_request_timeout_ms: answered 400, 431, 408 by actix-http); tls_handshake_failed; h2_protocol_error (closed by h2 for what the client sent).",
                 &["reason"],
             ),
             traces: TraceMetrics::new(d),

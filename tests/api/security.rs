@@ -158,7 +158,8 @@ async fn logs_at_trace_level_never_contain_secrets_or_personal_data() {
             s.privacy.fields.insert("email".into(), Action::Drop);
         },
         &[
-            ("RUST_LOG", "trace"),
+            // Naming the crates keeps their per-connection lines on (telemetry.rs).
+            ("RUST_LOG", "trace,actix_http=trace,rustls=trace"),
             ("QMINDER_BRIDGE_TEST_PRIVACY_KEY", "Privacy-Key-Marker-77"),
         ],
     );

@@ -1,10 +1,9 @@
 //! Requests the HTTP layer refuses before the bridge sees them: a request head that does
 //! not parse (400), one that outgrows actix's head buffer (431), one that never completes
-//! (408 after `server.client_request_timeout_ms`, 1.5 s here: the bridge tells a timed-out
-//! head by time, give or take the 500 ms of actix's clock). actix-http answers these itself, so the
-//! bridge counts them from how the connection ended (`src/connection_end.rs`), in
-//! `qminder_bridge_connections_refused_total{reason}`, and a client cannot make it write a
-//! log line per connection.
+//! (408 after `server.client_request_timeout_ms`), and failed TLS handshakes. actix-http
+//! answers these itself, so the bridge counts them from how the connection ended
+//! (`src/connection_end/`), in `qminder_bridge_connections_refused_total{reason}`, and a
+//! client cannot make it write a log line per connection.
 
 use std::time::Duration;
 
@@ -48,6 +47,18 @@ fn cases() -> Vec<Case> {
             reason: "headers_too_large",
         },
         Case {
+            what: "more than 96 headers",
+            sends: format!(
+                "POST /webhooks/qminder HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                (0..100)
+                    .map(|i| format!("X-{i}: v\r\n"))
+                    .collect::<String>()
+            )
+            .into_bytes(),
+            answer: "HTTP/1.1 431",
+            reason: "headers_too_large",
+        },
+        Case {
             what: "half a head, then nothing",
             sends: b"POST /webhooks/qminder HTTP/1.1\r\nHost: x\r\n".to_vec(),
             answer: "HTTP/1.1 408",
@@ -70,7 +81,13 @@ async fn send_and_read(host: &str, bytes: &[u8]) -> String {
 }
 
 async fn metrics(bridge: &BridgeProcess) -> String {
-    reqwest::get(format!("{}/metrics", bridge.address))
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("a client");
+    client
+        .get(format!("{}/metrics", bridge.address))
+        .send()
         .await
         .expect("metrics")
         .text()
@@ -103,7 +120,7 @@ fn refused(metrics: &str, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_the_http_layer_refuses_are_counted_by_reason_and_not_logged_one_by_one() {
     let bridge = BridgeProcess::start(broker::shared(), |s| {
-        s.server.client_request_timeout_ms = 1500;
+        s.server.client_request_timeout_ms = 500;
     });
     bridge.wait_ready(Duration::from_secs(30)).await;
     let host = bridge.address.trim_start_matches("http://").to_owned();
@@ -128,9 +145,10 @@ async fn requests_the_http_layer_refuses_are_counted_by_reason_and_not_logged_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_that_end_without_a_refusal_are_not_counted_as_refused() {
+async fn connections_that_end_without_a_refusal_of_the_http_layer_are_not_counted() {
     let bridge = BridgeProcess::start(broker::shared(), |s| {
-        s.server.client_request_timeout_ms = 1500;
+        s.server.client_request_timeout_ms = 500;
+        s.server.body_timeout_ms = 300;
     });
     bridge.wait_ready(Duration::from_secs(30)).await;
     let host = bridge.address.trim_start_matches("http://").to_owned();
@@ -144,7 +162,7 @@ async fn connections_that_end_without_a_refusal_are_not_counted_as_refused() {
             .expect("write");
         drop(half);
     }
-    // A keep-alive client whose requests were answered, idle past the head timeout.
+    // A keep-alive client whose request was answered, idle past the head timeout.
     let mut kept = TcpStream::connect(&host).await.expect("connect");
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -152,31 +170,110 @@ async fn connections_that_end_without_a_refusal_are_not_counted_as_refused() {
     let mut answer = [0u8; 512];
     let n = kept.read(&mut answer).await.expect("an answer");
     assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     drop(kept);
-    // A reader that waits past the head timeout sees that counted, so the ones above had
-    // time to be.
+    // The bridge's own 408 (a body too slow, after a head that reached it) is the app's
+    // refusal, counted with the requests', not the HTTP layer's.
+    let slow_body = format!(
+        "POST /webhooks/qminder HTTP/1.1\r\nHost: x\r\nX-Qminder-Signature: {}\r\n\
+         Content-Length: 100\r\n\r\n{{",
+        "0".repeat(64)
+    );
+    let own = send_and_read(&host, slow_body.as_bytes()).await;
+    assert!(
+        own.starts_with("HTTP/1.1 408") && own.ends_with(r#"{"error":"request_timeout"}"#),
+        "{own:?}"
+    );
+    // One head timeout last: once it is counted, the connections above have ended too.
     let late = send_and_read(&host, b"GET /healthz HTTP/1.1\r\n").await;
     assert!(late.starts_with("HTTP/1.1 408"), "{late:?}");
-    wait_refused(&bridge, "request_timeout", 1.0).await;
+    assert_eq!(wait_refused(&bridge, "request_timeout", 1.0).await, 1.0);
     let text = metrics(&bridge).await;
-    for reason in ["bad_request", "headers_too_large", "per_address_limit"] {
-        assert_eq!(refused(&text, reason), 0.0, "{reason}");
+    for reason in [
+        "bad_request",
+        "headers_too_large",
+        "per_address_limit",
+        "request_timeout",
+    ] {
+        let want = if reason == "request_timeout" {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(refused(&text, reason), want, "{reason}");
     }
-    assert_eq!(refused(&text, "request_timeout"), 1.0, "{text}");
+    let own = format!(
+        r#"qminder_bridge_events_rejected_total{{endpoint="{}",reason="request_timeout"}} 1"#,
+        crate::helpers::PATH
+    );
+    assert!(text.contains(&own), "{own}");
 }
 
+/// What is sent first on a TLS connection instead of a ClientHello.
+const NOT_CLIENT_HELLOS: [(&str, &[u8]); 2] = [
+    // rustls logs a WARN for this one in its own code ("Received a ChangeCipherSpec
+    // message while expecting [Handshake]").
+    (
+        "a ChangeCipherSpec record",
+        &[0x14, 0x03, 0x01, 0x00, 0x01, 0x01],
+    ),
+    ("plain HTTP", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_tls_handshake_is_counted_as_refused() {
-    for http2 in [false, true] {
-        let (app, _certificate) = crate::helpers::app::spawn_tls_app(http2).await;
-        let host = format!("127.0.0.1:{}", app.port());
-        // Plain HTTP to the TLS port: not a ClientHello.
-        let answer = send_and_read(&host, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(!answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-        let series = r#"qminder_bridge_connections_refused_total{reason="tls_handshake_failed"}"#;
-        app.wait_for_metric(series, 1.0, Duration::from_secs(5))
-            .await;
-        app.stop().await;
+async fn failed_tls_handshakes_are_counted_and_not_logged_but_tcp_probes_are_neither() {
+    let dir = tempfile::tempdir().expect("dir");
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, generated.cert.pem()).expect("write");
+    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write");
+    let bridge = BridgeProcess::start(broker::shared(), |s| {
+        s.server.tls = Some(qminder_bridge::config::TlsSettings {
+            cert_file,
+            key_file,
+            http2: true,
+        });
+    });
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let host = bridge.address.trim_start_matches("https://").to_owned();
+    // TCP probes (a load balancer's health check) connect and leave: not refusals.
+    for _ in 0..5 {
+        drop(TcpStream::connect(&host).await.expect("connect"));
     }
+    const EACH: usize = 10;
+    for (what, record) in NOT_CLIENT_HELLOS {
+        let sent = (0..EACH).map(|_| send_and_read(&host, record));
+        for answer in futures_util::future::join_all(sent).await {
+            // Nothing, or a TLS alert record (content type 21).
+            assert!(
+                answer.is_empty() || answer.starts_with('\u{15}'),
+                "{what}: {answer:?}"
+            );
+        }
+    }
+    let want = (NOT_CLIENT_HELLOS.len() * EACH) as f64;
+    assert_eq!(
+        wait_refused(&bridge, "tls_handshake_failed", want).await,
+        want
+    );
+    // Requests served over TLS (`/metrics`, by a client that then leaves): nothing refused.
+    let text = metrics(&bridge).await;
+    assert_eq!(
+        refused(&text, "tls_handshake_failed"),
+        want,
+        "the probes were not counted"
+    );
+    assert_eq!(refused(&text, "request_timeout"), 0.0);
+    let log = bridge.log();
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .filter(|l| l.contains(" rustls::") || l.contains(" actix_http::"))
+        .collect();
+    assert!(
+        noisy.is_empty(),
+        "{} lines:\n{}",
+        noisy.len(),
+        noisy.join("\n")
+    );
 }

@@ -1,40 +1,42 @@
 //! How a connection ended, for the refusals no handler of the bridge sees. actix-http
 //! answers a request head that does not parse (400), one that outgrows its head buffer
-//! (431) and one that has not arrived within `server.client_request_timeout_ms` (408)
-//! itself, and logs the first two per connection at ERROR (`actix_http::h1::dispatcher`,
-//! "stream error"), so a client could both go uncounted and flood the log. The bridge
-//! reads each connection's end instead (`http_server::limited`): [`ConnectionEnd::refusal`]
-//! says which refusal it was, counted in `connections_refused_total{reason}` with a DEBUG
-//! line; `telemetry` turns actix's per-connection lines off.
+//! or has more than 96 headers (431) and one not complete within
+//! `server.client_request_timeout_ms` (408) itself, and logs the first two at ERROR per
+//! connection (`actix_http::h1::dispatcher`, "stream error"), so a client could both go
+//! uncounted and flood the log. The bridge reads each connection's end instead
+//! (`http_server::limited`): [`Watch::refusal`] says which refusal it was, counted in
+//! `connections_refused_total{reason}` with a DEBUG line; `telemetry` turns the
+//! per-connection log lines off.
 //!
 //! Relies on actix-http 3.11: a 400 or 431 it sent ends the connection's service future
-//! with `DispatchError::Parse`; a failed TLS handshake with `TlsError::Tls` or `Timeout`
-//! (actix-tls). A 408 for a slow head ends it with `Ok` (no error is kept), so
-//! [`Watch`] tells it apart: the head timer runs only until the first request head, so a
-//! connection that served no request, ended cleanly and lasted at least the head timeout
-//! was ended by that timer. actix sets that timer from a clock it updates every 500 ms
-//! ([`ACTIX_CLOCK_LAG`]), so it can fire up to that much early: a client that leaves
-//! without a complete head in that last half second is counted as timed out too (and
-//! with a head timeout of 500 ms or less, any client that leaves without one). "Served a request" is marked by [`request_arrived`], called by
-//! the app's wrapper on the worker thread while that connection's future is polled (actix
-//! calls the app within the dispatcher's poll, h2 included).
+//! with `DispatchError::Parse`; a TLS handshake that fails ends it with actix-tls's
+//! `TlsError::Tls` (an I/O error: a client that left is one too, and is not counted) or
+//! `Timeout`. A 408 for a slow head ends it with `Ok`, no error kept: it is told by the
+//! status line written first on the plaintext stream (`watched.rs`) on a connection whose
+//! requests never reached the app. "Reached the app" is marked by [`request_arrived`],
+//! which the app's wrapper calls: actix calls the app within the connection future's
+//! poll (h1 and h2), which [`Watch::serve`] marks as this connection's on the thread.
 
-use std::cell::{Cell, RefCell};
+mod watched;
+
+use watched::Seen;
+pub use watched::Watched;
+
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
 
 use actix_http::error::{DispatchError, ParseError};
 use actix_tls::accept::TlsError;
 
 use crate::errors::IngressError;
 
-/// How far behind actix-http's clock can be (its date service updates it every 500 ms),
-/// and so how early its head timer can fire.
-pub const ACTIX_CLOCK_LAG: Duration = Duration::from_millis(500);
-
 /// The reason label of a TLS handshake that failed or timed out.
 pub const TLS_HANDSHAKE_FAILED: &str = "tls_handshake_failed";
+
+/// The reason label of an HTTP/2 connection h2 closed for what the client sent (a
+/// protocol error, too many resets).
+pub const H2_PROTOCOL_ERROR: &str = "h2_protocol_error";
 
 /// A connection the HTTP layer refused before any request reached the bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,18 +46,22 @@ pub enum Refusal {
     /// A request head larger than actix's head buffer: 431.
     HeadTooLarge,
     /// No complete request head within `client_request_timeout_ms`: 408 (h1), or the h2
-    /// handshake not done in that time.
+    /// preface not received in that time (closed, no answer).
     HeadTimeout,
     /// A TLS handshake that failed or did not finish in time.
     TlsHandshake,
+    /// An HTTP/2 connection closed by h2 for what the client sent; requests of it may
+    /// have been served.
+    H2Protocol,
 }
 
 impl Refusal {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Unreadable,
         Self::HeadTooLarge,
         Self::HeadTimeout,
         Self::TlsHandshake,
+        Self::H2Protocol,
     ];
 
     /// Its place in [`ALL`](Self::ALL).
@@ -71,6 +77,7 @@ impl Refusal {
             Self::HeadTooLarge => IngressError::HeadersTooLarge.code(),
             Self::HeadTimeout => IngressError::RequestTimeout.code(),
             Self::TlsHandshake => TLS_HANDSHAKE_FAILED,
+            Self::H2Protocol => H2_PROTOCOL_ERROR,
         }
     }
 }
@@ -89,15 +96,25 @@ impl ConnectionEnd for DispatchError {
             Self::Parse(_) => Some(Refusal::Unreadable),
             Self::SlowRequestTimeout => Some(Refusal::HeadTimeout),
             // A protocol error h2 found in what the client sent, not the client leaving.
-            Self::H2(e) if !e.is_io() && !e.is_remote() => Some(Refusal::Unreadable),
+            Self::H2(e) if !e.is_io() && !e.is_remote() => Some(Refusal::H2Protocol),
             _ => None,
         }
     }
 }
 
-impl<E, S: ConnectionEnd> ConnectionEnd for TlsError<E, S> {
+impl<S: ConnectionEnd> ConnectionEnd for TlsError<std::io::Error, S> {
     fn refusal(&self) -> Option<Refusal> {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
         match self {
+            // A TCP probe, or a client that hung up: it left, nothing was refused.
+            Self::Tls(e)
+                if matches!(
+                    e.kind(),
+                    UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+                ) =>
+            {
+                None
+            }
             Self::Timeout | Self::Tls(_) => Some(Refusal::TlsHandshake),
             Self::Service(e) => e.refusal(),
         }
@@ -106,48 +123,44 @@ impl<E, S: ConnectionEnd> ConnectionEnd for TlsError<E, S> {
 
 thread_local! {
     /// The connection whose future this worker thread is polling now.
-    static CURRENT: RefCell<Option<Rc<Cell<bool>>>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Rc<Seen>>> = const { RefCell::new(None) };
+}
+
+/// The connection being polled on this thread, if any.
+fn current() -> Option<Rc<Seen>> {
+    CURRENT.with(|c| c.borrow().clone())
 }
 
 /// Marks the connection being polled on this thread as having served a request.
 pub fn request_arrived() {
     CURRENT.with(|c| {
-        if let Some(served) = c.borrow().as_ref() {
-            served.set(true);
+        if let Some(seen) = c.borrow().as_ref() {
+            seen.served.set(true);
         }
     });
 }
 
-/// Marks the connection being set up on this thread as HTTP/2, which has no head timer:
-/// a clean end of it is never a head timeout.
-pub fn h2_negotiated() {
-    request_arrived();
+/// `io`, the plaintext stream of the connection being set up on this thread, watched for
+/// the first status it is answered with.
+pub fn watched<IO>(io: IO) -> Watched<IO> {
+    Watched::new(io, current().unwrap_or_default())
 }
 
-/// One connection: when it began, and whether a request of it reached the app.
-#[derive(Debug)]
+/// One connection: whether a request of it reached the app, and what was written first.
+#[derive(Debug, Default)]
 pub struct Watch {
-    began: Instant,
-    served: Rc<Cell<bool>>,
-}
-
-impl Default for Watch {
-    fn default() -> Self {
-        Self::new()
-    }
+    seen: Rc<Seen>,
 }
 
 impl Watch {
     pub fn new() -> Self {
-        Self {
-            began: Instant::now(),
-            served: Rc::default(),
-        }
+        Self::default()
     }
 
-    /// Runs `f` as this connection's code: [`request_arrived`] within it marks this one.
+    /// Runs `f` as this connection's code: [`request_arrived`] and [`watched`] within it
+    /// are about this one.
     pub fn during<T>(&self, f: impl FnOnce() -> T) -> T {
-        let before = CURRENT.with(|c| c.replace(Some(Rc::clone(&self.served))));
+        let before = CURRENT.with(|c| c.replace(Some(Rc::clone(&self.seen))));
         let out = f();
         CURRENT.with(|c| *c.borrow_mut() = before);
         out
@@ -163,18 +176,11 @@ impl Watch {
         .await
     }
 
-    /// The refusal that ended the connection with `result`, if one did; `head_timeout` is
-    /// `client_request_timeout_ms` (zero: actix has no head timer).
-    pub fn refusal<E: ConnectionEnd>(
-        &self,
-        result: &Result<(), E>,
-        head_timeout: Duration,
-    ) -> Option<Refusal> {
+    /// The refusal that ended the connection with `result`, if one did.
+    pub fn refusal<E: ConnectionEnd>(&self, result: &Result<(), E>) -> Option<Refusal> {
         match result {
             Err(e) => e.refusal(),
-            Ok(()) => (!head_timeout.is_zero()
-                && !self.served.get()
-                && self.began.elapsed() + ACTIX_CLOCK_LAG >= head_timeout)
+            Ok(()) => (!self.seen.served.get() && self.seen.first_status() == Some(408))
                 .then_some(Refusal::HeadTimeout),
         }
     }
@@ -196,27 +202,37 @@ mod tests {
                 "bad_request",
                 "headers_too_large",
                 "request_timeout",
-                TLS_HANDSHAKE_FAILED
+                TLS_HANDSHAKE_FAILED,
+                H2_PROTOCOL_ERROR
             ]
         );
     }
 
     #[test]
-    fn a_clean_end_is_a_head_timeout_only_without_a_request_and_after_the_timer() {
-        let timeout = ACTIX_CLOCK_LAG + Duration::from_millis(100);
+    fn a_clean_end_is_a_head_timeout_only_after_a_408_written_before_any_request() {
+        use tokio::io::AsyncWriteExt;
         let ok: Result<(), DispatchError> = Ok(());
-        let young = Watch::new();
-        assert_eq!(young.refusal(&ok, timeout), None, "ended before the timer");
-        let old = Watch {
-            began: Instant::now() - Duration::from_millis(100),
-            served: Rc::default(),
+        let write = |watch: &Watch, bytes: &'static [u8]| {
+            let mut io = watch.during(|| watched(Vec::new()));
+            futures_util::FutureExt::now_or_never(io.write_all(bytes))
+                .expect("ready")
+                .expect("written");
         };
-        assert_eq!(old.refusal(&ok, timeout), Some(Refusal::HeadTimeout));
-        assert_eq!(old.refusal(&ok, Duration::ZERO), None, "no head timer");
-        old.during(request_arrived);
-        assert_eq!(old.refusal(&ok, timeout), None, "served a request");
+        let silent = Watch::new();
+        assert_eq!(silent.refusal(&ok), None, "a client that left");
+        let timed_out = Watch::new();
+        write(&timed_out, b"HTTP/1.1 408 Request Timeout\r\n");
+        assert_eq!(timed_out.refusal(&ok), Some(Refusal::HeadTimeout));
+        let answered = Watch::new();
+        answered.during(request_arrived);
+        write(&answered, b"HTTP/1.1 408 Request Timeout\r\n");
+        assert_eq!(
+            answered.refusal(&ok),
+            None,
+            "the app's own 408, counted by the app"
+        );
         request_arrived();
-        assert!(!young.served.get(), "marked outside any connection");
+        assert!(!silent.seen.served.get(), "marked outside any connection");
     }
 
     #[test]
@@ -238,6 +254,12 @@ mod tests {
             assert_eq!(error.refusal(), want, "{error}");
         }
         let tls: TlsError<std::io::Error, DispatchError> = TlsError::Timeout;
+        assert_eq!(tls.refusal(), Some(Refusal::TlsHandshake));
+        let left = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        let tls: TlsError<std::io::Error, DispatchError> = TlsError::Tls(left);
+        assert_eq!(tls.refusal(), None, "a TCP probe");
+        let bad = std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt message");
+        let tls: TlsError<std::io::Error, DispatchError> = TlsError::Tls(bad);
         assert_eq!(tls.refusal(), Some(Refusal::TlsHandshake));
         let tls: TlsError<std::io::Error, DispatchError> =
             TlsError::Service(ParseError::Header.into());
