@@ -160,10 +160,15 @@ impl Watch {
     /// Runs `f` as this connection's code: [`request_arrived`] and [`watched`] within it
     /// are about this one.
     pub fn during<T>(&self, f: impl FnOnce() -> T) -> T {
-        let before = CURRENT.with(|c| c.replace(Some(Rc::clone(&self.seen))));
-        let out = f();
-        CURRENT.with(|c| *c.borrow_mut() = before);
-        out
+        /// Puts back the connection polled before, even if `f` panics.
+        struct Restore(Option<Rc<Seen>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| *c.borrow_mut() = self.0.take());
+            }
+        }
+        let _restore = Restore(CURRENT.with(|c| c.replace(Some(Rc::clone(&self.seen)))));
+        f()
     }
 
     /// Awaits `served` (the connection's service future), each poll as this connection's.
