@@ -80,28 +80,13 @@ async fn send_and_read(host: &str, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-async fn metrics(bridge: &BridgeProcess) -> String {
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .expect("a client");
-    client
-        .get(format!("{}/metrics", bridge.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 /// Polls `/metrics` until `reason` has been counted `want` times (5 s at most: a
 /// connection is counted as it ends, just after its client read the close), and returns
 /// the count last seen.
 async fn wait_refused(bridge: &BridgeProcess, reason: &str, want: f64) -> f64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let seen = refused(&metrics(bridge).await, reason);
+        let seen = refused(&bridge.metrics().await, reason);
         if seen >= want || std::time::Instant::now() > deadline {
             return seen;
         }
@@ -126,7 +111,7 @@ async fn requests_the_http_layer_refuses_are_counted_by_reason_and_not_logged_on
     let host = bridge.address.trim_start_matches("http://").to_owned();
     const EACH: usize = 20;
     for case in cases() {
-        let before = refused(&metrics(&bridge).await, case.reason);
+        let before = refused(&bridge.metrics().await, case.reason);
         let answers = (0..EACH).map(|_| send_and_read(&host, &case.sends));
         for answer in futures_util::future::join_all(answers).await {
             assert!(answer.starts_with(case.answer), "{}: {answer:?}", case.what);
@@ -188,7 +173,7 @@ async fn connections_that_end_without_a_refusal_of_the_http_layer_are_not_counte
     let late = send_and_read(&host, b"GET /healthz HTTP/1.1\r\n").await;
     assert!(late.starts_with("HTTP/1.1 408"), "{late:?}");
     assert_eq!(wait_refused(&bridge, "request_timeout", 1.0).await, 1.0);
-    let text = metrics(&bridge).await;
+    let text = bridge.metrics().await;
     for reason in [
         "bad_request",
         "headers_too_large",
@@ -257,7 +242,7 @@ async fn failed_tls_handshakes_are_counted_and_not_logged_but_tcp_probes_are_nei
         want
     );
     // Requests served over TLS (`/metrics`, by a client that then leaves): nothing refused.
-    let text = metrics(&bridge).await;
+    let text = bridge.metrics().await;
     assert_eq!(
         refused(&text, "tls_handshake_failed"),
         want,
