@@ -6,6 +6,10 @@
 //!   kernel pipes cores to a collector (which ignores `RLIMIT_CORE`), and no `ptrace` by
 //!   other processes of the same user.
 //! - umask 077: files 0600, directories 0700, whatever umask the bridge was started with.
+//! - [`open_files_for`]: the soft `RLIMIT_NOFILE` raised toward the hard one, so that
+//!   `server.max_connections` fit (a common soft limit is 1024, under the default 2048).
+//!   Past the limit `accept` fails: connections wait in the backlog unseen, and the
+//!   spool's and librdkafka's own opens fail too.
 //!
 //! Through rustix's safe wrappers (the crate denies `unsafe`). Linux only; elsewhere a
 //! no-op.
@@ -43,6 +47,73 @@ pub fn harden() -> Result<(), HardeningError> {
     }
     #[cfg(not(target_os = "linux"))]
     Ok(())
+}
+
+/// Descriptors the bridge needs besides its connections: the listener, epoll and wake-up
+/// descriptors, librdkafka's sockets and pipes, the spool's files, the OTLP client.
+pub const OTHER_DESCRIPTORS: u64 = 256;
+
+/// The open-files limit, against what `connections` need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFiles {
+    /// The soft limit already allows them.
+    Enough { limit: u64 },
+    /// The soft limit was raised (to the hard limit, or to what is needed if that is
+    /// unlimited).
+    Raised { from: u64, to: u64 },
+    /// Even the hard limit (or an unprivileged raise) leaves fewer than needed.
+    TooFew { limit: u64, needed: u64 },
+}
+
+/// Raises the soft `RLIMIT_NOFILE` so that `connections` plus [`OTHER_DESCRIPTORS`] fit,
+/// as far as the hard limit allows.
+pub fn open_files_for(connections: u64) -> OpenFiles {
+    let needed = connections.saturating_add(OTHER_DESCRIPTORS);
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let now = getrlimit(Resource::Nofile);
+        let soft = now.current.unwrap_or(u64::MAX);
+        if soft >= needed {
+            return OpenFiles::Enough { limit: soft };
+        }
+        let to = now.maximum.unwrap_or(needed);
+        let raised = Rlimit {
+            current: Some(to),
+            maximum: now.maximum,
+        };
+        if to > soft && setrlimit(Resource::Nofile, raised).is_ok() {
+            if to >= needed {
+                return OpenFiles::Raised { from: soft, to };
+            }
+            return OpenFiles::TooFew { limit: to, needed };
+        }
+        OpenFiles::TooFew {
+            limit: soft,
+            needed,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    OpenFiles::Enough { limit: needed }
+}
+
+/// [`open_files_for`] `connections` (`Settings::connections`), saying what it did: INFO
+/// when it raised the limit, WARN when it could not raise it far enough.
+pub fn open_files_for_connections(connections: usize) {
+    match open_files_for(u64::try_from(connections).unwrap_or(u64::MAX)) {
+        OpenFiles::Enough { .. } => {}
+        OpenFiles::Raised { from, to } => {
+            tracing::info!(from, to, "Raised the open-files limit (RLIMIT_NOFILE).");
+        }
+        OpenFiles::TooFew { limit, needed } => tracing::warn!(
+            limit,
+            needed,
+            "The open-files limit (RLIMIT_NOFILE) is below server.max_connections plus what \
+             the bridge needs besides: past it connections wait unaccepted and the spool's \
+             and Kafka's own files fail to open. Raise the hard limit (LimitNOFILE=, \
+             ulimit -Hn, the container runtime's nofile) or lower server.max_connections."
+        ),
+    }
 }
 
 /// Tests that set the process's umask take this first: it is one for the whole process.

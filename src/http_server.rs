@@ -84,6 +84,8 @@ where
 struct Gate {
     limit: Arc<ConnectionLimit>,
     refused: [IntCounter; Refusal::ALL.len()],
+    /// How long a connection may go without a request (`connection_end::stall_after`).
+    stall_after: Duration,
 }
 
 impl Gate {
@@ -97,7 +99,22 @@ impl Gate {
                 metrics.with_label_values(&[CONNECTION_PER_ADDRESS_LIMIT]),
             ),
             refused: Refusal::ALL.map(|r| metrics.with_label_values(&[r.reason()])),
+            stall_after: connection_end::stall_after(
+                Duration::from_millis(settings.server.request_timeout_ms),
+                Duration::from_secs(settings.server.keep_alive_s),
+                Duration::from_millis(settings.server.client_request_timeout_ms),
+            ),
         }
+    }
+
+    /// Counts a connection closed for going [`stall_after`](Self::stall_after) without a
+    /// request.
+    fn stalled(&self) {
+        self.refused[Refusal::HeadTimeout.index()].inc();
+        tracing::debug!(
+            reason = Refusal::HeadTimeout.reason(),
+            "Closed a connection that sent no complete request in time."
+        );
     }
 
     /// Counts the refusal, if any, that ended `watch`'s connection with `result`.
@@ -182,7 +199,10 @@ where
         async move {
             let _held = admission;
             let Some(served) = served else { return Ok(()) };
-            let result = watch.serve(served).await;
+            let Some(result) = watch.serve(served, gate.stall_after).await else {
+                gate.stalled();
+                return Ok(());
+            };
             gate.record(&watch, &result);
             result
         }

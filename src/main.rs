@@ -40,6 +40,7 @@ fn serve(arg: &cli::ConfigArg) -> ExitCode {
     if let Err(error) = qminder_bridge::hardening::harden() {
         tracing::warn!(%error, "Process hardening is incomplete: a core dump could hold secrets.");
     }
+    qminder_bridge::hardening::open_files_for_connections(settings.connections());
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }

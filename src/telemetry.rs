@@ -24,17 +24,18 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Log targets any client can make write a line per connection (actix-http: a malformed
-/// head, a client leaving; rustls: a handshake message of the wrong type, a warning
-/// alert), with the directive that quiets each unless `RUST_LOG` names its crate. The
+/// Log targets any client can make write a line per connection or frame (actix-http: a
+/// malformed head, a client leaving; rustls: a handshake message of the wrong type, a
+/// warning alert; h2: a PING ack never asked for, too many resets), with the directive that quiets each unless `RUST_LOG` names its crate. The
 /// bridge counts those connections itself (`connection_end`). rustls keeps its ERRORs.
 /// actix-http's lines that are off include a few about the bridge's own side (a response
 /// body stream failing), which its in-memory answers cannot produce.
-const CLIENT_MADE: [(&str, &str); 4] = [
+const CLIENT_MADE: [(&str, &str); 5] = [
     ("actix_http", "actix_http::h1::dispatcher=off"),
     ("actix_http", "actix_http::h1::decoder=off"),
     ("actix_http", "actix_http::h2::dispatcher=off"),
     ("rustls", "rustls=error"),
+    ("h2", "h2=error"),
 ];
 
 fn without_client_made_lines(filter: EnvFilter, rust_log: Option<&str>) -> EnvFilter {

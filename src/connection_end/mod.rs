@@ -25,6 +25,7 @@ pub use watched::Watched;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use actix_http::error::{DispatchError, ParseError};
 use actix_tls::accept::TlsError;
@@ -46,7 +47,8 @@ pub enum Refusal {
     /// A request head larger than actix's head buffer: 431.
     HeadTooLarge,
     /// No complete request head within `client_request_timeout_ms`: 408 (h1), or the h2
-    /// preface not received in that time (closed, no answer).
+    /// preface not received in that time (closed, no answer); or no request for
+    /// [`stall_after`] (closed, no answer).
     HeadTimeout,
     /// A TLS handshake that failed or did not finish in time.
     TlsHandshake,
@@ -136,6 +138,7 @@ pub fn request_arrived() {
     CURRENT.with(|c| {
         if let Some(seen) = c.borrow().as_ref() {
             seen.served.set(true);
+            seen.last_request.set(Some(Instant::now()));
         }
     });
 }
@@ -144,6 +147,13 @@ pub fn request_arrived() {
 /// the first status it is answered with.
 pub fn watched<IO>(io: IO) -> Watched<IO> {
     Watched::new(io, current().unwrap_or_default())
+}
+
+/// How long a connection may go without a request reaching the app before it is closed:
+/// the longest a request may take, then the longest a kept-alive connection may idle, then
+/// the longest its next head may take. Longer, and a head was begun and never finished.
+pub fn stall_after(request_timeout: Duration, keep_alive: Duration, head: Duration) -> Duration {
+    request_timeout + keep_alive + head
 }
 
 /// One connection: whether a request of it reached the app, and what was written first.
@@ -171,12 +181,27 @@ impl Watch {
         f()
     }
 
-    /// Awaits `served` (the connection's service future), each poll as this connection's.
-    pub async fn serve<F: Future>(&self, served: F) -> F::Output {
+    /// Awaits `served` (the connection's service future), each poll as this connection's;
+    /// `None` if no request of it reached the app for `stall_after` (since it began, or
+    /// since the last one), when it is dropped, which closes it. actix-http times out
+    /// only a connection's first head: a later head begun and never finished (its
+    /// keep-alive timer stops at the first byte) would hold the connection for good.
+    pub async fn serve<F: Future>(&self, served: F, stall_after: Duration) -> Option<F::Output> {
+        let began = Instant::now();
         let mut served = std::pin::pin!(served);
-        std::future::poll_fn(|cx| match self.during(|| served.as_mut().poll(cx)) {
-            Poll::Ready(out) => Poll::Ready(out),
-            Poll::Pending => Poll::Pending,
+        let mut deadline = std::pin::pin!(tokio::time::sleep(stall_after));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = self.during(|| served.as_mut().poll(cx)) {
+                return Poll::Ready(Some(out));
+            }
+            while deadline.as_mut().poll(cx).is_ready() {
+                let due = self.seen.last_request.get().unwrap_or(began) + stall_after;
+                if Instant::now() >= due {
+                    return Poll::Ready(None);
+                }
+                deadline.as_mut().reset(due.into());
+            }
+            Poll::Pending
         })
         .await
     }

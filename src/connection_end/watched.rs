@@ -15,11 +15,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The first bytes of a status line kept: `HTTP/1.1 408` is 12.
 const KEPT: usize = 12;
 
-/// What one connection showed: whether a request reached the app, and the start of the
-/// first thing written on it. One per connection, on its worker thread.
+/// What one connection showed: whether a request reached the app and when the last one
+/// did, and the start of the first thing written on it. One per connection, on its
+/// worker thread.
 #[derive(Debug, Default)]
 pub struct Seen {
     pub(super) served: Cell<bool>,
+    pub(super) last_request: Cell<Option<std::time::Instant>>,
     first: Cell<([u8; KEPT], usize)>,
 }
 

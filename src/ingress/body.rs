@@ -65,5 +65,13 @@ pub(super) async fn read_capped(
             }
         }
     }
-    Ok(first.unwrap_or_else(|| body.freeze()))
+    let whole = first.unwrap_or_else(|| body.freeze());
+    // actix ends the payload without an error when the client closes its side early:
+    // fewer bytes than declared is a truncated body, not a body with a wrong signature.
+    if length.is_some_and(|declared| whole.len() < declared) {
+        return Err(IngressError::BadRequest(Some(
+            actix_web::error::PayloadError::Incomplete(None),
+        )));
+    }
+    Ok(whole)
 }

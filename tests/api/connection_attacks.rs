@@ -89,3 +89,47 @@ async fn one_address_holding_every_connection_with_keep_alive_probes_does_not_ke
         .await;
     assert!(refused > 0.0, "no connection was refused");
 }
+
+/// The soft and hard `Max open files` of process `pid`, from `/proc/PID/limits`.
+fn open_files(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-files line");
+    let mut numbers = line.split_whitespace().filter_map(|w| w.parse().ok());
+    (numbers.next().expect("soft"), numbers.next().expect("hard"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_open_files_limit_below_max_connections_is_raised_and_a_hard_one_warned_about() {
+    // 2048 connections by default, plus 256 for the rest: 2304 descriptors wanted.
+    let (_, hard) = open_files("self");
+    let soft_1024 = ["sh", "-c", r#"ulimit -Sn 1024 && exec "$0" "$@""#];
+    let raised = BridgeProcess::start_under(&soft_1024, broker::shared(), |_| {});
+    raised.wait_ready(Duration::from_secs(30)).await;
+    let (soft, _) = open_files(&raised.pid().to_string());
+    if hard >= 2304 {
+        assert_eq!(soft, hard, "raised to the hard limit\n{}", raised.log());
+        assert!(
+            raised.log().contains("Raised the open-files limit"),
+            "{}",
+            raised.log()
+        );
+    } else {
+        assert!(
+            raised
+                .log()
+                .contains("open-files limit (RLIMIT_NOFILE) is below")
+        );
+    }
+    let both_1024 = ["sh", "-c", r#"ulimit -n 1024 && exec "$0" "$@""#];
+    let low = BridgeProcess::start_under(&both_1024, broker::shared(), |_| {});
+    low.wait_ready(Duration::from_secs(30)).await;
+    assert_eq!(open_files(&low.pid().to_string()), (1024, 1024));
+    let log = low.log();
+    assert!(
+        log.contains("open-files limit (RLIMIT_NOFILE) is below"),
+        "{log}"
+    );
+}

@@ -194,6 +194,25 @@ async fn connections_that_end_without_a_refusal_of_the_http_layer_are_not_counte
     assert!(text.contains(&own), "{own}");
 }
 
+/// The bridge on TLS with HTTP/2 offered, and its certificate (DER).
+fn tls_bridge() -> (BridgeProcess, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("dir");
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, generated.cert.pem()).expect("write");
+    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write");
+    let bridge = BridgeProcess::start(broker::shared(), |s| {
+        s.server.tls = Some(qminder_bridge::config::TlsSettings {
+            cert_file,
+            key_file,
+            http2: true,
+        });
+    });
+    // The files are read at start; the directory may go once the bridge is ready.
+    std::mem::forget(dir);
+    (bridge, generated.cert.der().to_vec())
+}
+
 /// What is sent first on a TLS connection instead of a ClientHello.
 const NOT_CLIENT_HELLOS: [(&str, &[u8]); 2] = [
     // rustls logs a WARN for this one in its own code ("Received a ChangeCipherSpec
@@ -207,18 +226,7 @@ const NOT_CLIENT_HELLOS: [(&str, &[u8]); 2] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_tls_handshakes_are_counted_and_not_logged_but_tcp_probes_are_neither() {
-    let dir = tempfile::tempdir().expect("dir");
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, generated.cert.pem()).expect("write");
-    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write");
-    let bridge = BridgeProcess::start(broker::shared(), |s| {
-        s.server.tls = Some(qminder_bridge::config::TlsSettings {
-            cert_file,
-            key_file,
-            http2: true,
-        });
-    });
+    let (bridge, _cert) = tls_bridge();
     bridge.wait_ready(Duration::from_secs(30)).await;
     let host = bridge.address.trim_start_matches("https://").to_owned();
     // TCP probes (a load balancer's health check) connect and leave: not refusals.
@@ -255,6 +263,115 @@ async fn failed_tls_handshakes_are_counted_and_not_logged_but_tcp_probes_are_nei
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
         .filter(|l| l.contains(" rustls::") || l.contains(" actix_http::"))
         .collect();
+    assert!(
+        noisy.is_empty(),
+        "{} lines:\n{}",
+        noisy.len(),
+        noisy.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_head_never_finished_on_a_kept_alive_connection_is_closed_and_counted() {
+    // actix-http times out only a connection's first head; the bridge closes a connection
+    // that has gone request_timeout + keep_alive + client_request_timeout (4.5 s here)
+    // without a request.
+    let bridge = BridgeProcess::start(broker::shared(), |s| {
+        s.server.client_request_timeout_ms = 500;
+        s.server.keep_alive_s = 1;
+        s.server.request_timeout_ms = 3000;
+        s.kafka.delivery_timeout_ms = 2000;
+    });
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let host = bridge.address.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&host).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = [0u8; 512];
+    let n = stream.read(&mut first).await.expect("an answer");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut rest));
+    let _ = closed
+        .await
+        .expect("the bridge closes the connection (before: held for good)");
+    assert_eq!(wait_refused(&bridge, "request_timeout", 1.0).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_by_the_client_is_a_bad_request_not_a_wrong_signature() {
+    let bridge = BridgeProcess::start(broker::shared(), |_| {});
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let host = bridge.address.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&host).await.expect("connect");
+    let head = format!(
+        "POST /webhooks/qminder HTTP/1.1\r\nHost: x\r\nX-Qminder-Signature: {}\r\n\
+         Content-Length: 100\r\n\r\n{{\"type\":",
+        "0".repeat(64)
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    let _ = read.await.expect("an answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.ends_with(r#"{"error":"bad_request"}"#), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_an_http2_client_was_never_sent_do_not_write_a_log_line_each() {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let (bridge, cert) = tls_bridge();
+    bridge.wait_ready(Duration::from_secs(30)).await;
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(cert)).expect("root");
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let host = bridge.address.trim_start_matches("https://").to_owned();
+    let tcp = TcpStream::connect(&host).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The preface, empty SETTINGS, then PING frames flagged ACK for pings never sent.
+    let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frames.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    for i in 0..200u8 {
+        frames.extend_from_slice(&[0, 0, 8, 6, 1, 0, 0, 0, 0, i, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    // Last, a real PING: its ack comes back once the frames before it were handled.
+    frames.extend_from_slice(&[0, 0, 8, 6, 0, 0, 0, 0, 0]);
+    frames.extend_from_slice(b"lastping");
+    tls.write_all(&frames).await.expect("write");
+    tls.flush().await.expect("flush");
+    let mut answer = Vec::new();
+    let acked = async {
+        let mut chunk = [0u8; 1024];
+        while !answer.windows(8).any(|w| w == b"lastping") {
+            let n = tls.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before the ping's ack");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), acked)
+        .await
+        .expect("the last ping acknowledged");
+    drop(tls);
+    let log = bridge.log();
+    let noisy: Vec<&str> = log.lines().filter(|l| l.contains(" h2::")).collect();
     assert!(
         noisy.is_empty(),
         "{} lines:\n{}",

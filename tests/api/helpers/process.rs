@@ -31,11 +31,7 @@ impl BridgeProcess {
         tweak: impl FnOnce(&mut Settings),
         env: &[(&str, &str)],
     ) -> Self {
-        let mut settings = test_settings(bootstrap);
-        settings.server.listen = format!("127.0.0.1:{}", free_port());
-        settings.endpoints[0].secrets = vec![SecretSpec::parse("env:QMINDER_BRIDGE_TEST_SECRET")];
-        tweak(&mut settings);
-        Self::launch_with_env(settings, env)
+        Self::launch_with_env(process_settings(bootstrap, tweak), env)
     }
 
     /// Starts `qminder-bridge serve` with exactly `settings` (e.g. another's, to restart it).
@@ -44,11 +40,34 @@ impl BridgeProcess {
     }
 
     fn launch_with_env(settings: Settings, env: &[(&str, &str)]) -> Self {
+        Self::launch_under(&[], settings, env)
+    }
+
+    /// Like [`start`](Self::start), run by the command `wrapper` (e.g. `prlimit …`), which
+    /// is given the bridge's command line after its own.
+    pub fn start_under(
+        wrapper: &[&str],
+        bootstrap: &str,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        Self::launch_under(wrapper, process_settings(bootstrap, tweak), &[])
+    }
+
+    fn launch_under(wrapper: &[&str], settings: Settings, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let config = dir.path().join("bridge.toml");
         std::fs::write(&config, toml::to_string(&settings).expect("TOML")).expect("write config");
         let log = std::fs::File::create(dir.path().join("bridge.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_qminder-bridge"))
+        let bridge = env!("CARGO_BIN_EXE_qminder-bridge");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bridge);
+                c
+            }
+            None => Command::new(bridge),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&config)
             .env("QMINDER_BRIDGE_TEST_SECRET", SECRET)
@@ -70,6 +89,10 @@ impl BridgeProcess {
             settings,
             dir,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {
@@ -240,6 +263,15 @@ impl Drop for BridgeProcess {
 }
 
 /// A client for the bridge's own endpoints, plain or TLS (its certificate is the test's).
+/// The test settings for a bridge process: its own port, the secret from its environment.
+fn process_settings(bootstrap: &str, tweak: impl FnOnce(&mut Settings)) -> Settings {
+    let mut settings = test_settings(bootstrap);
+    settings.server.listen = format!("127.0.0.1:{}", free_port());
+    settings.endpoints[0].secrets = vec![SecretSpec::parse("env:QMINDER_BRIDGE_TEST_SECRET")];
+    tweak(&mut settings);
+    settings
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
