@@ -13,7 +13,7 @@ use super::{Current, Endpoint, Ingress, Live};
 use crate::config::{EndpointSettings, Settings};
 use crate::dedupe::Dedupe;
 use crate::delivery::{Deliver, RecordLimit};
-use crate::metrics::Metrics;
+use crate::metrics::{ABANDONED_STAGES, Metrics};
 use crate::routing::Router;
 use crate::secret::SecretError;
 use crate::shutdown::Stopping;
@@ -162,6 +162,11 @@ impl Endpoint {
             duration: metrics
                 .request_duration
                 .with_label_values(&[&settings.path]),
+            abandoned: ABANDONED_STAGES.map(|stage| {
+                metrics
+                    .requests_abandoned
+                    .with_label_values(&[&settings.path, stage])
+            }),
         })
     }
 }

@@ -56,6 +56,47 @@ pub struct Endpoint {
     /// Its `webhooks_verified` children, indexed by registration.
     verified_by: Vec<IntCounter>,
     duration: Histogram,
+    /// Its `requests_abandoned` children, unverified and verified.
+    abandoned: [IntCounter; 2],
+}
+
+/// A request not answered yet. Dropped so (actix drops the handler when its client goes
+/// away, or when the server stops at once), it is counted in `requests_abandoned_total`
+/// by whether its signature had been verified.
+struct Unanswered<'a> {
+    abandoned: &'a [IntCounter; 2],
+    verified: std::cell::Cell<bool>,
+    answered: bool,
+}
+
+impl<'a> Unanswered<'a> {
+    fn new(abandoned: &'a [IntCounter; 2]) -> Self {
+        Self {
+            abandoned,
+            verified: std::cell::Cell::new(false),
+            answered: false,
+        }
+    }
+
+    fn verified(&self) {
+        self.verified.set(true);
+    }
+
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.abandoned[usize::from(self.verified.get())].inc();
+            tracing::debug!(
+                verified = self.verified.get(),
+                "A webhook request was dropped unanswered."
+            );
+        }
+    }
 }
 
 /// What every webhook request shares. Built by [`Ingress::new`] (`build.rs`).
@@ -123,9 +164,11 @@ async fn receive(
             .is_some_and(|peer| live.access.is_trusted(peer.ip()))
     };
     let span = ingress.traces.webhook(request, &endpoint.path, trusted);
+    let unanswered = Unanswered::new(&endpoint.abandoned);
     let handled = ingress
-        .handle(request, payload, live, endpoint, &span)
+        .handle(request, payload, live, endpoint, &span, &unanswered)
         .await;
+    unanswered.answered();
     let (response, outcome) = match handled {
         Ok(response) => {
             let outcome = if response.status() == actix_web::http::StatusCode::OK {
@@ -176,6 +219,7 @@ impl Ingress {
         live: &Live,
         endpoint: &Endpoint,
         span: &WebhookSpan,
+        unanswered: &Unanswered<'_>,
     ) -> Result<HttpResponse, IngressError> {
         let _active = self.admission.enter();
         self.admit(request, live)?;
@@ -184,6 +228,7 @@ impl Ingress {
         let verify = span.step("verify");
         let verified = endpoint.verifier.verify_decoded(&head.signature, body)?;
         drop(verify);
+        unanswered.verified();
         if let Some(counter) = endpoint.verified_by.get(verified.registration()) {
             counter.inc();
         }
@@ -270,4 +315,22 @@ struct Head {
     signature: Signature,
     /// The declared Content-Length; `None` for a chunked body.
     length: Option<usize>,
+}
+
+#[cfg(test)]
+mod unanswered_tests {
+    use super::Unanswered;
+    use prometheus::IntCounter;
+
+    #[test]
+    fn a_request_dropped_unanswered_is_counted_by_how_far_it_got_and_an_answered_one_not() {
+        let counters = || [0, 1].map(|i| IntCounter::new(format!("c{i}"), "h").expect("counter"));
+        let abandoned = counters();
+        drop(Unanswered::new(&abandoned));
+        let verified = Unanswered::new(&abandoned);
+        verified.verified();
+        drop(verified);
+        Unanswered::new(&abandoned).answered();
+        assert_eq!(abandoned.map(|c| c.get()), [1, 1]);
+    }
 }

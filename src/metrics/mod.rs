@@ -30,6 +30,10 @@ use prometheus::{
 /// The reason label of connections refused by `server.max_connections_per_address`.
 pub const CONNECTION_PER_ADDRESS_LIMIT: &str = "per_address_limit";
 
+/// The `stage` label of `requests_abandoned_total`, indexed by whether the request's
+/// signature had been verified.
+pub const ABANDONED_STAGES: [&str; 2] = ["unverified", "verified"];
+
 /// Endpoint label for requests to no configured path.
 pub const NO_ENDPOINT: &str = "none";
 
@@ -45,6 +49,8 @@ pub struct Metrics {
     pub events_failed: IntCounterVec,
     pub events_deduplicated: IntCounterVec,
     pub request_duration: HistogramVec,
+    /// Webhook requests dropped unanswered, by endpoint and [`ABANDONED_STAGES`].
+    pub requests_abandoned: IntCounterVec,
     pub delivery_duration: Histogram,
     pub requests_in_flight: IntGauge,
     pub in_flight_body_bytes: IntGauge,
@@ -66,6 +72,14 @@ pub struct Metrics {
     pub reconcile: ReconcileMetrics,
     /// Reloads of the configuration.
     pub reload: ReloadMetrics,
+}
+
+fn abandoned(d: &Declare) -> IntCounterVec {
+    d.counter_vec(
+        "requests_abandoned_total",
+        "Webhook requests dropped before their answer because the client went away (or the server stopped at once), by endpoint and stage: unverified, or verified (its event may still have reached Kafka, uncounted in events_forwarded_total).",
+        &["endpoint", "stage"],
+    )
 }
 
 /// The spool's gauges and counters (all zero when the spool is off).
@@ -202,6 +216,7 @@ impl Metrics {
                 "Webhooks answered with an earlier acknowledgement of the same event, not published again ([dedupe]).",
                 &["endpoint"],
             ),
+            requests_abandoned: abandoned(d),
             request_duration: d.latency_histogram_vec(
                 "request_duration_seconds",
                 "Time from receiving a webhook request to answering it, by endpoint.",
@@ -269,6 +284,10 @@ impl Metrics {
             }
             for reason in &labels.reject_reasons {
                 self.events_rejected.with_label_values(&[endpoint, reason]);
+            }
+            for stage in ABANDONED_STAGES {
+                self.requests_abandoned
+                    .with_label_values(&[endpoint, stage]);
             }
         }
         self.events_rejected
