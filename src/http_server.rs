@@ -107,16 +107,6 @@ impl Gate {
         }
     }
 
-    /// Counts a connection closed for going [`stall_after`](Self::stall_after) without a
-    /// request.
-    fn stalled(&self) {
-        self.refused[Refusal::HeadTimeout.index()].inc();
-        tracing::debug!(
-            reason = Refusal::HeadTimeout.reason(),
-            "Closed a connection that sent no complete request in time."
-        );
-    }
-
     /// Counts the refusal, if any, that ended `watch`'s connection with `result`.
     fn record<E: ConnectionEnd>(&self, watch: &Watch, result: &Result<(), E>) {
         match (watch.refusal(result), result) {
@@ -199,10 +189,11 @@ where
         async move {
             let _held = admission;
             let Some(served) = served else { return Ok(()) };
-            let Some(result) = watch.serve(served, gate.stall_after).await else {
-                gate.stalled();
-                return Ok(());
-            };
+            // Closed for a stall (`None`): dropped, which is a clean end the watch explains.
+            let result = watch
+                .serve(served, gate.stall_after)
+                .await
+                .unwrap_or(Ok(()));
             gate.record(&watch, &result);
             result
         }

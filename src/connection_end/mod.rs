@@ -137,7 +137,6 @@ fn current() -> Option<Rc<Seen>> {
 pub fn request_arrived() {
     CURRENT.with(|c| {
         if let Some(seen) = c.borrow().as_ref() {
-            seen.served.set(true);
             seen.last_request.set(Some(Instant::now()));
         }
     });
@@ -152,8 +151,11 @@ pub fn watched<IO>(io: IO) -> Watched<IO> {
 /// How long a connection may go without a request reaching the app before it is closed:
 /// the longest a request may take, then the longest a kept-alive connection may idle, then
 /// the longest its next head may take. Longer, and a head was begun and never finished.
+/// Saturating: an operator's huge timeouts make a bound that never comes, not a panic.
 pub fn stall_after(request_timeout: Duration, keep_alive: Duration, head: Duration) -> Duration {
-    request_timeout + keep_alive + head
+    request_timeout
+        .saturating_add(keep_alive)
+        .saturating_add(head)
 }
 
 /// One connection: whether a request of it reached the app, and what was written first.
@@ -195,8 +197,12 @@ impl Watch {
                 return Poll::Ready(Some(out));
             }
             while deadline.as_mut().poll(cx).is_ready() {
-                let due = self.seen.last_request.get().unwrap_or(began) + stall_after;
+                let since = self.seen.last_request.get().unwrap_or(began);
+                let Some(due) = since.checked_add(stall_after) else {
+                    return Poll::Pending; // beyond any clock: never
+                };
                 if Instant::now() >= due {
+                    self.seen.stalled.set(true);
                     return Poll::Ready(None);
                 }
                 deadline.as_mut().reset(due.into());
@@ -206,12 +212,14 @@ impl Watch {
         .await
     }
 
-    /// The refusal that ended the connection with `result`, if one did.
+    /// The refusal that ended the connection with `result`, if one did: its error's, a stall
+    /// ([`serve`](Self::serve)), or actix's 408 for a first head never finished.
     pub fn refusal<E: ConnectionEnd>(&self, result: &Result<(), E>) -> Option<Refusal> {
         match result {
             Err(e) => e.refusal(),
-            Ok(()) => (!self.seen.served.get() && self.seen.first_status() == Some(408))
-                .then_some(Refusal::HeadTimeout),
+            Ok(()) => (self.seen.stalled.get()
+                || self.seen.last_request.get().is_none() && self.seen.first_status() == Some(408))
+            .then_some(Refusal::HeadTimeout),
         }
     }
 }
@@ -239,6 +247,15 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_s_huge_timeouts_make_a_long_stall_bound_not_a_panic() {
+        let huge = Duration::from_secs(u64::MAX);
+        assert_eq!(
+            stall_after(huge, huge, Duration::from_secs(5)),
+            Duration::MAX
+        );
+    }
+
+    #[test]
     fn a_clean_end_is_a_head_timeout_only_after_a_408_written_before_any_request() {
         use tokio::io::AsyncWriteExt;
         let ok: Result<(), DispatchError> = Ok(());
@@ -262,7 +279,10 @@ mod tests {
             "the app's own 408, counted by the app"
         );
         request_arrived();
-        assert!(!silent.seen.served.get(), "marked outside any connection");
+        assert!(
+            silent.seen.last_request.get().is_none(),
+            "marked outside any connection"
+        );
     }
 
     #[test]

@@ -15,13 +15,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The first bytes of a status line kept: `HTTP/1.1 408` is 12.
 const KEPT: usize = 12;
 
-/// What one connection showed: whether a request reached the app and when the last one
-/// did, and the start of the first thing written on it. One per connection, on its
-/// worker thread.
+/// What one connection showed: when a request of it last reached the app (never: `None`),
+/// whether the bridge closed it for going too long without one, and the start of the
+/// first thing written on it. One per connection, on its worker thread.
 #[derive(Debug, Default)]
 pub struct Seen {
-    pub(super) served: Cell<bool>,
     pub(super) last_request: Cell<Option<std::time::Instant>>,
+    pub(super) stalled: Cell<bool>,
     first: Cell<([u8; KEPT], usize)>,
 }
 
