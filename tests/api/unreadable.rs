@@ -92,6 +92,16 @@ fn assert_no_log_lines(bridge: &BridgeProcess, unwanted: impl Fn(&str) -> bool) 
     );
 }
 
+/// The head of a webhook POST with a well-formed but wrong signature, declaring a body of
+/// 100 bytes, with `extra` header lines (each ending in CRLF), then `body_start`.
+fn wrongly_signed_head(extra: &str, body_start: &str) -> String {
+    format!(
+        "POST /webhooks/qminder HTTP/1.1\r\nHost: x\r\nX-Qminder-Signature: {}\r\n{extra}\
+         Content-Length: 100\r\n\r\n{body_start}",
+        "0".repeat(64)
+    )
+}
+
 /// A bridge process with `tweak`, ready, and its `host:port`.
 async fn ready_bridge(
     tweak: impl FnOnce(&mut qminder_bridge::config::Settings),
@@ -172,11 +182,7 @@ async fn connections_that_end_without_a_refusal_of_the_http_layer_are_not_counte
     drop(kept);
     // The bridge's own 408 (a body too slow, after a head that reached it) is the app's
     // refusal, counted with the requests', not the HTTP layer's.
-    let slow_body = format!(
-        "POST /webhooks/qminder HTTP/1.1\r\nHost: x\r\nX-Qminder-Signature: {}\r\n\
-         Content-Length: 100\r\n\r\n{{",
-        "0".repeat(64)
-    );
+    let slow_body = wrongly_signed_head("", "{");
     let own = send_and_read(&host, slow_body.as_bytes()).await;
     assert!(
         own.starts_with("HTTP/1.1 408") && own.ends_with(r#"{"error":"request_timeout"}"#),
@@ -312,11 +318,7 @@ async fn a_second_head_never_finished_on_a_kept_alive_connection_is_closed_and_c
 async fn a_body_cut_short_by_the_client_is_a_bad_request_not_a_wrong_signature() {
     let (_bridge, host) = ready_bridge(|_| {}).await;
     let mut stream = TcpStream::connect(&host).await.expect("connect");
-    let head = format!(
-        "POST /webhooks/qminder HTTP/1.1\r\nHost: x\r\nX-Qminder-Signature: {}\r\n\
-         Content-Length: 100\r\n\r\n{{\"type\":",
-        "0".repeat(64)
-    );
+    let head = wrongly_signed_head("", "{\"type\":");
     stream.write_all(head.as_bytes()).await.expect("write");
     stream.shutdown().await.expect("half-close");
     let mut answer = Vec::new();
@@ -379,11 +381,7 @@ async fn pings_an_http2_client_was_never_sent_do_not_write_a_log_line_each() {
 async fn a_request_whose_client_resets_mid_body_is_counted_as_abandoned() {
     let (bridge, host) = ready_bridge(|_| {}).await;
     let mut stream = TcpStream::connect(&host).await.expect("connect");
-    let head = format!(
-        "POST /webhooks/qminder HTTP/1.1\r\nHost: x\r\nX-Qminder-Signature: {}\r\n\
-         Expect: 100-continue\r\nContent-Length: 100\r\n\r\n",
-        "0".repeat(64)
-    );
+    let head = wrongly_signed_head("Expect: 100-continue\r\n", "");
     stream.write_all(head.as_bytes()).await.expect("write");
     // actix answers 100 Continue as it hands the request to the bridge.
     let mut interim = [0u8; 64];
